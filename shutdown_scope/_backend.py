@@ -1,0 +1,100 @@
+"""The one place where asyncio and Trio differ: waking the loop from a signal
+handler or another thread, and listing tasks for a diagnostic dump."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio.lowlevel
+
+if TYPE_CHECKING:
+    import trio
+
+__all__ = ["LoopHandle", "current_loop_handle"]
+
+
+class LoopHandle(Protocol):
+    def run_sync_soon(self, fn: Callable[..., object], *args: Any) -> bool:
+        """Schedule ``fn(*args)`` on the loop; safe from threads and signal
+        handlers. False if the loop is gone."""
+
+    def dump_tasks(self) -> str:
+        """Best-effort text listing of the loop's tasks, callable from any thread."""
+
+
+def _frames(frames: list[tuple[str, int, str]]) -> str:
+    return "".join(f"      {fn}:{line} in {name}\n" for fn, line, name in frames)
+
+
+class _AsyncioHandle:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def run_sync_soon(self, fn: Callable[..., object], *args: Any) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: the scope is over
+            return False
+        return True
+
+    def dump_tasks(self) -> str:
+        for _ in range(3):  # the task set may change under us: it is not ours
+            try:
+                tasks = list(asyncio.all_tasks(self._loop))
+                break
+            except RuntimeError:
+                continue
+        else:
+            return "  (task list changed while reading it)\n"
+        out = [f"asyncio tasks ({len(tasks)}):\n"]
+        for task in sorted(tasks, key=lambda t: t.get_name()):
+            out.append(f"  {task.get_name()}: {task.get_coro()!r}\n")
+            stack = [
+                (f.f_code.co_filename, f.f_lineno, f.f_code.co_name)
+                for f in task.get_stack()
+            ]
+            out.append(_frames(stack))
+        return "".join(out)
+
+
+class _TrioHandle:
+    def __init__(self, token: trio.lowlevel.TrioToken, root: trio.lowlevel.Task) -> None:
+        self._token = token
+        self._root = root
+
+    def run_sync_soon(self, fn: Callable[..., object], *args: Any) -> bool:
+        try:
+            self._token.run_sync_soon(fn, *args)
+        except RuntimeError:  # trio.RunFinishedError: the scope is over
+            return False
+        return True
+
+    def dump_tasks(self) -> str:
+        out = ["trio task tree:\n"]
+        pending = [(self._root, 1)]
+        while pending:
+            task, depth = pending.pop()
+            out.append(f"{'  ' * depth}{task.name}\n")
+            try:
+                stack = [
+                    (f.f_code.co_filename, lineno, f.f_code.co_name)
+                    for f, lineno in task.iter_await_frames()
+                ]
+                out.append(_frames(stack).replace("      ", "  " * depth + "    "))
+                children = [t for n in task.child_nurseries for t in n.child_tasks]
+            except (RuntimeError, ValueError):  # it changed while we looked
+                continue
+            pending.extend((child, depth + 1) for child in reversed(children))
+        return "".join(out)
+
+
+def current_loop_handle() -> LoopHandle:
+    """The handle of the running event loop. Must be called from async code."""
+    native = anyio.lowlevel.current_token().native_token
+    if isinstance(native, asyncio.AbstractEventLoop):
+        return _AsyncioHandle(native)
+    import trio  # noqa: PLC0415 -- only when Trio is the running backend
+
+    return _TrioHandle(native, trio.lowlevel.current_root_task())  # type: ignore[arg-type]

@@ -1,0 +1,46 @@
+"""run(): run a main under anyio and exit with the report's code."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NoReturn
+
+import anyio
+
+from ._report import ShutdownReport, report_sink
+
+__all__ = ["run"]
+
+
+def run(
+    main: Callable[..., Awaitable[object]],
+    *args: object,
+    backend: str = "asyncio",
+    backend_options: Mapping[str, Any] | None = None,
+) -> NoReturn:
+    """Run ``main(*args)`` under anyio, then exit the process with the code of
+    the outermost ``graceful_scope``'s report: 0 after a clean graceful stop, 1
+    when work was lost or something failed. (A hard exit from the watchdog never
+    gets here: it exits with 128 + the signal number.)
+
+    If ``main`` returns a ``ShutdownReport``, that report decides. If no scope
+    ran, the exit code is 0. Exceptions from ``main`` propagate as usual.
+
+    Raises:
+        SystemExit: always, with the exit code.
+    """
+    if backend not in {"asyncio", "trio"}:
+        msg = f"backend must be 'asyncio' or 'trio', not {backend!r}"
+        raise ValueError(msg)
+    reports: list[ShutdownReport] = []
+    token = report_sink.set(reports)
+    try:
+        result = anyio.run(
+            main, *args, backend=backend, backend_options=dict(backend_options or {})
+        )
+    finally:
+        report_sink.reset(token)
+    report = result if isinstance(result, ShutdownReport) else None
+    if report is None and reports:
+        report = reports[-1]
+    raise SystemExit(0 if report is None else report.exit_code)

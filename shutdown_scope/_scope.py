@@ -1,0 +1,492 @@
+"""graceful_scope: the shutdown nursery and its phase machine."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import ExitStack, asynccontextmanager
+from typing import Any, Final, TypeVar, final
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from ._backend import LoopHandle, current_loop_handle
+from ._errors import ServiceNotStartedError
+from ._phases import Phase, Plan, ShutdownPlanWarning, validate_signals
+from ._report import PhaseRecord, ShutdownReport, TriggerKind, report_sink
+from ._service import Service, StartedRelay
+from ._signals import SignalHandlers
+from ._token import FlightNode, PhaseCell, ScopeShared, ShutdownToken
+from ._watchdog import Watchdog
+
+if sys.version_info < (3, 11):  # pragma: no cover -- only on 3.10
+    from exceptiongroup import ExceptionGroup
+
+__all__ = ["ShutdownScope", "graceful_scope"]
+
+logger = logging.getLogger("shutdown_scope")
+T = TypeVar("T")
+_NOT_STARTED: Final = object()
+
+
+async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
+    async with anyio.create_task_group() as tg:
+
+        async def wait_then_stop(wait: Callable[[], Awaitable[object]]) -> None:
+            await wait()
+            tg.cancel_scope.cancel()
+
+        for wait in waits:
+            tg.start_soon(wait_then_stop, wait)
+
+
+@final
+class ShutdownScope:
+    """The shutdown nursery that ``graceful_scope()`` yields.
+
+    Start services with ``start``/``start_soon``; they stop in reverse start order
+    when a signal arrives, ``request_shutdown()`` is called, a service raises, or
+    everything has returned. Not created directly.
+    """
+
+    def __init__(
+        self, *, plan: Plan, hard_exit: bool, hard_exit_code: int | None
+    ) -> None:
+        self._plan = plan
+        self._hard_exit = hard_exit
+        self._hard_exit_code = hard_exit_code
+        self._shared = ScopeShared(cancel_timeout=plan.cancel_timeout)
+        self._cell = PhaseCell()
+        self._node = FlightNode()
+        self._body = Service("body", cell=self._cell, node=self._node, shared=self._shared)
+        self._services: list[Service] = []
+        self._tg: TaskGroup | None = None
+        self._handle: LoopHandle | None = None
+        self._watchdog: Watchdog | None = None
+        self._signals: SignalHandlers | None = None
+        self._loop_thread = threading.get_ident()
+        self._triggered = anyio.Event()
+        self._trigger: TriggerKind | None = None
+        self._signal: signal.Signals | None = None
+        self._t0 = math.inf
+        self._announce_end = self._drain_deadline = math.inf
+        self._cancel_deadline = math.inf
+        self._window: anyio.CancelScope | None = None
+        self._past_deadline = False
+        self._phase_log: list[tuple[Phase, float, tuple[str, ...]]] = []
+        self._errors: list[BaseException] = []
+        self._report: ShutdownReport | None = None
+
+    # -- public -------------------------------------------------------------
+
+    @property
+    def token(self) -> ShutdownToken:
+        """The scope's own token: shows the scope's phase; the body's work."""
+        return self._body.token
+
+    @property
+    def phase(self) -> Phase:
+        """The scope's phase."""
+        return self._cell.phase
+
+    @property
+    def report(self) -> ShutdownReport:
+        """What the shutdown did. Exists once the ``async with`` block has exited.
+
+        Raises:
+            RuntimeError: the scope has not exited yet.
+        """
+        if self._report is None:
+            msg = "scope.report exists once the `async with graceful_scope()` block has exited"
+            raise RuntimeError(msg)
+        return self._report
+
+    async def start(
+        self, fn: Callable[..., Awaitable[Any]], *args: object, name: str | None = None
+    ) -> Any:
+        """Start a service and wait until it calls ``task_status.started(value)``.
+
+        ``fn(token, *args, task_status=...)`` runs in the scope. Returns the value
+        passed to ``started()``. A checkpoint.
+
+        Raises:
+            RuntimeError: the shutdown has begun or the scope has exited.
+            ServiceNotStartedError: the service returned, or the shutdown stopped
+                it, before it called ``started()``.
+            Exception: whatever the service raised before ``started()``.
+        """
+        svc = self._add_service(fn, name)
+        tg = self._tg
+        assert tg is not None  # _add_service checked it
+        try:
+            return await tg.start(self._run_service, svc, fn, args, True)
+        except RuntimeError:
+            if svc.outcome != "not started":
+                raise
+        raise ServiceNotStartedError(svc.name, by_shutdown=svc.cancel_scope.cancel_called)
+
+    def start_soon(
+        self, fn: Callable[..., Awaitable[Any]], *args: object, name: str | None = None
+    ) -> None:
+        """Start a service without waiting: ``fn(token, *args)``.
+
+        Raises:
+            RuntimeError: the shutdown has begun or the scope has exited.
+        """
+        svc = self._add_service(fn, name)
+        assert self._tg is not None  # _add_service checked it
+        self._tg.start_soon(self._run_service, svc, fn, args, False, name=svc.name)
+
+    def request_shutdown(self, reason: str = "shutdown requested") -> None:
+        """Begin the shutdown. Idempotent, synchronous, and safe from any thread.
+
+        Later calls (and calls after the scope ended) do nothing.
+        """
+        if not isinstance(reason, str):
+            msg = f"reason must be a str, not {type(reason).__name__}"
+            raise TypeError(msg)
+        if threading.get_ident() == self._loop_thread:
+            self._begin("request", reason)
+        elif self._handle is not None:
+            self._handle.run_sync_soon(self._begin, "request", reason)
+
+    # -- services -------------------------------------------------------------
+
+    def _add_service(self, fn: Callable[..., Awaitable[Any]], name: str | None) -> Service:
+        if not callable(fn):
+            msg = f"a service must be an async function, not {fn!r}"
+            raise TypeError(msg)
+        if name is not None and not isinstance(name, str):
+            msg = f"name must be a str or None, not {name!r}"
+            raise TypeError(msg)
+        if self._tg is None or self._report is not None:
+            msg = "this graceful_scope is not running: start services inside its block"
+            raise RuntimeError(msg)
+        if self._trigger is not None:
+            msg = (
+                f"cannot start a service: the shutdown has begun ({self._shared.reason});"
+                " check token.stop_requested before starting more work"
+            )
+            raise RuntimeError(msg)
+        base = name or getattr(fn, "__qualname__", None) or repr(fn)
+        taken = {s.name for s in self._services}
+        unique, n = base, 1
+        while unique in taken:
+            n += 1
+            unique = f"{base}#{n}"
+        svc = Service(
+            unique,
+            cell=PhaseCell(),
+            node=FlightNode(self._node, prefix=f"{unique}: "),
+            shared=self._shared,
+        )
+        self._services.append(svc)
+        return svc
+
+    async def _run_service(
+        self,
+        svc: Service,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[object, ...],
+        via_start: bool,  # noqa: FBT001 -- positional for tg.start
+        *,
+        task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        if not via_start:
+            svc.started = True
+        try:
+            with svc.cancel_scope:
+                if via_start:
+                    await fn(svc.token, *args, task_status=StartedRelay(svc, task_status))
+                else:
+                    await fn(svc.token, *args)
+        except Exception as exc:
+            svc.outcome = "failed"
+            if not svc.started:
+                raise  # scope.start() re-raises it to its caller
+            svc.error = exc
+            self._errors.append(exc)
+            logger.error("service %r failed", svc.name, exc_info=exc)
+            self._begin("error", f"service {svc.name!r} raised {exc!r}")
+        else:
+            if not svc.started:
+                svc.outcome = "not started"
+        finally:
+            svc.finish(anyio.current_time())
+            self._check_all_done()
+
+    def _check_all_done(self) -> None:
+        if self._body.done.is_set() and all(s.done.is_set() for s in self._services):
+            self._begin("finished", "the body and every service returned")
+
+    # -- triggers -------------------------------------------------------------
+
+    def _exit_code(self, sig: signal.Signals | None) -> int:
+        if self._hard_exit_code is not None:
+            return self._hard_exit_code
+        return 1 if sig is None else 128 + sig
+
+    def _begin(self, kind: TriggerKind, reason: str, sig: signal.Signals | None = None) -> None:
+        """Start the shutdown (loop thread only); later triggers are ignored."""
+        if self._trigger is not None:
+            return
+        self._trigger, self._signal = kind, sig
+        self._shared.reason, self._shared.ready = reason, False
+        self._t0 = anyio.current_time()
+        if self._hard_exit and self._watchdog is not None:
+            self._watchdog.arm(self._plan.total, self._exit_code(sig))
+        logger.info("shutdown_scope: shutdown begins (%s: %s)", kind, reason)
+        self._triggered.set()
+
+    def _on_signal(self, sig: signal.Signals, count: int) -> None:
+        """Runs inside the signal handler: only signal-safe calls here."""
+        assert self._handle is not None
+        if count == 1:
+            if self._hard_exit and self._watchdog is not None:
+                # Armed here, not only from the loop, in case the loop is blocked.
+                self._watchdog.arm(self._plan.total, self._exit_code(sig))
+            self._handle.run_sync_soon(self._begin, "signal", f"received {sig.name}", sig)
+        elif count >= 3 or self._cell.phase >= Phase.CANCELLING:  # noqa: PLR2004 -- third signal
+            assert self._watchdog is not None  # there is one whenever signals are handled
+            code = self._exit_code(self._signal or sig)
+            self._watchdog.fire_now(f"{sig.name} received {count} times", code)
+        else:
+            self._handle.run_sync_soon(self._escalate, sig)
+
+    def _escalate(self, sig: signal.Signals) -> None:
+        if self._cell.phase < Phase.CANCELLING:
+            logger.warning("shutdown_scope: %s again: cancelling what remains", sig.name)
+            self._enter_cancelling()
+            if self._window is not None:
+                self._window.cancel()
+
+    # -- the phase machine ----------------------------------------------------
+
+    def _enter(self, phase: Phase) -> None:
+        if phase <= self._cell.phase:
+            return
+        in_flight = self._node.snapshot()
+        self._phase_log.append((phase, anyio.current_time(), in_flight))
+        self._cell.deadline = {
+            Phase.STOPPING: self._drain_deadline,
+            Phase.DRAINING: self._drain_deadline,
+            Phase.CANCELLING: self._cancel_deadline,
+        }.get(phase, self._cell.deadline)
+        self._cell.advance(phase)
+        if phase != Phase.DONE:
+            logger.info(
+                "shutdown_scope: %s; in flight: %s", phase.name, list(in_flight) or "nothing"
+            )
+
+    def _enter_cancelling(self) -> None:
+        now = anyio.current_time()
+        self._cancel_deadline = now + self._plan.cancel_timeout
+        self._shared.final_deadline = min(self._shared.final_deadline, self._cancel_deadline)
+        if self._hard_exit and self._watchdog is not None:
+            self._watchdog.arm(self._plan.cancel_timeout, self._exit_code(self._signal))
+        self._enter(Phase.CANCELLING)
+
+    def _drain_window(self, deadline: float) -> anyio.CancelScope:
+        self._window = anyio.CancelScope(deadline=deadline)
+        return self._window
+
+    async def _supervise(self) -> None:
+        await self._triggered.wait()
+        if self._trigger == "finished":
+            self._enter(Phase.DONE)
+            return
+        plan, t0 = self._plan, self._t0
+        self._announce_end = t0 + plan.announce_delay
+        self._drain_deadline = self._announce_end + plan.drain_timeout
+        self._shared.final_deadline = self._drain_deadline + plan.cancel_timeout
+        self._enter(Phase.STOPPING)
+        for svc in [*reversed(self._services), self._body]:
+            await self._stop(svc)
+        self._enter(Phase.DONE)
+
+    async def _stop(self, svc: Service) -> None:
+        """Stop one service: announce, drain, then cancel what remains."""
+        if svc.done.is_set():
+            return
+        svc.stop_requested_at = anyio.current_time()
+        if self.phase < Phase.CANCELLING:
+            svc.cell.deadline = self._drain_deadline
+            svc.cell.advance(Phase.STOPPING)
+            with self._drain_window(self._announce_end):
+                await svc.done.wait()
+        if self.phase < Phase.CANCELLING and not svc.done.is_set():
+            self._enter(Phase.DRAINING)
+            svc.cell.advance(Phase.DRAINING)
+            with self._drain_window(self._drain_deadline):
+                await _first_of(svc.done.wait, svc.node.wait_idle)
+        if svc.done.is_set():
+            return
+        lost = svc.node.snapshot()
+        if lost and self.phase < Phase.CANCELLING:
+            self._enter_cancelling()
+        if self.phase >= Phase.CANCELLING:
+            svc.cell.deadline = self._cancel_deadline
+            svc.cell.advance(Phase.CANCELLING)
+        svc.cancelled_in_flight = lost
+        svc.cancel_scope.cancel()
+        end = self._shared.final_deadline if not self._past_deadline else math.inf
+        with anyio.move_on_at(end):
+            await svc.done.wait()
+        if not svc.done.is_set():
+            await self._abandon(svc)
+
+    async def _abandon(self, svc: Service) -> None:
+        """The service ignored cancellation past the whole budget."""
+        svc.outcome = "abandoned"
+        self._past_deadline = True
+        self._enter(Phase.EXITING)
+        why = f"service {svc.name!r} ignored cancellation past the deadline"
+        if self._hard_exit and self._watchdog is not None:
+            self._watchdog.fire_now(why, self._exit_code(self._signal))
+            await anyio.sleep_forever()  # the watchdog ends the process
+        logger.error("shutdown_scope: %s; hard_exit=False, so waiting for it", why)
+        await svc.done.wait()
+
+    # -- the end --------------------------------------------------------------
+
+    def _describe(self) -> str:
+        """For the watchdog's dump (runs on the watchdog thread, best effort)."""
+        waiting = [s.name for s in [*self._services, self._body] if not s.done.is_set()]
+        return (
+            f"  phase: {self._cell.phase.name}; reason: {self._shared.reason}\n"
+            f"  in flight: {list(self._node.snapshot())}\n"
+            f"  not finished: {waiting}\n"
+        )
+
+    def _build_report(self) -> ShutdownReport:
+        end = anyio.current_time()
+        t0 = min(self._t0, end)
+        log = [(p, t, f) for p, t, f in self._phase_log if p != Phase.DONE]
+        starts = [t for _, t, _ in log[1:]] + [end]
+        phases = tuple(
+            PhaseRecord(phase=p, started=t - t0, duration=nxt - t, in_flight=f)
+            for (p, t, f), nxt in zip(log, starts, strict=True)
+        )
+        services = [s.record(t0) for s in self._services]
+        if self._body.stop_requested_at is not None:
+            services.append(self._body.record(t0))
+        return ShutdownReport(
+            trigger=self._trigger or "cancelled",
+            reason=self._shared.reason or "cancelled from outside the scope",
+            signal=None if self._signal is None else int(self._signal),
+            signals_received=0 if self._signals is None else self._signals.count,
+            phases=phases,
+            services=tuple(services),
+            errors=tuple(self._errors),
+            duration=end - t0,
+        )
+
+    def _body_failed(self, exc: Exception) -> None:
+        if isinstance(exc, ServiceNotStartedError) and exc.by_shutdown:
+            return  # the shutdown interrupted a start: part of a normal stop
+        self._body.outcome, self._body.error = "failed", exc
+        self._errors.append(exc)
+        self._begin("error", f"the scope's body raised {exc!r}")
+
+
+@asynccontextmanager
+async def graceful_scope(  # noqa: PLR0913 -- every option is keyword-only and documented
+    *,
+    signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT),
+    announce_delay: float = 0.0,
+    drain_timeout: float = 20.0,
+    cancel_timeout: float = 5.0,
+    hard_exit: bool = True,
+    hard_exit_code: int | None = None,
+    grace_period: float | None = None,
+    signal_debounce: float = 0.2,
+) -> AsyncIterator[ShutdownScope]:
+    """Open a shutdown nursery: services run in it and stop in staged phases.
+
+    Args:
+        signals: signals that begin the shutdown; a second one skips to
+            CANCELLING, a third exits hard. ``()`` installs no handlers (needed
+            outside the main thread and in nested scopes).
+        announce_delay: seconds in STOPPING, readiness already failing, before
+            the first service is asked to stop accepting work.
+        drain_timeout: seconds for in-flight work to finish, after the announce.
+        cancel_timeout: seconds for cancelled services to clean up.
+        hard_exit: run a watchdog thread that ends the process (``os._exit``) with
+            a dump of threads and tasks when the whole budget is spent.
+        hard_exit_code: the watchdog's exit code; default 128 + the signal
+            number if a signal began the shutdown, else 1.
+        grace_period: the orchestrator's window before SIGKILL; a warning is
+            given at entry if the budgets do not fit in it.
+        signal_debounce: seconds within which repeated signals count once.
+
+    Raises:
+        TypeError, ValueError: an invalid option (the message states the rule).
+        RuntimeError: signals requested outside the main thread, or already
+            handled by an enclosing scope.
+        ExceptionGroup: at exit, if the body or services raised.
+    """
+    plan = Plan.from_options(
+        announce_delay=announce_delay,
+        drain_timeout=drain_timeout,
+        cancel_timeout=cancel_timeout,
+        grace_period=grace_period,
+        signal_debounce=signal_debounce,
+    )
+    sigs = validate_signals(signals)
+    if not isinstance(hard_exit, bool):
+        msg = f"hard_exit must be True or False, not {hard_exit!r}"
+        raise TypeError(msg)
+    if hard_exit_code is not None and (
+        isinstance(hard_exit_code, bool)
+        or not isinstance(hard_exit_code, int)
+        or not 0 <= hard_exit_code <= 255  # noqa: PLR2004 -- the range of exit codes
+    ):
+        msg = f"hard_exit_code must be None or an int from 0 to 255, not {hard_exit_code!r}"
+        raise ValueError(msg)
+    misfit = plan.misfit()
+    if misfit is not None:
+        warnings.warn(misfit, ShutdownPlanWarning, stacklevel=3)
+
+    scope = ShutdownScope(plan=plan, hard_exit=hard_exit, hard_exit_code=hard_exit_code)
+    scope._handle = handle = current_loop_handle()  # noqa: SLF001 -- built here
+    with ExitStack() as stack:
+        if sigs:
+            scope._signals = stack.enter_context(  # noqa: SLF001
+                SignalHandlers(sigs, debounce=plan.signal_debounce, on_signal=scope._on_signal)  # noqa: SLF001
+            )
+        if hard_exit or sigs:
+            watchdog = Watchdog(
+                describe=scope._describe,  # noqa: SLF001
+                dump_tasks=handle.dump_tasks,
+                block_signals=sigs,
+            )
+            watchdog.start()
+            stack.callback(watchdog.stop)
+            scope._watchdog = watchdog  # noqa: SLF001
+        try:
+            async with anyio.create_task_group() as tg:
+                scope._tg = tg  # noqa: SLF001
+                tg.start_soon(scope._supervise, name="shutdown_scope supervisor")  # noqa: SLF001
+                try:
+                    with scope._body.cancel_scope:  # noqa: SLF001
+                        yield scope
+                except Exception as exc:  # noqa: BLE001 -- recorded and re-raised in the group
+                    scope._body_failed(exc)  # noqa: SLF001
+                finally:
+                    scope._body.finish(anyio.current_time())  # noqa: SLF001
+                    scope._check_all_done()  # noqa: SLF001
+        finally:
+            report = scope._report = scope._build_report()  # noqa: SLF001
+            level = logging.INFO if report.clean else logging.WARNING
+            logger.log(level, "shutdown_scope: %s", report)
+            sink = report_sink.get()
+            if sink is not None:
+                sink.append(report)
+    if report.errors:
+        msg = f"graceful_scope: {len(report.errors)} error(s) in the body or services"
+        raise ExceptionGroup(msg, list(report.errors))

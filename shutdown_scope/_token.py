@@ -1,0 +1,280 @@
+"""ShutdownToken: what a service sees of the shutdown, and in-flight tracking."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import final
+
+import anyio
+
+from ._phases import Phase
+
+__all__ = ["FlightNode", "PhaseCell", "ScopeShared", "ShutdownToken"]
+
+
+class ScopeShared:
+    """State every token of one scope shares (written only by the scope)."""
+
+    __slots__ = ("cancel_timeout", "final_deadline", "ready", "reason")
+
+    def __init__(self, *, cancel_timeout: float) -> None:
+        self.cancel_timeout = cancel_timeout
+        self.reason: str | None = None
+        self.ready = True
+        self.final_deadline = math.inf  # anyio clock; when everything is cut off
+
+
+class PhaseCell:
+    """One view of the phase: the scope's own, or one service's.
+
+    The phase only moves forward; waiters and watching cancel scopes are woken
+    when it reaches theirs.
+    """
+
+    __slots__ = ("_events", "_watchers", "deadline", "phase")
+
+    def __init__(self) -> None:
+        self.phase = Phase.RUNNING
+        self.deadline = math.inf
+        self._events: dict[Phase, anyio.Event] = {}
+        self._watchers: dict[anyio.CancelScope, Phase] = {}
+
+    def advance(self, phase: Phase) -> None:
+        if phase <= self.phase:
+            return
+        self.phase = phase
+        for wanted in [p for p in self._events if p <= phase]:
+            self._events.pop(wanted).set()
+        for scope, wanted in list(self._watchers.items()):
+            if wanted <= phase:
+                scope.cancel()
+
+    async def wait(self, phase: Phase) -> None:
+        if self.phase >= phase:
+            await anyio.lowlevel.checkpoint()
+            return
+        event = self._events.get(phase)
+        if event is None:
+            event = self._events[phase] = anyio.Event()
+        await event.wait()
+
+    def watch(self, scope: anyio.CancelScope, phase: Phase) -> None:
+        if self.phase >= phase:
+            scope.cancel()
+        self._watchers[scope] = phase
+
+    def unwatch(self, scope: anyio.CancelScope) -> None:
+        self._watchers.pop(scope, None)
+
+
+class FlightNode:
+    """Counts the work in flight under one token and everything below it."""
+
+    __slots__ = ("_idle", "children", "count", "labels", "parent", "prefix")
+
+    def __init__(self, parent: FlightNode | None = None, prefix: str = "") -> None:
+        self.parent = parent
+        self.prefix = prefix
+        self.count = 0
+        self.labels: dict[str, int] = {}
+        self.children: list[FlightNode] = []
+        self._idle: anyio.Event | None = None
+        if parent is not None:
+            parent.children.append(self)
+
+    def snapshot(self) -> tuple[str, ...]:
+        """Labels in flight here and below, one entry per unit of work, sorted."""
+        found: list[str] = []
+        pending = [self]
+        while pending:
+            node = pending.pop()
+            for label, n in node.labels.items():
+                found.extend([node.prefix + label] * n)
+            pending.extend(node.children)
+        return tuple(sorted(found))
+
+    async def wait_idle(self) -> None:
+        if self.count == 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._idle is None:
+            self._idle = anyio.Event()
+        await self._idle.wait()
+
+    def _left(self) -> None:
+        node: FlightNode | None = self
+        while node is not None:
+            node.count -= 1
+            if node.count == 0 and node._idle is not None:
+                node._idle.set()
+                node._idle = None
+            node = node.parent
+
+
+@final
+class _InFlight:
+    __slots__ = ("_label", "_node")
+
+    def __init__(self, node: FlightNode, label: str) -> None:
+        self._node = node
+        self._label = label
+
+    def __enter__(self) -> None:
+        node = self._node
+        labels = node.labels
+        labels[self._label] = labels.get(self._label, 0) + 1
+        up: FlightNode | None = node
+        while up is not None:
+            up.count += 1
+            up = up.parent
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        labels = self._node.labels
+        left = labels[self._label] - 1
+        if left:
+            labels[self._label] = left
+        else:
+            del labels[self._label]
+        self._node._left()  # noqa: SLF001 -- the node and this guard are one unit
+
+
+@final
+class ShutdownToken:
+    """What a service sees of the shutdown. Services receive one as first argument.
+
+    A service's token shows *its own* phase: services stop in reverse start order,
+    so a service started early stays ``RUNNING`` while later ones drain. The
+    scope's own token (``scope.token``) shows the scope's phase.
+
+    Tokens belong to the event loop thread; use ``ShutdownScope.request_shutdown``
+    from other threads.
+    """
+
+    __slots__ = ("_cell", "_name", "_node", "_shared")
+
+    def __init__(
+        self, *, name: str, cell: PhaseCell, node: FlightNode, shared: ScopeShared
+    ) -> None:
+        self._name = name
+        self._cell = cell
+        self._node = node
+        self._shared = shared
+
+    def __repr__(self) -> str:
+        return (
+            f"<ShutdownToken {self._name!r} phase={self._cell.phase.name}"
+            f" in_flight={self._node.count}>"
+        )
+
+    @property
+    def name(self) -> str:
+        """The service (and child) name this token belongs to."""
+        return self._name
+
+    @property
+    def phase(self) -> Phase:
+        """This token's current phase."""
+        return self._cell.phase
+
+    @property
+    def reason(self) -> str | None:
+        """Why the scope is shutting down; None while nothing asked it to."""
+        return self._shared.reason
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once this token has reached STOPPING: time to wind down."""
+        return self._cell.phase >= Phase.STOPPING
+
+    @property
+    def ready(self) -> bool:
+        """Readiness for load balancers: False from the first trigger on."""
+        return self._shared.ready
+
+    @property
+    def deadline(self) -> float:
+        """When work under this token gets cancelled, on anyio's clock.
+
+        ``math.inf`` while running; the drain deadline once this token is asked
+        to stop; the end of the cancel window in CANCELLING.
+        """
+        return self._cell.deadline
+
+    @property
+    def in_flight_count(self) -> int:
+        """Units of work in flight under this token and its children."""
+        return self._node.count
+
+    def in_flight_labels(self) -> tuple[str, ...]:
+        """Labels of the work in flight under this token and its children."""
+        return self._node.snapshot()
+
+    async def wait_phase(self, phase: Phase) -> None:
+        """Wait until this token reaches ``phase`` (or a later one). A checkpoint."""
+        await self._cell.wait(Phase(phase))
+
+    def in_flight(self, label: str) -> _InFlight:
+        """Mark a unit of work (a request, a message) as in flight.
+
+        The drain waits for it; if it is still running at the drain deadline it is
+        cancelled and reported by ``label``. Cheap enough to wrap every request::
+
+            with token.in_flight(f"GET {path}"):
+                ...
+        """
+        return _InFlight(self._node, label)
+
+    @contextmanager
+    def cancel_on(self, phase: Phase) -> Iterator[anyio.CancelScope]:
+        """A cancel scope that is cancelled when this token reaches ``phase``.
+
+        Entered after that phase was reached, it is cancelled at once (the next
+        checkpoint inside it raises).
+        """
+        scope = anyio.CancelScope()
+        self._cell.watch(scope, Phase(phase))
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._cell.unwatch(scope)
+
+    def shield_cleanup(self) -> anyio.CancelScope:
+        """A shielded cancel scope for cleanup that is still bounded.
+
+        Its deadline is ``cancel_timeout`` from now, and never later than the end
+        of the scope's whole budget (after which the watchdog ends the process)::
+
+            finally:
+                with token.shield_cleanup():
+                    await connection.aclose()
+        """
+        bound = min(
+            anyio.current_time() + self._shared.cancel_timeout,
+            self._shared.final_deadline,
+        )
+        return anyio.CancelScope(shield=True, deadline=bound)
+
+    def child(self, name: str) -> ShutdownToken:
+        """A token for a sub-group of this one's work.
+
+        It shares this token's phase; its in-flight work counts for this token
+        too and is labelled ``"name/label"`` in reports.
+        """
+        if not isinstance(name, str) or not name:
+            msg = f"child() needs a non-empty name, not {name!r}"
+            raise ValueError(msg)
+        return ShutdownToken(
+            name=f"{self._name}/{name}",
+            cell=self._cell,
+            node=FlightNode(self._node, prefix=f"{self._node.prefix}{name}/"),
+            shared=self._shared,
+        )
