@@ -60,7 +60,9 @@ class _AsyncioHandle:
 
 
 class _TrioHandle:
-    def __init__(self, token: trio.lowlevel.TrioToken, root: trio.lowlevel.Task) -> None:
+    def __init__(
+        self, token: trio.lowlevel.TrioToken, root: trio.lowlevel.Task
+    ) -> None:
         self._token = token
         self._root = root
 
@@ -95,6 +97,6 @@ def current_loop_handle() -> LoopHandle:
     native = anyio.lowlevel.current_token().native_token
     if isinstance(native, asyncio.AbstractEventLoop):
         return _AsyncioHandle(native)
-    import trio  # noqa: PLC0415 -- only when Trio is the running backend
+    import trio  # only when Trio is the running backend
 
     return _TrioHandle(native, trio.lowlevel.current_root_task())  # type: ignore[arg-type]

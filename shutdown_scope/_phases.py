@@ -131,7 +131,9 @@ def validate_signals(signals: object) -> tuple[signal.Signals, ...]:
     result: list[signal.Signals] = []
     for sig in signals:
         if isinstance(sig, bool) or not isinstance(sig, int):
-            msg = f"signals must hold signal numbers such as signal.SIGTERM, not {sig!r}"
+            msg = (
+                f"signals must hold signal numbers such as signal.SIGTERM, not {sig!r}"
+            )
             raise TypeError(msg)
         try:
             known = signal.Signals(sig)

@@ -88,7 +88,7 @@ class ShutdownReport:
     signals_received: int
     phases: tuple[PhaseRecord, ...]
     services: tuple[ServiceRecord, ...]
-    errors: tuple[BaseException, ...]
+    errors: tuple[Exception, ...]
     duration: float
 
     @property
@@ -155,8 +155,11 @@ class ShutdownReport:
     def __str__(self) -> str:
         verdict = "clean" if self.clean else "NOT clean"
         lines = [
-            f"shutdown {verdict} (exit code {self.exit_code}) after"
-            f" {self.duration * 1000:.1f} ms; trigger: {self.trigger} ({self.reason})"
+            (
+                f"shutdown {verdict} (exit code {self.exit_code}) after"
+                f" {self.duration * 1000:.1f} ms; trigger: {self.trigger}"
+                f" ({self.reason})"
+            )
         ]
         lines.extend(
             f"  {r.phase.name:<10} +{r.started * 1000:8.1f} ms"

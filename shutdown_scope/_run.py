@@ -18,10 +18,11 @@ def run(
     backend: str = "asyncio",
     backend_options: Mapping[str, Any] | None = None,
 ) -> NoReturn:
-    """Run ``main(*args)`` under anyio, then exit the process with the code of
-    the outermost ``graceful_scope``'s report: 0 after a clean graceful stop, 1
-    when work was lost or something failed. (A hard exit from the watchdog never
-    gets here: it exits with 128 + the signal number.)
+    """Run ``main(*args)`` under anyio; exit with the report's code.
+
+    The code is that of the outermost ``graceful_scope``'s report: 0 after a
+    clean graceful stop, 1 when work was lost or something failed. (A hard exit
+    from the watchdog never gets here: it exits with 128 + the signal number.)
 
     If ``main`` returns a ``ShutdownReport``, that report decides. If no scope
     ran, the exit code is 0. Exceptions from ``main`` propagate as usual.

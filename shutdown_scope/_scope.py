@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import warnings
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import ExitStack, asynccontextmanager
 from typing import Any, Final, TypeVar, final
@@ -31,7 +32,9 @@ __all__ = ["ShutdownScope", "graceful_scope"]
 
 logger = logging.getLogger("shutdown_scope")
 T = TypeVar("T")
-_NOT_STARTED: Final = object()
+# A task whose cleanup was cut at the deadline needs a few scheduler rounds to
+# unwind; it has not ignored cancellation.
+_UNWIND_ROUNDS: Final = 5
 
 
 async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
@@ -63,7 +66,9 @@ class ShutdownScope:
         self._shared = ScopeShared(cancel_timeout=plan.cancel_timeout)
         self._cell = PhaseCell()
         self._node = FlightNode()
-        self._body = Service("body", cell=self._cell, node=self._node, shared=self._shared)
+        self._body = Service(
+            "body", cell=self._cell, node=self._node, shared=self._shared
+        )
         self._services: list[Service] = []
         self._tg: TaskGroup | None = None
         self._handle: LoopHandle | None = None
@@ -79,7 +84,10 @@ class ShutdownScope:
         self._window: anyio.CancelScope | None = None
         self._past_deadline = False
         self._phase_log: list[tuple[Phase, float, tuple[str, ...]]] = []
-        self._errors: list[BaseException] = []
+        self._errors: list[Exception] = []
+        self._body_ran_at_trigger = False
+        self._inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._inbox_ready = anyio.Event()
         self._report: ShutdownReport | None = None
 
     # -- public -------------------------------------------------------------
@@ -102,7 +110,7 @@ class ShutdownScope:
             RuntimeError: the scope has not exited yet.
         """
         if self._report is None:
-            msg = "scope.report exists once the `async with graceful_scope()` block has exited"
+            msg = "scope.report exists once the graceful_scope() block has exited"
             raise RuntimeError(msg)
         return self._report
 
@@ -124,11 +132,13 @@ class ShutdownScope:
         tg = self._tg
         assert tg is not None  # _add_service checked it
         try:
-            return await tg.start(self._run_service, svc, fn, args, True)
+            return await tg.start(self._run_service, svc, fn, args, True)  # noqa: FBT003
         except RuntimeError:
             if svc.outcome != "not started":
                 raise
-        raise ServiceNotStartedError(svc.name, by_shutdown=svc.cancel_scope.cancel_called)
+        raise ServiceNotStartedError(
+            svc.name, by_shutdown=svc.cancel_scope.cancel_called
+        )
 
     def start_soon(
         self, fn: Callable[..., Awaitable[Any]], *args: object, name: str | None = None
@@ -140,7 +150,7 @@ class ShutdownScope:
         """
         svc = self._add_service(fn, name)
         assert self._tg is not None  # _add_service checked it
-        self._tg.start_soon(self._run_service, svc, fn, args, False, name=svc.name)
+        self._tg.start_soon(self._run_service, svc, fn, args, False, name=svc.name)  # noqa: FBT003
 
     def request_shutdown(self, reason: str = "shutdown requested") -> None:
         """Begin the shutdown. Idempotent, synchronous, and safe from any thread.
@@ -153,11 +163,13 @@ class ShutdownScope:
         if threading.get_ident() == self._loop_thread:
             self._begin("request", reason)
         elif self._handle is not None:
-            self._handle.run_sync_soon(self._begin, "request", reason)
+            self._handle.run_sync_soon(self._post, self._begin, "request", reason)
 
     # -- services -------------------------------------------------------------
 
-    def _add_service(self, fn: Callable[..., Awaitable[Any]], name: str | None) -> Service:
+    def _add_service(
+        self, fn: Callable[..., Awaitable[Any]], name: str | None
+    ) -> Service:
         if not callable(fn):
             msg = f"a service must be an async function, not {fn!r}"
             raise TypeError(msg)
@@ -169,11 +181,12 @@ class ShutdownScope:
             raise RuntimeError(msg)
         if self._trigger is not None:
             msg = (
-                f"cannot start a service: the shutdown has begun ({self._shared.reason});"
+                "cannot start a service: the shutdown has begun"
+                f" ({self._shared.reason});"
                 " check token.stop_requested before starting more work"
             )
             raise RuntimeError(msg)
-        base = name or getattr(fn, "__qualname__", None) or repr(fn)
+        base = name or getattr(fn, "__name__", None) or repr(fn)
         taken = {s.name for s in self._services}
         unique, n = base, 1
         while unique in taken:
@@ -202,17 +215,24 @@ class ShutdownScope:
         try:
             with svc.cancel_scope:
                 if via_start:
-                    await fn(svc.token, *args, task_status=StartedRelay(svc, task_status))
+                    await fn(
+                        svc.token, *args, task_status=StartedRelay(svc, task_status)
+                    )
                 else:
                     await fn(svc.token, *args)
         except Exception as exc:
-            svc.outcome = "failed"
-            if not svc.started:
-                raise  # scope.start() re-raises it to its caller
             svc.error = exc
+            if not svc.started:
+                svc.outcome = "not started"
+                raise  # scope.start() re-raises it to its caller
+            svc.outcome = "failed"
             self._errors.append(exc)
-            logger.error("service %r failed", svc.name, exc_info=exc)
+            logger.exception("service %r failed", svc.name)
             self._begin("error", f"service {svc.name!r} raised {exc!r}")
+        except anyio.get_cancelled_exc_class():
+            # Cancelled from outside the scope (ours is caught by cancel_scope).
+            svc.outcome, svc.cancelled_in_flight = "cancelled", svc.node.snapshot()
+            raise
         else:
             if not svc.started:
                 svc.outcome = "not started"
@@ -231,7 +251,9 @@ class ShutdownScope:
             return self._hard_exit_code
         return 1 if sig is None else 128 + sig
 
-    def _begin(self, kind: TriggerKind, reason: str, sig: signal.Signals | None = None) -> None:
+    def _begin(
+        self, kind: TriggerKind, reason: str, sig: signal.Signals | None = None
+    ) -> None:
         """Start the shutdown (loop thread only); later triggers are ignored."""
         if self._trigger is not None:
             return
@@ -250,17 +272,37 @@ class ShutdownScope:
             if self._hard_exit and self._watchdog is not None:
                 # Armed here, not only from the loop, in case the loop is blocked.
                 self._watchdog.arm(self._plan.total, self._exit_code(sig))
-            self._handle.run_sync_soon(self._begin, "signal", f"received {sig.name}", sig)
+            self._handle.run_sync_soon(
+                self._post, self._begin, "signal", f"received {sig.name}", sig
+            )
         elif count >= 3 or self._cell.phase >= Phase.CANCELLING:  # noqa: PLR2004 -- third signal
-            assert self._watchdog is not None  # there is one whenever signals are handled
+            assert (
+                self._watchdog is not None
+            )  # there is one whenever signals are handled
             code = self._exit_code(self._signal or sig)
             self._watchdog.fire_now(f"{sig.name} received {count} times", code)
         else:
-            self._handle.run_sync_soon(self._escalate, sig)
+            self._handle.run_sync_soon(self._post, self._escalate, sig)
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        """Runs as a loop callback, outside any task, where anyio's API does not
+        work on asyncio: hand the call to the inbox task."""
+        self._inbox.append((fn, args))
+        self._inbox_ready.set()
+
+    async def _serve_inbox(self) -> None:
+        while True:
+            await self._inbox_ready.wait()
+            self._inbox_ready = anyio.Event()
+            while self._inbox:
+                fn, args = self._inbox.popleft()
+                fn(*args)
 
     def _escalate(self, sig: signal.Signals) -> None:
         if self._cell.phase < Phase.CANCELLING:
-            logger.warning("shutdown_scope: %s again: cancelling what remains", sig.name)
+            logger.warning(
+                "shutdown_scope: %s again: cancelling what remains", sig.name
+            )
             self._enter_cancelling()
             if self._window is not None:
                 self._window.cancel()
@@ -280,13 +322,17 @@ class ShutdownScope:
         self._cell.advance(phase)
         if phase != Phase.DONE:
             logger.info(
-                "shutdown_scope: %s; in flight: %s", phase.name, list(in_flight) or "nothing"
+                "shutdown_scope: %s; in flight: %s",
+                phase.name,
+                list(in_flight) or "nothing",
             )
 
     def _enter_cancelling(self) -> None:
         now = anyio.current_time()
         self._cancel_deadline = now + self._plan.cancel_timeout
-        self._shared.final_deadline = min(self._shared.final_deadline, self._cancel_deadline)
+        self._shared.final_deadline = min(
+            self._shared.final_deadline, self._cancel_deadline
+        )
         if self._hard_exit and self._watchdog is not None:
             self._watchdog.arm(self._plan.cancel_timeout, self._exit_code(self._signal))
         self._enter(Phase.CANCELLING)
@@ -296,11 +342,18 @@ class ShutdownScope:
         return self._window
 
     async def _supervise(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._serve_inbox)
+            await self._run_phases()
+            tg.cancel_scope.cancel()
+
+    async def _run_phases(self) -> None:
         await self._triggered.wait()
         if self._trigger == "finished":
             self._enter(Phase.DONE)
             return
         plan, t0 = self._plan, self._t0
+        self._body_ran_at_trigger = not self._body.done.is_set()
         self._announce_end = t0 + plan.announce_delay
         self._drain_deadline = self._announce_end + plan.drain_timeout
         self._shared.final_deadline = self._drain_deadline + plan.cancel_timeout
@@ -337,8 +390,11 @@ class ShutdownScope:
         end = self._shared.final_deadline if not self._past_deadline else math.inf
         with anyio.move_on_at(end):
             await svc.done.wait()
-        if not svc.done.is_set():
-            await self._abandon(svc)
+        for _ in range(_UNWIND_ROUNDS):
+            if svc.done.is_set():
+                return
+            await anyio.lowlevel.checkpoint()
+        await self._abandon(svc)
 
     async def _abandon(self, svc: Service) -> None:
         """The service ignored cancellation past the whole budget."""
@@ -367,13 +423,13 @@ class ShutdownScope:
         end = anyio.current_time()
         t0 = min(self._t0, end)
         log = [(p, t, f) for p, t, f in self._phase_log if p != Phase.DONE]
-        starts = [t for _, t, _ in log[1:]] + [end]
+        starts = [t for _, t, _ in log[1:]] + [end] if log else []
         phases = tuple(
             PhaseRecord(phase=p, started=t - t0, duration=nxt - t, in_flight=f)
             for (p, t, f), nxt in zip(log, starts, strict=True)
         )
         services = [s.record(t0) for s in self._services]
-        if self._body.stop_requested_at is not None:
+        if self._body_ran_at_trigger:
             services.append(self._body.record(t0))
         return ShutdownReport(
             trigger=self._trigger or "cancelled",
@@ -386,6 +442,66 @@ class ShutdownScope:
             duration=end - t0,
         )
 
+    @classmethod
+    @asynccontextmanager
+    async def _open(
+        cls,
+        *,
+        plan: Plan,
+        signals: tuple[signal.Signals, ...],
+        hard_exit: bool,
+        hard_exit_code: int | None,
+    ) -> AsyncIterator[ShutdownScope]:
+        scope = cls(plan=plan, hard_exit=hard_exit, hard_exit_code=hard_exit_code)
+        scope._handle = current_loop_handle()
+        with ExitStack() as stack:
+            if signals:
+                scope._signals = stack.enter_context(
+                    SignalHandlers(
+                        signals,
+                        debounce=plan.signal_debounce,
+                        on_signal=scope._on_signal,
+                    )
+                )
+            if hard_exit or signals:
+                watchdog = Watchdog(
+                    describe=scope._describe,
+                    dump_tasks=scope._handle.dump_tasks,
+                    block_signals=signals,
+                )
+                watchdog.start()
+                stack.callback(watchdog.stop)
+                scope._watchdog = watchdog
+            try:
+                async with anyio.create_task_group() as tg:
+                    scope._tg = tg
+                    tg.start_soon(scope._supervise, name="shutdown_scope supervisor")
+                    try:
+                        with scope._body.cancel_scope:
+                            yield scope
+                    except Exception as exc:  # noqa: BLE001 -- re-raised in the group
+                        scope._body_failed(exc)
+                    except anyio.get_cancelled_exc_class():
+                        # Cancelled from outside: no graceful stop; the caller
+                        # wants out.
+                        scope._trigger = scope._trigger or "cancelled"
+                        raise
+                    finally:
+                        scope._body.finish(anyio.current_time())
+                        scope._check_all_done()
+            finally:
+                report = scope._report = scope._build_report()
+                level = logging.INFO if report.clean else logging.WARNING
+                logger.log(level, "shutdown_scope: %s", report)
+                sink = report_sink.get()
+                if sink is not None:
+                    sink.append(report)
+        if report.errors:
+            msg = (
+                f"graceful_scope: {len(report.errors)} error(s) in the body or services"
+            )
+            raise ExceptionGroup(msg, list(report.errors))
+
     def _body_failed(self, exc: Exception) -> None:
         if isinstance(exc, ServiceNotStartedError) and exc.by_shutdown:
             return  # the shutdown interrupted a start: part of a normal stop
@@ -395,7 +511,7 @@ class ShutdownScope:
 
 
 @asynccontextmanager
-async def graceful_scope(  # noqa: PLR0913 -- every option is keyword-only and documented
+async def graceful_scope(
     *,
     signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT),
     announce_delay: float = 0.0,
@@ -446,47 +562,17 @@ async def graceful_scope(  # noqa: PLR0913 -- every option is keyword-only and d
         or not isinstance(hard_exit_code, int)
         or not 0 <= hard_exit_code <= 255  # noqa: PLR2004 -- the range of exit codes
     ):
-        msg = f"hard_exit_code must be None or an int from 0 to 255, not {hard_exit_code!r}"
+        msg = (
+            "hard_exit_code must be None or an int from 0 to 255,"
+            f" not {hard_exit_code!r}"
+        )
         raise ValueError(msg)
     misfit = plan.misfit()
     if misfit is not None:
         warnings.warn(misfit, ShutdownPlanWarning, stacklevel=3)
 
-    scope = ShutdownScope(plan=plan, hard_exit=hard_exit, hard_exit_code=hard_exit_code)
-    scope._handle = handle = current_loop_handle()  # noqa: SLF001 -- built here
-    with ExitStack() as stack:
-        if sigs:
-            scope._signals = stack.enter_context(  # noqa: SLF001
-                SignalHandlers(sigs, debounce=plan.signal_debounce, on_signal=scope._on_signal)  # noqa: SLF001
-            )
-        if hard_exit or sigs:
-            watchdog = Watchdog(
-                describe=scope._describe,  # noqa: SLF001
-                dump_tasks=handle.dump_tasks,
-                block_signals=sigs,
-            )
-            watchdog.start()
-            stack.callback(watchdog.stop)
-            scope._watchdog = watchdog  # noqa: SLF001
-        try:
-            async with anyio.create_task_group() as tg:
-                scope._tg = tg  # noqa: SLF001
-                tg.start_soon(scope._supervise, name="shutdown_scope supervisor")  # noqa: SLF001
-                try:
-                    with scope._body.cancel_scope:  # noqa: SLF001
-                        yield scope
-                except Exception as exc:  # noqa: BLE001 -- recorded and re-raised in the group
-                    scope._body_failed(exc)  # noqa: SLF001
-                finally:
-                    scope._body.finish(anyio.current_time())  # noqa: SLF001
-                    scope._check_all_done()  # noqa: SLF001
-        finally:
-            report = scope._report = scope._build_report()  # noqa: SLF001
-            level = logging.INFO if report.clean else logging.WARNING
-            logger.log(level, "shutdown_scope: %s", report)
-            sink = report_sink.get()
-            if sink is not None:
-                sink.append(report)
-    if report.errors:
-        msg = f"graceful_scope: {len(report.errors)} error(s) in the body or services"
-        raise ExceptionGroup(msg, list(report.errors))
+    opened = ShutdownScope._open(  # noqa: SLF001 -- the scope's own constructor
+        plan=plan, signals=sigs, hard_exit=hard_exit, hard_exit_code=hard_exit_code
+    )
+    async with opened as scope:
+        yield scope

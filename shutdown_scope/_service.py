@@ -82,4 +82,4 @@ class StartedRelay(TaskStatus[T], Generic[T]):
             msg = f"service {self._service.name!r} called task_status.started() twice"
             raise RuntimeError(msg)
         self._service.started = True
-        self._inner.started(value)
+        self._inner.started(value)  # type: ignore[arg-type]  # None only for TaskStatus[None]

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
+from typing_extensions import Self
+
 __all__ = ["SignalHandlers"]
 
 _Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
@@ -43,7 +45,7 @@ class SignalHandlers:
         self.count = 0
         self.first: signal.Signals | None = None
 
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
+    def __call__(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
         now = time.monotonic()
         if self._last is not None and now - self._last < self._debounce:
             return  # one supervisor signalling parent and child: count once
@@ -54,7 +56,7 @@ class SignalHandlers:
             self.first = sig
         self._on_signal(sig, self.count)
 
-    def __enter__(self) -> SignalHandlers:
+    def __enter__(self) -> Self:
         if not self._signals:
             return self
         if threading.current_thread() is not threading.main_thread():
@@ -72,7 +74,7 @@ class SignalHandlers:
                     " stops on request or when its body ends), or run the inner work"
                     " as a service with token.child()"
                 )
-                raise RuntimeError(msg)
+                raise RuntimeError(msg)  # noqa: TRY004 -- misuse, not a bad type
         try:
             for sig in self._signals:
                 self._previous[sig] = signal.signal(sig, self)

@@ -105,13 +105,12 @@ class FlightNode:
         await self._idle.wait()
 
     def _left(self) -> None:
-        node: FlightNode | None = self
-        while node is not None:
-            node.count -= 1
-            if node.count == 0 and node._idle is not None:
-                node._idle.set()
-                node._idle = None
-            node = node.parent
+        self.count -= 1
+        if self.count == 0 and self._idle is not None:
+            self._idle.set()
+            self._idle = None
+        if self.parent is not None:
+            self.parent._left()  # noqa: SLF001 -- same class
 
 
 @final

@@ -22,6 +22,13 @@ from collections.abc import Callable, Iterable
 __all__ = ["Watchdog"]
 
 
+def _safely(describe: Callable[[], str]) -> str:
+    try:
+        return describe()
+    except Exception as exc:  # noqa: BLE001 -- a dump must never stop the exit
+        return f"  (could not describe: {exc!r})\n"
+
+
 class Watchdog:
     """Ends the process with ``os._exit`` at a deadline, or at once on demand,
     after dumping every thread's stack and the async task tree to stderr."""
@@ -109,11 +116,7 @@ class Watchdog:
             code = self._exit_code
             err = sys.__stderr__
             parts = [f"shutdown_scope watchdog: {why}; exiting with code {code}\n"]
-            for part in (self._describe, self._dump_tasks):
-                try:
-                    parts.append(part())
-                except Exception as exc:  # noqa: BLE001 -- a dump must never stop the exit
-                    parts.append(f"  (could not describe: {exc!r})\n")
+            parts.extend(_safely(part) for part in (self._describe, self._dump_tasks))
             if err is not None:
                 with contextlib.suppress(Exception):
                     err.write("".join(parts))

@@ -1,0 +1,124 @@
+# /// script
+# dependencies = ["nox>=2025.10.14"]
+# ///
+"""Every task of this project: ``python3 -m nox -l`` lists them.
+
+The default run (``python3 -m nox``) is what CI runs: the test suite on every
+supported Python found on this machine, then the combined coverage gate, lint and
+typing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2025.10.14"  # nox.options.download_python
+nox.options.sessions = ["tests", "coverage", "lint", "typing"]
+# virtualenv ships with nox and seeds pip from its own wheels, so it works on a
+# Python without ensurepip (Debian's python3 without python3-venv), where the
+# stdlib venv backend fails.
+nox.options.default_venv_backend = "virtualenv"
+# A supported Python that is not installed skips its tests session instead of
+# failing it. Nox's default turns it into an error whenever the CI variable is
+# set; the coverage gate still runs over the versions that were found.
+nox.options.error_on_missing_interpreters = False
+# Test the interpreters this machine has; never fetch one over the network.
+nox.options.download_python = "never"
+
+ROOT = Path(__file__).parent
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# Every extra: the tests exercise the trio backend and the hypercorn integration.
+PROJECT = ".[trio,hypercorn]"
+COVERAGE = "coverage[toml]>=7.10.3"  # 7.10.3: [run] patch = subprocess, fixed
+TEST_DEPS = ("pytest>=8.0", "pytest-timeout>=2.3", COVERAGE)
+# Linters are pinned: a new release adds rules and must not break CI by itself.
+RUFF = "ruff==0.17.6"
+MYPY = "mypy==2.4.1"
+# [nodejs]: a Node.js wheel, so pyright needs no system node and no npm download.
+PYRIGHT = "pyright[nodejs]==1.1.414"
+
+
+def run_pytest(session: nox.Session, *default_args: str, measure: bool = False) -> None:
+    """Install the project with the test tools and run pytest.
+
+    Args:
+        session: the nox session.
+        *default_args: pytest arguments used when none are given after ``--``.
+        measure: run under coverage, writing this Python's own data files so
+            the ``coverage`` session can combine every version's data.
+    """
+    session.install(PROJECT, *TEST_DEPS)
+    args = session.posargs or list(default_args)
+    if not measure:
+        session.run("python", "-m", "pytest", *args)
+        return
+    # Absolute, so child processes started in another directory write here too.
+    data_file = ROOT / f".coverage.py{session.python}"
+    for stale in ROOT.glob(f"{data_file.name}.*"):
+        stale.unlink()
+    session.run(
+        "python",
+        "-m",
+        "coverage",
+        "run",
+        "-m",
+        "pytest",
+        *args,
+        env={"COVERAGE_FILE": str(data_file)},
+    )
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the test suite under coverage (pytest arguments go after ``--``)."""
+    run_pytest(session, measure=True)
+
+
+@nox.session
+def coverage(session: nox.Session) -> None:
+    """Combine the data of every tests session and enforce fail_under."""
+    session.install(COVERAGE)
+    # Re-running this session alone reports the last combined data.
+    if any(ROOT.glob(".coverage.*")):
+        session.run("python", "-m", "coverage", "combine")
+    session.run("python", "-m", "coverage", "report")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check lint rules and formatting with ruff."""
+    session.install(RUFF)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """Type-check everything with mypy (strict); verify the public API's types."""
+    # exceptiongroup: mypy checks as Python 3.10 whatever Python runs it.
+    session.install(PROJECT, MYPY, PYRIGHT, "nox", "exceptiongroup>=1.2", *TEST_DEPS)
+    session.run("python", "-m", "mypy", *session.posargs)
+    # Checks the installed wheel: fails without py.typed, or on any public name
+    # whose type is partly unknown.
+    session.run(
+        "pyright", "--verifytypes", "shutdown_scope", "--ignoreexternal", silent=True
+    )
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Run the tests that drive the example programs."""
+    run_pytest(session, "tests/test_examples.py")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the demo program (its arguments go after ``--``)."""
+    session.install(PROJECT)
+    session.run("python", "examples/demo.py", *session.posargs)
+
+
+if __name__ == "__main__":
+    nox.main()
