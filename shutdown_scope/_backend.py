@@ -28,6 +28,19 @@ def _frames(frames: list[tuple[str, int, str]]) -> str:
     return "".join(f"      {fn}:{line} in {name}\n" for fn, line, name in frames)
 
 
+def _await_chain(coro: object) -> list[tuple[str, int, str]]:
+    """Where a coroutine is suspended, outermost first, following ``cr_await``
+    (``Task.get_stack()`` shows only the outermost frame)."""
+    found = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        found.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return found
+
+
 class _AsyncioHandle:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -51,11 +64,7 @@ class _AsyncioHandle:
         out = [f"asyncio tasks ({len(tasks)}):\n"]
         for task in sorted(tasks, key=lambda t: t.get_name()):
             out.append(f"  {task.get_name()}: {task.get_coro()!r}\n")
-            stack = [
-                (f.f_code.co_filename, f.f_lineno, f.f_code.co_name)
-                for f in task.get_stack()
-            ]
-            out.append(_frames(stack))
+            out.append(_frames(_await_chain(task.get_coro())))
         return "".join(out)
 
 

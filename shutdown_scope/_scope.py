@@ -268,6 +268,8 @@ class ShutdownScope:
     def _on_signal(self, sig: signal.Signals, count: int) -> None:
         """Runs inside the signal handler: only signal-safe calls here."""
         assert self._handle is not None
+        if self._cell.phase == Phase.DONE:
+            return  # the scope is over; its handlers are about to be restored
         if count == 1:
             if self._hard_exit and self._watchdog is not None:
                 # Armed here, not only from the loop, in case the loop is blocked.
@@ -557,16 +559,13 @@ async def graceful_scope(
     if not isinstance(hard_exit, bool):
         msg = f"hard_exit must be True or False, not {hard_exit!r}"
         raise TypeError(msg)
-    if hard_exit_code is not None and (
-        isinstance(hard_exit_code, bool)
-        or not isinstance(hard_exit_code, int)
-        or not 0 <= hard_exit_code <= 255  # noqa: PLR2004 -- the range of exit codes
-    ):
-        msg = (
-            "hard_exit_code must be None or an int from 0 to 255,"
-            f" not {hard_exit_code!r}"
-        )
-        raise ValueError(msg)
+    if hard_exit_code is not None:
+        if isinstance(hard_exit_code, bool) or not isinstance(hard_exit_code, int):
+            msg = f"hard_exit_code must be None or an int, not {hard_exit_code!r}"
+            raise TypeError(msg)
+        if not 0 <= hard_exit_code <= 255:  # noqa: PLR2004 -- the range of exit codes
+            msg = f"hard_exit_code must be from 0 to 255, not {hard_exit_code}"
+            raise ValueError(msg)
     misfit = plan.misfit()
     if misfit is not None:
         warnings.warn(misfit, ShutdownPlanWarning, stacklevel=3)
