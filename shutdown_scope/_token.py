@@ -21,10 +21,10 @@ class ScopeShared:
     __slots__ = ("cancel_timeout", "final_deadline", "ready", "reason")
 
     def __init__(self, *, cancel_timeout: float) -> None:
-        self.cancel_timeout = cancel_timeout
+        self.cancel_timeout: float = cancel_timeout
         self.reason: str | None = None
-        self.ready = True
-        self.final_deadline = math.inf  # anyio clock; when everything is cut off
+        self.ready: bool = True
+        self.final_deadline: float = math.inf  # anyio clock; when everything is cut off
 
 
 class PhaseCell:
@@ -37,8 +37,8 @@ class PhaseCell:
     __slots__ = ("_events", "_watchers", "deadline", "phase")
 
     def __init__(self) -> None:
-        self.phase = Phase.RUNNING
-        self.deadline = math.inf
+        self.phase: Phase = Phase.RUNNING
+        self.deadline: float = math.inf
         self._events: dict[Phase, anyio.Event] = {}
         self._watchers: dict[anyio.CancelScope, Phase] = {}
 
@@ -76,9 +76,9 @@ class FlightNode:
     __slots__ = ("_idle", "children", "count", "labels", "parent", "prefix")
 
     def __init__(self, parent: FlightNode | None = None, prefix: str = "") -> None:
-        self.parent = parent
-        self.prefix = prefix
-        self.count = 0
+        self.parent: FlightNode | None = parent
+        self.prefix: str = prefix
+        self.count: int = 0
         self.labels: dict[str, int] = {}
         self.children: list[FlightNode] = []
         self._idle: anyio.Event | None = None

@@ -1,0 +1,94 @@
+"""shutdown_scope.run(): the report becomes the exit code."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from anyio.abc import TaskStatus
+
+from shutdown_scope import ShutdownReport, ShutdownToken, graceful_scope, run
+
+BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
+
+
+async def idle(token: ShutdownToken) -> None:
+    await anyio.sleep_forever()
+
+
+async def lose_work() -> None:
+    async def busy(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
+        with token.in_flight("job"):
+            task_status.started()
+            await anyio.sleep_forever()
+
+    async with graceful_scope(signals=(), hard_exit=False, drain_timeout=0) as scope:
+        await scope.start(busy)
+        scope.request_shutdown()
+
+
+async def stop_cleanly(reason: str) -> None:
+    async with graceful_scope(signals=(), hard_exit=False) as scope:
+        scope.request_shutdown(reason)
+
+
+@BACKENDS
+def test_a_clean_stop_exits_0(backend: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(stop_cleanly, "bye", backend=backend)
+    assert exited.value.code == 0
+
+
+@BACKENDS
+def test_lost_work_exits_1(backend: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(lose_work, backend=backend)
+    assert exited.value.code == 1
+
+
+def test_the_outermost_scope_decides() -> None:
+    async def main() -> None:
+        async with graceful_scope(signals=(), hard_exit=False) as outer:
+            await lose_work()  # an inner scope that lost work
+            outer.request_shutdown()
+
+    with pytest.raises(SystemExit) as exited:
+        run(main)
+    assert exited.value.code == 0
+
+
+def test_a_returned_report_decides() -> None:
+    async def main() -> ShutdownReport:
+        async with graceful_scope(
+            signals=(), hard_exit=False, drain_timeout=0
+        ) as scope:
+            scope.start_soon(idle)
+            with scope.token.in_flight("body job"):
+                scope.request_shutdown()
+                await anyio.sleep_forever()
+        return scope.report
+
+    with pytest.raises(SystemExit) as exited:
+        run(main, backend_options={"debug": True})
+    assert exited.value.code == 1
+
+
+def test_no_scope_exits_0() -> None:
+    async def main() -> None:
+        await anyio.lowlevel.checkpoint()
+
+    with pytest.raises(SystemExit) as exited:
+        run(main)
+    assert exited.value.code == 0
+
+
+def test_errors_propagate() -> None:
+    async def main() -> None:
+        raise LookupError("no config")
+
+    with pytest.raises(LookupError, match="no config"):
+        run(main)
+
+
+def test_unknown_backend() -> None:
+    with pytest.raises(ValueError, match="'asyncio' or 'trio'"):
+        run(stop_cleanly, "x", backend="curio")

@@ -1,0 +1,142 @@
+"""Signals in this process: triggers, escalation, restoring, nesting.
+
+Real signals, raised with ``signal.raise_signal`` while the scope's handler is
+installed; the hard exit (third signal) is tested in real child processes in
+test_process_signals.py.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+import anyio
+import pytest
+from anyio.abc import TaskStatus
+
+from shutdown_scope import Phase, ShutdownToken, graceful_scope
+
+pytestmark = pytest.mark.anyio
+
+
+async def holds_work(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
+    with token.in_flight("job"):
+        task_status.started()
+        await anyio.sleep_forever()
+
+
+@pytest.fixture
+def custom_handler() -> Iterator[list[int]]:
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    original = signal.signal(signal.SIGUSR1, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGUSR1, original)
+
+
+async def test_a_signal_begins_the_shutdown() -> None:
+    async def idle(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        await anyio.sleep_forever()
+
+    async with graceful_scope(signals=[signal.SIGUSR1], hard_exit=False) as scope:
+        await scope.start(idle)
+        signal.raise_signal(signal.SIGUSR1)
+        await scope.token.wait_phase(Phase.STOPPING)
+        assert scope.token.reason == "received SIGUSR1"
+        scope.request_shutdown("too late to matter")
+    report = scope.report
+    assert (report.trigger, report.signal) == ("signal", signal.SIGUSR1)
+    assert report.reason == "received SIGUSR1"
+    assert report.signals_received == 1
+    assert report.clean
+
+
+async def test_a_second_signal_cancels_what_is_in_flight() -> None:
+    async with graceful_scope(
+        signals=[signal.SIGUSR1],
+        drain_timeout=math.inf,
+        hard_exit=False,
+        signal_debounce=0,
+    ) as scope:
+        await scope.start(holds_work)
+        signal.raise_signal(signal.SIGUSR1)
+        await scope.token.wait_phase(Phase.DRAINING)
+        signal.raise_signal(signal.SIGUSR1)
+    report = scope.report
+    assert [p.phase for p in report.phases] == [
+        Phase.STOPPING,
+        Phase.DRAINING,
+        Phase.CANCELLING,
+    ]
+    assert report.cancelled_in_flight == ("holds_work: job",)
+    assert report.exit_code == 1
+
+
+async def test_a_second_signal_during_the_announce_skips_the_drain() -> None:
+    async with graceful_scope(
+        signals=[signal.SIGUSR1],
+        announce_delay=math.inf,
+        hard_exit=False,
+        signal_debounce=0,
+    ) as scope:
+        await scope.start(holds_work)
+        signal.raise_signal(signal.SIGUSR1)
+        await scope.token.wait_phase(Phase.STOPPING)
+        signal.raise_signal(signal.SIGUSR1)
+    assert [p.phase for p in scope.report.phases] == [
+        Phase.STOPPING,
+        Phase.CANCELLING,
+    ]
+
+
+async def test_the_previous_python_handler_is_restored(
+    custom_handler: list[int],
+) -> None:
+    before = signal.getsignal(signal.SIGUSR1)
+    async with graceful_scope(signals=[signal.SIGUSR1], hard_exit=False) as scope:
+        assert signal.getsignal(signal.SIGUSR1) is not before
+        scope.request_shutdown()
+    assert signal.getsignal(signal.SIGUSR1) is before
+    signal.raise_signal(signal.SIGUSR1)
+    assert custom_handler == [signal.SIGUSR1]
+
+
+async def test_default_handlers_are_restored() -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    async with graceful_scope(hard_exit=False) as scope:
+        scope.request_shutdown()
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+async def test_a_nested_scope_may_not_steal_signals() -> None:
+    async with graceful_scope(signals=[signal.SIGUSR1], hard_exit=False) as outer:
+        with pytest.raises(
+            RuntimeError, match="enclosing graceful_scope already handles SIGUSR1"
+        ):
+            async with graceful_scope(signals=[signal.SIGUSR1], hard_exit=False):
+                pass  # pragma: no cover
+        handler = signal.getsignal(signal.SIGUSR1)
+        async with graceful_scope(signals=(), hard_exit=False) as inner:
+            signal.raise_signal(signal.SIGUSR1)
+            await outer.token.wait_phase(Phase.STOPPING)
+            assert inner.phase == Phase.RUNNING  # the outer scope got it
+            inner.request_shutdown("inner done")
+        assert signal.getsignal(signal.SIGUSR1) is handler
+    assert outer.report.trigger == "signal"
+    assert inner.report.reason == "inner done"
+
+
+async def test_a_failed_install_restores_what_it_changed() -> None:
+    before = signal.getsignal(signal.SIGUSR2)
+    with pytest.raises(ValueError, match="unknown signal number"):
+        async with graceful_scope(signals=[signal.SIGUSR2, 0], hard_exit=False):
+            pass  # pragma: no cover
+    assert signal.getsignal(signal.SIGUSR2) is before
