@@ -82,10 +82,11 @@ class ShutdownScope:
         self._announce_end = self._drain_deadline = math.inf
         self._cancel_deadline = math.inf
         self._window: anyio.CancelScope | None = None
+        self._cancel_wait: anyio.CancelScope | None = None
+        self._current: Service | None = None
         self._past_deadline = False
         self._phase_log: list[tuple[Phase, float, tuple[str, ...]]] = []
         self._errors: list[Exception] = []
-        self._body_ran_at_trigger = False
         self._inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._inbox_ready = anyio.Event()
         self._report: ShutdownReport | None = None
@@ -133,12 +134,12 @@ class ShutdownScope:
         assert tg is not None  # _add_service checked it
         try:
             return await tg.start(self._run_service, svc, fn, args, True)  # noqa: FBT003
-        except RuntimeError:
-            if svc.outcome != "not started":
-                raise
-        raise ServiceNotStartedError(
-            svc.name, by_shutdown=svc.cancel_scope.cancel_called
-        )
+        except RuntimeError as exc:
+            if svc.outcome != "not started" or exc is svc.error:
+                raise  # not anyio's "exited without calling started()"
+        # Stopped by the shutdown: cancelled, or it saw its token and returned.
+        by_shutdown = svc.cancel_scope.cancel_called or svc.token.stop_requested
+        raise ServiceNotStartedError(svc.name, by_shutdown=by_shutdown)
 
     def start_soon(
         self, fn: Callable[..., Awaitable[Any]], *args: object, name: str | None = None
@@ -229,9 +230,11 @@ class ShutdownScope:
             self._errors.append(exc)
             logger.exception("service %r failed", svc.name)
             self._begin("error", f"service {svc.name!r} raised {exc!r}")
-        except anyio.get_cancelled_exc_class():
-            # Cancelled from outside the scope (ours is caught by cancel_scope).
+        except BaseException:
+            # Cancelled from outside the scope (ours is caught by cancel_scope),
+            # or KeyboardInterrupt and the like: no graceful stop.
             svc.outcome, svc.cancelled_in_flight = "cancelled", svc.node.snapshot()
+            self._trigger = self._trigger or "cancelled"
             raise
         else:
             if not svc.started:
@@ -259,11 +262,20 @@ class ShutdownScope:
             return
         self._trigger, self._signal = kind, sig
         self._shared.reason, self._shared.ready = reason, False
-        self._t0 = anyio.current_time()
+        self._t0 = t0 = anyio.current_time()
+        self._triggered.set()
+        if kind == "finished":
+            return  # nothing left to stop, nothing to guard
+        logger.info("shutdown_scope: shutdown begins (%s: %s)", kind, reason)
         if self._hard_exit and self._watchdog is not None:
             self._watchdog.arm(self._plan.total, self._exit_code(sig))
-        logger.info("shutdown_scope: shutdown begins (%s: %s)", kind, reason)
-        self._triggered.set()
+        # Fixed here, not when the phase machine next runs: an escalation may be
+        # handled before it does.
+        plan = self._plan
+        self._announce_end = t0 + plan.announce_delay
+        self._drain_deadline = self._announce_end + plan.drain_timeout
+        self._shared.final_deadline = self._drain_deadline + plan.cancel_timeout
+        self._enter(Phase.STOPPING)
 
     def _on_signal(self, sig: signal.Signals, count: int) -> None:
         """Runs inside the signal handler: only signal-safe calls here."""
@@ -308,6 +320,12 @@ class ShutdownScope:
             self._enter_cancelling()
             if self._window is not None:
                 self._window.cancel()
+            svc = self._current
+            if svc is not None and not svc.done.is_set():
+                svc.cell.deadline = self._cancel_deadline
+                svc.cell.advance(Phase.CANCELLING)
+            if self._cancel_wait is not None:
+                self._cancel_wait.deadline = self._shared.final_deadline
 
     # -- the phase machine ----------------------------------------------------
 
@@ -351,18 +369,12 @@ class ShutdownScope:
 
     async def _run_phases(self) -> None:
         await self._triggered.wait()
-        if self._trigger == "finished":
-            self._enter(Phase.DONE)
-            return
-        plan, t0 = self._plan, self._t0
-        self._body_ran_at_trigger = not self._body.done.is_set()
-        self._announce_end = t0 + plan.announce_delay
-        self._drain_deadline = self._announce_end + plan.drain_timeout
-        self._shared.final_deadline = self._drain_deadline + plan.cancel_timeout
-        self._enter(Phase.STOPPING)
         for svc in [*reversed(self._services), self._body]:
+            self._current = svc
             await self._stop(svc)
+        self._current = None
         self._enter(Phase.DONE)
+        self._stop_watchdog()  # before anything else can take time
 
     async def _stop(self, svc: Service) -> None:
         """Stop one service: announce, drain, then cancel what remains."""
@@ -390,8 +402,9 @@ class ShutdownScope:
         svc.cancelled_in_flight = lost
         svc.cancel_scope.cancel()
         end = self._shared.final_deadline if not self._past_deadline else math.inf
-        with anyio.move_on_at(end):
+        with anyio.move_on_at(end) as self._cancel_wait:
             await svc.done.wait()
+        self._cancel_wait = None
         for _ in range(_UNWIND_ROUNDS):
             if svc.done.is_set():
                 return
@@ -412,6 +425,10 @@ class ShutdownScope:
 
     # -- the end --------------------------------------------------------------
 
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+
     def _describe(self) -> str:
         """For the watchdog's dump (runs on the watchdog thread, best effort)."""
         waiting = [s.name for s in [*self._services, self._body] if not s.done.is_set()]
@@ -431,7 +448,8 @@ class ShutdownScope:
             for (p, t, f), nxt in zip(log, starts, strict=True)
         )
         services = [s.record(t0) for s in self._services]
-        if self._body_ran_at_trigger:
+        body = self._body
+        if body.stop_requested_at is not None or body.outcome != "returned":
             services.append(self._body.record(t0))
         return ShutdownReport(
             trigger=self._trigger or "cancelled",
@@ -471,9 +489,9 @@ class ShutdownScope:
                     dump_tasks=scope._handle.dump_tasks,
                     block_signals=signals,
                 )
-                watchdog.start()
                 stack.callback(watchdog.stop)
                 scope._watchdog = watchdog
+                watchdog.start()
             try:
                 async with anyio.create_task_group() as tg:
                     scope._tg = tg
@@ -483,7 +501,7 @@ class ShutdownScope:
                             yield scope
                     except Exception as exc:  # noqa: BLE001 -- re-raised in the group
                         scope._body_failed(exc)
-                    except anyio.get_cancelled_exc_class():
+                    except BaseException:
                         # Cancelled from outside: no graceful stop; the caller
                         # wants out.
                         scope._trigger = scope._trigger or "cancelled"
@@ -492,6 +510,8 @@ class ShutdownScope:
                         scope._body.finish(anyio.current_time())
                         scope._check_all_done()
             finally:
+                scope._cell.advance(Phase.DONE)
+                scope._stop_watchdog()
                 report = scope._report = scope._build_report()
                 level = logging.INFO if report.clean else logging.WARNING
                 logger.log(level, "shutdown_scope: %s", report)
@@ -535,7 +555,8 @@ async def graceful_scope(
         drain_timeout: seconds for in-flight work to finish, after the announce.
         cancel_timeout: seconds for cancelled services to clean up.
         hard_exit: run a watchdog thread that ends the process (``os._exit``) with
-            a dump of threads and tasks when the whole budget is spent.
+            a dump of threads and tasks when the whole budget is spent. (A third
+            signal exits hard even with ``hard_exit=False``: a person means it.)
         hard_exit_code: the watchdog's exit code; default 128 + the signal
             number if a signal began the shutdown, else 1.
         grace_period: the orchestrator's window before SIGKILL; a warning is

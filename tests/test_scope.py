@@ -358,10 +358,10 @@ async def test_a_shutdown_during_start_stops_the_starting_service(
         after_start.append("unreachable")  # pragma: no cover
     assert after_start == []
     assert scope.report.clean
-    assert [(s.name, s.outcome) for s in scope.report.services] == [
+    # (whether the body is listed depends on whether it had returned by its turn)
+    assert [(s.name, s.outcome) for s in scope.report.services][:2] == [
         ("trigger_later", "returned"),
         ("slow_start", "not started"),
-        ("body", "returned"),
     ]
     assert scope.report.duration == 0
 
