@@ -1,9 +1,8 @@
-"""graceful_scope: the shutdown nursery and its phase machine."""
+"""graceful_scope: the shutdown nursery, its services and its triggers."""
 
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import sys
 import threading
@@ -11,15 +10,16 @@ import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import ExitStack, asynccontextmanager
-from typing import Any, Final, TypeVar, final
+from typing import Any, final
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ._backend import LoopHandle, current_loop_handle
 from ._errors import ServiceNotStartedError
+from ._machine import PhaseMachine
 from ._phases import Phase, Plan, ShutdownPlanWarning, validate_signals
-from ._report import PhaseRecord, ShutdownReport, TriggerKind, report_sink
+from ._report import ShutdownReport, report_sink
 from ._service import Service, StartedRelay
 from ._signals import SignalHandlers
 from ._token import FlightNode, PhaseCell, ScopeShared, ShutdownToken
@@ -31,21 +31,6 @@ if sys.version_info < (3, 11):  # pragma: no cover -- only on 3.10
 __all__ = ["ShutdownScope", "graceful_scope"]
 
 logger = logging.getLogger("shutdown_scope")
-T = TypeVar("T")
-# A task whose cleanup was cut at the deadline needs a few scheduler rounds to
-# unwind; it has not ignored cancellation.
-_UNWIND_ROUNDS: Final = 5
-
-
-async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
-    async with anyio.create_task_group() as tg:
-
-        async def wait_then_stop(wait: Callable[[], Awaitable[object]]) -> None:
-            await wait()
-            tg.cancel_scope.cancel()
-
-        for wait in waits:
-            tg.start_soon(wait_then_stop, wait)
 
 
 @final
@@ -60,32 +45,21 @@ class ShutdownScope:
     def __init__(
         self, *, plan: Plan, hard_exit: bool, hard_exit_code: int | None
     ) -> None:
-        self._plan = plan
-        self._hard_exit = hard_exit
-        self._hard_exit_code = hard_exit_code
-        self._shared = ScopeShared(cancel_timeout=plan.cancel_timeout)
-        self._cell = PhaseCell()
-        self._node = FlightNode()
-        self._body = Service(
-            "body", cell=self._cell, node=self._node, shared=self._shared
-        )
+        self._shared = shared = ScopeShared(cancel_timeout=plan.cancel_timeout)
+        self._body = Service("body", cell=PhaseCell(), node=FlightNode(), shared=shared)
         self._services: list[Service] = []
+        self._machine = PhaseMachine(
+            plan=plan,
+            shared=shared,
+            body=self._body,
+            services=self._services,
+            hard_exit=hard_exit,
+            hard_exit_code=hard_exit_code,
+        )
         self._tg: TaskGroup | None = None
         self._handle: LoopHandle | None = None
-        self._watchdog: Watchdog | None = None
         self._signals: SignalHandlers | None = None
         self._loop_thread = threading.get_ident()
-        self._triggered = anyio.Event()
-        self._trigger: TriggerKind | None = None
-        self._signal: signal.Signals | None = None
-        self._t0 = math.inf
-        self._announce_end = self._drain_deadline = math.inf
-        self._cancel_deadline = math.inf
-        self._window: anyio.CancelScope | None = None
-        self._cancel_wait: anyio.CancelScope | None = None
-        self._current: Service | None = None
-        self._past_deadline = False
-        self._phase_log: list[tuple[Phase, float, tuple[str, ...]]] = []
         self._errors: list[Exception] = []
         self._inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._inbox_ready = anyio.Event()
@@ -101,7 +75,7 @@ class ShutdownScope:
     @property
     def phase(self) -> Phase:
         """The scope's phase."""
-        return self._cell.phase
+        return self._machine.phase
 
     @property
     def report(self) -> ShutdownReport:
@@ -162,9 +136,11 @@ class ShutdownScope:
             msg = f"reason must be a str, not {type(reason).__name__}"
             raise TypeError(msg)
         if threading.get_ident() == self._loop_thread:
-            self._begin("request", reason)
+            self._machine.begin("request", reason)
         elif self._handle is not None:
-            self._handle.run_sync_soon(self._post, self._begin, "request", reason)
+            self._handle.run_sync_soon(
+                self._post, self._machine.begin, "request", reason
+            )
 
     # -- services -------------------------------------------------------------
 
@@ -180,7 +156,7 @@ class ShutdownScope:
         if self._tg is None or self._report is not None:
             msg = "this graceful_scope is not running: start services inside its block"
             raise RuntimeError(msg)
-        if self._trigger is not None:
+        if self._machine.trigger is not None:
             msg = (
                 "cannot start a service: the shutdown has begun"
                 f" ({self._shared.reason});"
@@ -196,7 +172,7 @@ class ShutdownScope:
         svc = Service(
             unique,
             cell=PhaseCell(),
-            node=FlightNode(self._node, prefix=f"{unique}: "),
+            node=FlightNode(self._body.node, prefix=f"{unique}: "),
             shared=self._shared,
         )
         self._services.append(svc)
@@ -229,12 +205,12 @@ class ShutdownScope:
             svc.outcome = "failed"
             self._errors.append(exc)
             logger.exception("service %r failed", svc.name)
-            self._begin("error", f"service {svc.name!r} raised {exc!r}")
+            self._machine.begin("error", f"service {svc.name!r} raised {exc!r}")
         except BaseException:
             # Cancelled from outside the scope (ours is caught by cancel_scope),
             # or KeyboardInterrupt and the like: no graceful stop.
             svc.outcome, svc.cancelled_in_flight = "cancelled", svc.node.snapshot()
-            self._trigger = self._trigger or "cancelled"
+            self._machine.trigger = self._machine.trigger or "cancelled"
             raise
         else:
             if not svc.started:
@@ -245,58 +221,34 @@ class ShutdownScope:
 
     def _check_all_done(self) -> None:
         if self._body.done.is_set() and all(s.done.is_set() for s in self._services):
-            self._begin("finished", "the body and every service returned")
+            self._machine.begin("finished", "the body and every service returned")
 
-    # -- triggers -------------------------------------------------------------
+    def _body_failed(self, exc: Exception) -> None:
+        if isinstance(exc, ServiceNotStartedError) and exc.by_shutdown:
+            return  # the shutdown interrupted a start: part of a normal stop
+        self._body.outcome, self._body.error = "failed", exc
+        self._errors.append(exc)
+        self._machine.begin("error", f"the scope's body raised {exc!r}")
 
-    def _exit_code(self, sig: signal.Signals | None) -> int:
-        if self._hard_exit_code is not None:
-            return self._hard_exit_code
-        return 1 if sig is None else 128 + sig
-
-    def _begin(
-        self, kind: TriggerKind, reason: str, sig: signal.Signals | None = None
-    ) -> None:
-        """Start the shutdown (loop thread only); later triggers are ignored."""
-        if self._trigger is not None:
-            return
-        self._trigger, self._signal = kind, sig
-        self._shared.reason, self._shared.ready = reason, False
-        self._t0 = t0 = anyio.current_time()
-        self._triggered.set()
-        if kind == "finished":
-            return  # nothing left to stop, nothing to guard
-        logger.info("shutdown_scope: shutdown begins (%s: %s)", kind, reason)
-        if self._hard_exit and self._watchdog is not None:
-            self._watchdog.arm(self._plan.total, self._exit_code(sig))
-        # Fixed here, not when the phase machine next runs: an escalation may be
-        # handled before it does.
-        plan = self._plan
-        self._announce_end = t0 + plan.announce_delay
-        self._drain_deadline = self._announce_end + plan.drain_timeout
-        self._shared.final_deadline = self._drain_deadline + plan.cancel_timeout
-        self._enter(Phase.STOPPING)
+    # -- signals and other threads ----------------------------------------------
 
     def _on_signal(self, sig: signal.Signals, count: int) -> None:
         """Runs inside the signal handler: only signal-safe calls here."""
-        assert self._handle is not None
-        if self._cell.phase == Phase.DONE:
+        machine, handle = self._machine, self._handle
+        assert handle is not None
+        if machine.phase == Phase.DONE:
             return  # the scope is over; its handlers are about to be restored
         if count == 1:
-            if self._hard_exit and self._watchdog is not None:
-                # Armed here, not only from the loop, in case the loop is blocked.
-                self._watchdog.arm(self._plan.total, self._exit_code(sig))
-            self._handle.run_sync_soon(
-                self._post, self._begin, "signal", f"received {sig.name}", sig
-            )
-        elif count >= 3 or self._cell.phase >= Phase.CANCELLING:  # noqa: PLR2004 -- third signal
-            assert (
-                self._watchdog is not None
-            )  # there is one whenever signals are handled
-            code = self._exit_code(self._signal or sig)
-            self._watchdog.fire_now(f"{sig.name} received {count} times", code)
+            # Armed here, not only from the loop, in case the loop is blocked.
+            machine.arm_watchdog(machine.plan.total, sig)
+            reason = f"received {sig.name}"
+            handle.run_sync_soon(self._post, machine.begin, "signal", reason, sig)
+        elif count >= 3 or machine.phase >= Phase.CANCELLING:  # noqa: PLR2004 -- third
+            assert machine.watchdog is not None  # there is one whenever signals are
+            code = machine.exit_code(machine.signal or sig)
+            machine.watchdog.fire_now(f"{sig.name} received {count} times", code)
         else:
-            self._handle.run_sync_soon(self._post, self._escalate, sig)
+            handle.run_sync_soon(self._post, machine.escalate, sig)
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         """Runs as a loop callback, outside any task, where anyio's API does not
@@ -312,151 +264,27 @@ class ShutdownScope:
                 fn, args = self._inbox.popleft()
                 fn(*args)
 
-    def _escalate(self, sig: signal.Signals) -> None:
-        if self._cell.phase < Phase.CANCELLING:
-            logger.warning(
-                "shutdown_scope: %s again: cancelling what remains", sig.name
-            )
-            self._enter_cancelling()
-            if self._window is not None:
-                self._window.cancel()
-            svc = self._current
-            if svc is not None and not svc.done.is_set():
-                svc.cell.deadline = self._cancel_deadline
-                svc.cell.advance(Phase.CANCELLING)
-            if self._cancel_wait is not None:
-                self._cancel_wait.deadline = self._shared.final_deadline
-
-    # -- the phase machine ----------------------------------------------------
-
-    def _enter(self, phase: Phase) -> None:
-        if phase <= self._cell.phase:
-            return
-        in_flight = self._node.snapshot()
-        self._phase_log.append((phase, anyio.current_time(), in_flight))
-        self._cell.deadline = {
-            Phase.STOPPING: self._drain_deadline,
-            Phase.DRAINING: self._drain_deadline,
-            Phase.CANCELLING: self._cancel_deadline,
-        }.get(phase, self._cell.deadline)
-        self._cell.advance(phase)
-        if phase != Phase.DONE:
-            logger.info(
-                "shutdown_scope: %s; in flight: %s",
-                phase.name,
-                list(in_flight) or "nothing",
-            )
-
-    def _enter_cancelling(self) -> None:
-        now = anyio.current_time()
-        self._cancel_deadline = now + self._plan.cancel_timeout
-        self._shared.final_deadline = min(
-            self._shared.final_deadline, self._cancel_deadline
-        )
-        if self._hard_exit and self._watchdog is not None:
-            self._watchdog.arm(self._plan.cancel_timeout, self._exit_code(self._signal))
-        self._enter(Phase.CANCELLING)
-
-    def _drain_window(self, deadline: float) -> anyio.CancelScope:
-        self._window = anyio.CancelScope(deadline=deadline)
-        return self._window
-
     async def _supervise(self) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._serve_inbox)
-            await self._run_phases()
+            await self._machine.run()
             tg.cancel_scope.cancel()
 
-    async def _run_phases(self) -> None:
-        await self._triggered.wait()
-        for svc in [*reversed(self._services), self._body]:
-            self._current = svc
-            await self._stop(svc)
-        self._current = None
-        self._enter(Phase.DONE)
-        self._stop_watchdog()  # before anything else can take time
-
-    async def _stop(self, svc: Service) -> None:
-        """Stop one service: announce, drain, then cancel what remains."""
-        if svc.done.is_set():
-            return
-        svc.stop_requested_at = anyio.current_time()
-        if self.phase < Phase.CANCELLING:
-            svc.cell.deadline = self._drain_deadline
-            svc.cell.advance(Phase.STOPPING)
-            with self._drain_window(self._announce_end):
-                await svc.done.wait()
-        if self.phase < Phase.CANCELLING and not svc.done.is_set():
-            self._enter(Phase.DRAINING)
-            svc.cell.advance(Phase.DRAINING)
-            with self._drain_window(self._drain_deadline):
-                await _first_of(svc.done.wait, svc.node.wait_idle)
-        if svc.done.is_set():
-            return
-        lost = svc.node.snapshot()
-        if lost and self.phase < Phase.CANCELLING:
-            self._enter_cancelling()
-        if self.phase >= Phase.CANCELLING:
-            svc.cell.deadline = self._cancel_deadline
-            svc.cell.advance(Phase.CANCELLING)
-        svc.cancelled_in_flight = lost
-        svc.cancel_scope.cancel()
-        end = self._shared.final_deadline if not self._past_deadline else math.inf
-        with anyio.move_on_at(end) as self._cancel_wait:
-            await svc.done.wait()
-        self._cancel_wait = None
-        for _ in range(_UNWIND_ROUNDS):
-            if svc.done.is_set():
-                return
-            await anyio.lowlevel.checkpoint()
-        await self._abandon(svc)
-
-    async def _abandon(self, svc: Service) -> None:
-        """The service ignored cancellation past the whole budget."""
-        svc.outcome = "abandoned"
-        self._past_deadline = True
-        self._enter(Phase.EXITING)
-        why = f"service {svc.name!r} ignored cancellation past the deadline"
-        if self._hard_exit and self._watchdog is not None:
-            self._watchdog.fire_now(why, self._exit_code(self._signal))
-            await anyio.sleep_forever()  # the watchdog ends the process
-        logger.error("shutdown_scope: %s; hard_exit=False, so waiting for it", why)
-        await svc.done.wait()
-
-    # -- the end --------------------------------------------------------------
-
-    def _stop_watchdog(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.stop()
-
-    def _describe(self) -> str:
-        """For the watchdog's dump (runs on the watchdog thread, best effort)."""
-        waiting = [s.name for s in [*self._services, self._body] if not s.done.is_set()]
-        return (
-            f"  phase: {self._cell.phase.name}; reason: {self._shared.reason}\n"
-            f"  in flight: {list(self._node.snapshot())}\n"
-            f"  not finished: {waiting}\n"
-        )
+    # -- the lifetime ---------------------------------------------------------
 
     def _build_report(self) -> ShutdownReport:
+        machine, body = self._machine, self._body
         end = anyio.current_time()
-        t0 = min(self._t0, end)
-        log = [(p, t, f) for p, t, f in self._phase_log if p != Phase.DONE]
-        starts = [t for _, t, _ in log[1:]] + [end] if log else []
-        phases = tuple(
-            PhaseRecord(phase=p, started=t - t0, duration=nxt - t, in_flight=f)
-            for (p, t, f), nxt in zip(log, starts, strict=True)
-        )
+        t0 = min(machine.t0, end)
         services = [s.record(t0) for s in self._services]
-        body = self._body
         if body.stop_requested_at is not None or body.outcome != "returned":
-            services.append(self._body.record(t0))
+            services.append(body.record(t0))
         return ShutdownReport(
-            trigger=self._trigger or "cancelled",
+            trigger=machine.trigger or "cancelled",
             reason=self._shared.reason or "cancelled from outside the scope",
-            signal=None if self._signal is None else int(self._signal),
+            signal=None if machine.signal is None else int(machine.signal),
             signals_received=0 if self._signals is None else self._signals.count,
-            phases=phases,
+            phases=machine.phase_records(end),
             services=tuple(services),
             errors=tuple(self._errors),
             duration=end - t0,
@@ -473,6 +301,7 @@ class ShutdownScope:
         hard_exit_code: int | None,
     ) -> AsyncIterator[ShutdownScope]:
         scope = cls(plan=plan, hard_exit=hard_exit, hard_exit_code=hard_exit_code)
+        machine = scope._machine
         scope._handle = current_loop_handle()
         with ExitStack() as stack:
             if signals:
@@ -485,12 +314,12 @@ class ShutdownScope:
                 )
             if hard_exit or signals:
                 watchdog = Watchdog(
-                    describe=scope._describe,
+                    describe=machine.describe,
                     dump_tasks=scope._handle.dump_tasks,
                     block_signals=signals,
                 )
                 stack.callback(watchdog.stop)
-                scope._watchdog = watchdog
+                machine.watchdog = watchdog
                 watchdog.start()
             try:
                 async with anyio.create_task_group() as tg:
@@ -504,14 +333,14 @@ class ShutdownScope:
                     except BaseException:
                         # Cancelled from outside: no graceful stop; the caller
                         # wants out.
-                        scope._trigger = scope._trigger or "cancelled"
+                        machine.trigger = machine.trigger or "cancelled"
                         raise
                     finally:
                         scope._body.finish(anyio.current_time())
                         scope._check_all_done()
             finally:
-                scope._cell.advance(Phase.DONE)
-                scope._stop_watchdog()
+                scope._body.cell.advance(Phase.DONE)
+                machine.stop_watchdog()
                 report = scope._report = scope._build_report()
                 level = logging.INFO if report.clean else logging.WARNING
                 logger.log(level, "shutdown_scope: %s", report)
@@ -523,13 +352,6 @@ class ShutdownScope:
                 f"graceful_scope: {len(report.errors)} error(s) in the body or services"
             )
             raise ExceptionGroup(msg, list(report.errors))
-
-    def _body_failed(self, exc: Exception) -> None:
-        if isinstance(exc, ServiceNotStartedError) and exc.by_shutdown:
-            return  # the shutdown interrupted a start: part of a normal stop
-        self._body.outcome, self._body.error = "failed", exc
-        self._errors.append(exc)
-        self._begin("error", f"the scope's body raised {exc!r}")
 
 
 @asynccontextmanager
