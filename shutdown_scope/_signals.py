@@ -57,8 +57,6 @@ class SignalHandlers:
         self._on_signal(sig, self.count)
 
     def __enter__(self) -> Self:
-        if not self._signals:
-            return self
         if threading.current_thread() is not threading.main_thread():
             msg = (
                 "graceful_scope() installs signal handlers, which Python allows only"
