@@ -73,17 +73,19 @@ class PhaseCell:
 class FlightNode:
     """Counts the work in flight under one token and everything below it."""
 
-    __slots__ = ("_idle", "children", "count", "labels", "parent", "prefix")
+    __slots__ = ("chain", "children", "count", "idle_event", "labels", "prefix")
 
     def __init__(self, parent: FlightNode | None = None, prefix: str = "") -> None:
-        self.parent: FlightNode | None = parent
         self.prefix: str = prefix
         self.count: int = 0
         self.labels: dict[str, int] = {}
         self.children: list[FlightNode] = []
-        self._idle: anyio.Event | None = None
+        self.idle_event: anyio.Event | None = None
+        # This node and its ancestors: every one of them counts our work.
+        self.chain: tuple[FlightNode, ...] = (self,)
         if parent is not None:
             parent.children.append(self)
+            self.chain += parent.chain
 
     def snapshot(self) -> tuple[str, ...]:
         """Labels in flight here and below, one entry per unit of work, sorted."""
@@ -100,17 +102,9 @@ class FlightNode:
         if self.count == 0:
             await anyio.lowlevel.checkpoint()
             return
-        if self._idle is None:
-            self._idle = anyio.Event()
-        await self._idle.wait()
-
-    def _left(self) -> None:
-        self.count -= 1
-        if self.count == 0 and self._idle is not None:
-            self._idle.set()
-            self._idle = None
-        if self.parent is not None:
-            self.parent._left()  # noqa: SLF001 -- same class
+        if self.idle_event is None:
+            self.idle_event = anyio.Event()
+        await self.idle_event.wait()
 
 
 @final
@@ -121,14 +115,13 @@ class _InFlight:
         self._node = node
         self._label = label
 
+    # The node's enter() and leave(), inlined: this runs for every request.
     def __enter__(self) -> None:
-        node = self._node
+        node, label = self._node, self._label
         labels = node.labels
-        labels[self._label] = labels.get(self._label, 0) + 1
-        up: FlightNode | None = node
-        while up is not None:
+        labels[label] = labels.get(label, 0) + 1
+        for up in node.chain:
             up.count += 1
-            up = up.parent
 
     def __exit__(
         self,
@@ -136,13 +129,18 @@ class _InFlight:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        labels = self._node.labels
-        left = labels[self._label] - 1
+        node, label = self._node, self._label
+        labels = node.labels
+        left = labels[label] - 1
         if left:
-            labels[self._label] = left
+            labels[label] = left
         else:
-            del labels[self._label]
-        self._node._left()  # noqa: SLF001 -- the node and this guard are one unit
+            del labels[label]
+        for up in node.chain:
+            up.count -= 1
+            if not up.count and up.idle_event is not None:
+                up.idle_event.set()
+                up.idle_event = None
 
 
 @final
