@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _services import NO_SIGNALS, idle
 from anyio.abc import TaskStatus
 from trio.testing import MockClock
 
@@ -29,18 +30,9 @@ if sys.version_info < (3, 11):
 
 pytestmark = pytest.mark.anyio
 
-NO_SIGNALS: dict[str, Any] = {"signals": (), "hard_exit": False}
-
-
-async def idle(
-    token: ShutdownToken, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-) -> None:
-    task_status.started()
-    await anyio.sleep_forever()
-
 
 # =============================================================================
-# Part 1: bugs (these fail)
+# Part 1: regressions of bugs a review found
 # =============================================================================
 
 
@@ -260,7 +252,7 @@ def test_watchdog_pipe_is_closed_when_the_thread_cannot_start(
 
 
 # =============================================================================
-# Part 2: untested paths (these pass)
+# Part 2: failure paths covered nowhere else
 # =============================================================================
 
 

@@ -232,17 +232,6 @@ def test_second_signal_once_cancelling_exits_hard(backend: str) -> None:
         "phase: CANCELLING",
     )
     assert_watchdog_dump(child, "SIGTERM received 2 times", 143)
-
-
-@backends
-def test_watchdog_task_dump_shows_where_a_service_awaits(backend: str) -> None:
-    options = "--behaviour stubborn --work 60 --drain 0.3 --cancel 20"
-    with serve(backend, options) as child:
-        child.send(signal.SIGTERM)
-        child.wait_for("ignoring cancel")
-        past_debounce()
-        child.send(signal.SIGTERM)
-        assert child.finish() == 143, child.output
     dump = child.lines[child.index("shutdown_scope watchdog") : child.index("threads:")]
     tasks = "\n".join(dump)
     # The stubborn worker awaits in its shielded sleep; the loop thread's own

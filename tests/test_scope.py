@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
 
 import anyio
 import pytest
+from _services import NO_SIGNALS, idle
 from anyio.abc import TaskStatus
 from trio.testing import MockClock
 
@@ -22,15 +22,6 @@ if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
 
 pytestmark = pytest.mark.anyio
-
-NO_SIGNALS: dict[str, Any] = {"signals": (), "hard_exit": False}
-
-
-async def idle(
-    token: ShutdownToken, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-) -> None:
-    task_status.started()
-    await anyio.sleep_forever()
 
 
 async def test_start_returns_the_started_value() -> None:
