@@ -24,8 +24,8 @@ class LoopHandle(Protocol):
         """Best-effort text listing of the loop's tasks, callable from any thread."""
 
 
-def _frames(frames: list[tuple[str, int, str]]) -> str:
-    return "".join(f"      {fn}:{line} in {name}\n" for fn, line, name in frames)
+def _frames(frames: list[tuple[str, int, str]], indent: str) -> str:
+    return "".join(f"{indent}{fn}:{line} in {name}\n" for fn, line, name in frames)
 
 
 def _await_chain(coro: object) -> list[tuple[str, int, str]]:
@@ -64,7 +64,7 @@ class _AsyncioHandle:
         out = [f"asyncio tasks ({len(tasks)}):\n"]
         for task in sorted(tasks, key=lambda t: t.get_name()):
             out.append(f"  {task.get_name()}: {task.get_coro()!r}\n")
-            out.append(_frames(_await_chain(task.get_coro())))
+            out.append(_frames(_await_chain(task.get_coro()), "      "))
         return "".join(out)
 
 
@@ -93,7 +93,7 @@ class _TrioHandle:
                     (f.f_code.co_filename, lineno, f.f_code.co_name)
                     for f, lineno in task.iter_await_frames()
                 ]
-                out.append(_frames(stack).replace("      ", "  " * depth + "    "))
+                out.append(_frames(stack, "  " * depth + "    "))
                 children = [t for n in task.child_nurseries for t in n.child_tasks]
             except (RuntimeError, ValueError):  # it changed while we looked
                 continue

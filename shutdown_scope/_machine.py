@@ -99,7 +99,7 @@ class PhaseMachine:
         if self.trigger is not None:
             return
         self.trigger, self.signal = kind, sig
-        self.shared.reason, self.shared.ready = reason, False
+        self.shared.reason = reason
         self.t0 = t0 = anyio.current_time()
         self.triggered.set()
         if kind == "finished":

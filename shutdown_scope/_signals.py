@@ -43,7 +43,6 @@ class SignalHandlers:
         self._previous: dict[signal.Signals, _Handler] = {}
         self._last: float | None = None
         self.count = 0
-        self.first: signal.Signals | None = None
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
         now = time.monotonic()
@@ -51,10 +50,7 @@ class SignalHandlers:
             return  # one supervisor signalling parent and child: count once
         self._last = now
         self.count += 1
-        sig = signal.Signals(signum)
-        if self.first is None:
-            self.first = sig
-        self._on_signal(sig, self.count)
+        self._on_signal(signal.Signals(signum), self.count)
 
     def __enter__(self) -> Self:
         if threading.current_thread() is not threading.main_thread():

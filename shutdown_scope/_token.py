@@ -18,12 +18,11 @@ __all__ = ["FlightNode", "PhaseCell", "ScopeShared", "ShutdownToken"]
 class ScopeShared:
     """State every token of one scope shares (written only by the scope)."""
 
-    __slots__ = ("cancel_timeout", "final_deadline", "ready", "reason")
+    __slots__ = ("cancel_timeout", "final_deadline", "reason")
 
     def __init__(self, *, cancel_timeout: float) -> None:
         self.cancel_timeout: float = cancel_timeout
-        self.reason: str | None = None
-        self.ready: bool = True
+        self.reason: str | None = None  # set by the trigger, never unset
         self.final_deadline: float = math.inf  # anyio clock; when everything is cut off
 
 
@@ -194,7 +193,7 @@ class ShutdownToken:
     @property
     def ready(self) -> bool:
         """Readiness for load balancers: False from the first trigger on."""
-        return self._shared.ready
+        return self._shared.reason is None
 
     @property
     def deadline(self) -> float:
