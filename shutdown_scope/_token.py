@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -72,18 +73,28 @@ class PhaseCell:
 class FlightNode:
     """Counts the work in flight under one token and everything below it."""
 
-    __slots__ = ("chain", "children", "count", "idle_event", "labels", "prefix")
+    __slots__ = (
+        "__weakref__",
+        "chain",
+        "children",
+        "count",
+        "idle_event",
+        "labels",
+        "prefix",
+    )
 
     def __init__(self, parent: FlightNode | None = None, prefix: str = "") -> None:
         self.prefix: str = prefix
         self.count: int = 0
         self.labels: dict[str, int] = {}
-        self.children: list[FlightNode] = []
+        # Weak: a child per connection must not be kept once dropped. Work in
+        # flight keeps its node alive (the in_flight guard holds it).
+        self.children: weakref.WeakSet[FlightNode] = weakref.WeakSet()
         self.idle_event: anyio.Event | None = None
         # This node and its ancestors: every one of them counts our work.
         self.chain: tuple[FlightNode, ...] = (self,)
         if parent is not None:
-            parent.children.append(self)
+            parent.children.add(self)
             self.chain += parent.chain
 
     def snapshot(self) -> tuple[str, ...]:

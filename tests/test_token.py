@@ -107,3 +107,19 @@ async def test_deadline_follows_the_phases(mock_clock: MockClock) -> None:
         await anyio.sleep(10)
         scope.request_shutdown()
     assert seen == [math.inf, 13, 16]
+
+
+async def test_children_are_not_kept_once_dropped() -> None:
+    """A child per connection must not grow the parent forever; one that still
+    has work in flight is kept, and its labels still count."""
+    import gc
+
+    async with graceful_scope(signals=(), hard_exit=False) as scope:
+        for n in range(1000):
+            scope.token.child(f"conn-{n}")
+        busy = scope.token.child("busy").in_flight("request")
+        with busy:
+            gc.collect()
+            assert len(scope.token._node.children) == 1
+            assert scope.token.in_flight_labels() == ("busy/request",)
+        scope.request_shutdown()
