@@ -32,7 +32,14 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 # Every extra: the tests exercise the trio backend and the hypercorn integration.
 PROJECT = ".[trio,hypercorn]"
 COVERAGE = "coverage[toml]>=7.10.3"  # 7.10.3: [run] patch = subprocess, fixed
-TEST_DEPS = ("pytest>=8.0", "pytest-timeout>=2.3", COVERAGE)
+# uvicorn: the ASGI middleware is also tested under a server not our own.
+TEST_DEPS = (
+    "pytest>=8.0",
+    "pytest-timeout>=2.3",
+    COVERAGE,
+    "uvicorn>=0.54",
+    "httpx>=0.28",
+)
 # Linters are pinned: a new release adds rules and must not break CI by itself.
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"

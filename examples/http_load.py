@@ -1,0 +1,169 @@
+"""Keep-alive HTTP/1.1 load with an exact account of every request's fate.
+
+``python examples/http_load.py http://127.0.0.1:8000/work?ms=5 --clients 32
+--seconds 2`` runs real clients (anyio sockets and h11) and prints what happened
+to their requests. ``examples/demo.py``, the tests and ``bench/drain.py`` use it
+to show that a graceful shutdown loses nothing. Each request ends in one of:
+
+* **answered**: a complete response;
+* **refused**: the connection could not be opened (the listener is closed);
+* **closed idle**: a reused keep-alive connection was closed before any byte of
+  the answer came back. The server closed it between requests, so it never read
+  this one; HTTP/1.1 lets a client retry such a request (RFC 9112, 9.3.1), and
+  the server-side count of requests read tells the two cases apart;
+* **lost**: anything else: the connection broke after the request was sent on a
+  new connection, or in the middle of an answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from urllib.parse import urlsplit
+
+import anyio
+import h11
+from anyio.abc import SocketStream
+
+__all__ = ["LoadStats", "run_load"]
+
+_READ = 65536
+
+
+@dataclasses.dataclass
+class LoadStats:
+    """What happened to the requests of every client."""
+
+    answered: int = 0
+    refused: int = 0
+    closed_idle: int = 0
+    lost: int = 0
+    statuses: dict[int, int] = dataclasses.field(default_factory=dict)
+    connections: int = 0
+    closed_by_server: int = 0  # after a response that said Connection: close
+    last_answer: float = 0.0  # time.monotonic() of the last complete answer
+    latencies: list[float] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for people."""
+        return (
+            f"{self.answered} answered, {self.lost} lost, {self.refused} refused, "
+            f"{self.closed_idle} closed idle; {self.connections} connections, "
+            f"{self.closed_by_server} closed by the server with Connection: close"
+        )
+
+
+class _BrokenError(Exception):
+    """The connection ended; ``answered_bytes`` says whether any answer came."""
+
+    def __init__(self, *, answered_bytes: bool) -> None:
+        super().__init__()
+        self.answered_bytes = answered_bytes
+
+
+async def _exchange(
+    stream: SocketStream, conn: h11.Connection, host: str, target: str
+) -> tuple[int, bytes]:
+    request = h11.Request(method="GET", target=target, headers=[("Host", host)])
+    data = conn.send(request) + (conn.send(h11.EndOfMessage()) or b"")
+    try:
+        await stream.send(data)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        raise _BrokenError(answered_bytes=False) from None
+    got_bytes = False
+    status, body = 0, b""
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError:
+            raise _BrokenError(answered_bytes=got_bytes) from None
+        if event is h11.NEED_DATA:
+            try:
+                chunk = await stream.receive(_READ)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                chunk = b""
+            got_bytes = got_bytes or bool(chunk)
+            conn.receive_data(chunk)
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            body += bytes(event.data)
+        elif isinstance(event, h11.EndOfMessage):
+            return status, body
+        elif isinstance(event, h11.ConnectionClosed):
+            raise _BrokenError(answered_bytes=got_bytes)
+
+
+async def _client(
+    host: str, port: int, target: str, stats: LoadStats, until: float
+) -> None:
+    while time.monotonic() < until:
+        try:
+            stream = await anyio.connect_tcp(host, port)
+        except OSError:
+            stats.refused += 1
+            await anyio.sleep(0.005)
+            continue
+        stats.connections += 1
+        async with stream:
+            conn = h11.Connection(h11.CLIENT)
+            reused = False
+            while time.monotonic() < until:
+                started = time.monotonic()
+                try:
+                    status, _ = await _exchange(stream, conn, host, target)
+                except _BrokenError as broken:
+                    if reused and not broken.answered_bytes:
+                        stats.closed_idle += 1
+                    else:
+                        stats.lost += 1
+                    break
+                stats.last_answer = now = time.monotonic()
+                stats.latencies.append(now - started)
+                stats.answered += 1
+                stats.statuses[status] = stats.statuses.get(status, 0) + 1
+                if (
+                    conn.their_state is h11.MUST_CLOSE
+                    or conn.our_state is h11.MUST_CLOSE
+                ):
+                    stats.closed_by_server += 1
+                    break
+                conn.start_next_cycle()
+                reused = True
+
+
+async def run_load(
+    url: str, *, clients: int, seconds: float, stats: LoadStats | None = None
+) -> LoadStats:
+    """Run ``clients`` keep-alive clients against ``url`` for ``seconds``.
+
+    Each client reuses its connection until the server says ``Connection:
+    close`` or closes it, then opens a new one; a refused connection is retried
+    every 5 ms. Pass ``stats`` to read the numbers while it runs.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname is None or parts.port is None:
+        msg = f"need http://host:port/path, not {url!r}"
+        raise ValueError(msg)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    stats = LoadStats() if stats is None else stats
+    until = time.monotonic() + seconds
+    async with anyio.create_task_group() as tg:
+        for _ in range(clients):
+            tg.start_soon(_client, parts.hostname, parts.port, target, stats, until)
+    return stats
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("url")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    result = anyio.run(
+        lambda: run_load(args.url, clients=args.clients, seconds=args.seconds)
+    )
+    print(result.summary())

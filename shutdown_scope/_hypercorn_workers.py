@@ -1,0 +1,280 @@
+"""hypercorn's per-connection servers and lifespan, driven from anyio.
+
+hypercorn has one implementation of the protocols and two of the I/O around
+them (``hypercorn.asyncio`` and ``hypercorn.trio``). Its ``serve()`` owns the
+accept loop, which closes listeners with clients still queued and, on asyncio,
+leaves connection tasks outside any task group (so they cannot be cancelled at
+a deadline). We keep hypercorn's ``TCPServer`` and ``Lifespan`` classes and own
+everything around them; this module is the only place that knows which of
+hypercorn's two trees runs.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import h11
+import sniffio
+from anyio.abc import TaskGroup, TaskStatus
+from hypercorn.config import Config
+from hypercorn.events import Closed
+from hypercorn.typing import AppWrapper, LifespanState
+
+__all__ = ["Worker", "current_worker"]
+
+# Rounds of the scheduler an idle connection gives its reader before it is
+# closed: bytes already received must be parsed first (see _careful_idle_close);
+# a request still incomplete after them is a stalled one.
+_READER_ROUNDS = 10
+# A connection accepted from the queue at the start of the drain: how long it
+# has to send its first request (it connected while we were listening).
+_FIRST_REQUEST_GRACE = 1.0
+
+
+def _h11_connection(server: Any) -> h11.Connection | None:
+    connection = getattr(server.protocol.protocol, "connection", None)
+    return connection if isinstance(connection, h11.Connection) else None
+
+
+def _unread_bytes(server: Any, conn: socket.socket) -> bool:
+    """Whether the client has sent bytes the protocol has not handled yet."""
+    connection = _h11_connection(server)
+    if connection is not None and connection.trailing_data[0]:
+        return True
+    return _kernel_has_bytes(conn)
+
+
+def _kernel_has_bytes(conn: socket.socket) -> bool:
+    try:
+        pending = conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # nothing to read (EAGAIN), or already closed or reset
+        return False
+    return bool(pending)
+
+
+class _Terminated:
+    """hypercorn's "terminated" event, seen by one connection.
+
+    After a response, hypercorn closes the connection if the drain has begun.
+    A keep-alive client may already have sent its next request (it did not see
+    ``Connection: close`` on a response that began before the shutdown); those
+    bytes reached the server, so that request is served too, and the
+    connection closes after it.
+    """
+
+    def __init__(self, shared: Any, conn: socket.socket) -> None:
+        self._shared = shared
+        self._conn = conn
+        self.server: Any = None
+
+    def is_set(self) -> bool:
+        if not self._shared.is_set():
+            return False
+        return self.server is None or not _unread_bytes(self.server, self._conn)
+
+    async def wait(self) -> None:
+        await self._shared.wait()
+
+    async def set(self) -> None:
+        await self._shared.set()
+
+    async def clear(self) -> None:
+        await self._shared.clear()
+
+
+class _ConnectionContext:
+    """hypercorn's WorkerContext, with ``terminated`` seen by one connection."""
+
+    def __init__(self, shared: Any, conn: socket.socket) -> None:
+        self._shared = shared
+        self.terminate = shared.terminate
+        self.terminated = _Terminated(shared.terminated, conn)
+        self.event_class = shared.event_class
+        self.single_task_class = shared.single_task_class
+        self.sleep = shared.sleep
+        self.time = shared.time
+
+    async def mark_request(self) -> None:
+        await self._shared.mark_request()
+
+
+def _guarded(base: type[Any], conn: socket.socket, *, late: bool) -> type[Any]:
+    """``base`` (hypercorn's TCPServer) with the drain made safe for requests."""
+
+    class Server(base):  # type: ignore[misc]
+        _late = late
+        _reading: anyio.CancelScope | None = None
+
+        async def _idle_timeout(self) -> None:
+            first, self._late = self._late, False
+            await _careful_idle_close(self, conn, late=first)
+
+        async def _read_data(self) -> None:
+            with anyio.CancelScope() as self._reading:
+                await super()._read_data()
+
+        async def protocol_send(self, event: Any) -> None:
+            await super().protocol_send(event)
+            # The protocol closed the connection: a reader waiting for a next
+            # request that will never be served (h11 PAUSED) must not wait on.
+            if isinstance(event, Closed) and self._reading is not None:
+                self._reading.cancel()
+
+    return Server
+
+
+async def _careful_idle_close(server: Any, conn: socket.socket, *, late: bool) -> None:
+    """Hypercorn's idle timeout, without losing a request that is arriving.
+
+    hypercorn closes a connection that is idle when the drain begins (or after
+    ``keep_alive_timeout``). Its check races with a request that has just
+    arrived: the bytes are read but not yet parsed, and the connection is
+    closed under it. Here the reader gets a few rounds first, and a connection
+    that has a request, or unread bytes, is left to finish it (hypercorn then
+    closes it after the response, since the drain has begun).
+    """
+    with anyio.move_on_after(server.config.keep_alive_timeout):
+        await server.context.terminated.wait()
+    if late:
+        # Accepted from the queue as the listener closed: serve it. Its first
+        # request cancels this task (hypercorn stops the idle timer).
+        await anyio.sleep(min(_FIRST_REQUEST_GRACE, server.config.keep_alive_timeout))
+    for _ in range(_READER_ROUNDS):
+        await anyio.lowlevel.checkpoint()
+        if _kernel_has_bytes(conn):
+            continue  # the reader takes them next: look again after it
+        connection = _h11_connection(server)
+        if connection is not None and connection.their_state is not h11.IDLE:
+            return  # a whole request arrived: hypercorn closes after answering it
+    # Idle, or a request that stalls half-way (slowloris): it holds nothing.
+    with anyio.CancelScope(shield=True):
+        await server._initiate_server_close()  # noqa: SLF001 -- hypercorn's own close
+
+
+class Worker:
+    """What ``shutdown_scope.hypercorn.serve`` needs from a hypercorn worker.
+
+    The lifespan task runs shielded, so that a service cancelled at the drain
+    deadline can still run the app's lifespan shutdown (bounded by the caller);
+    ``end_lifespan`` then ends it.
+    """
+
+    def __init__(self, app: AppWrapper, config: Config) -> None:
+        self.app = app
+        self.config = config
+        self.state: LifespanState = {}
+        self.context: Any = None  # hypercorn's WorkerContext, per tree
+        self.lifespan: Any = None  # hypercorn's Lifespan, per tree
+        self._lifespan_scope = anyio.CancelScope(shield=True)
+        self._stopped = False
+
+    async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
+        raise NotImplementedError
+
+    async def handle(self, conn: socket.socket) -> None:
+        """Serve one accepted connection until it closes; closes ``conn``."""
+        raise NotImplementedError
+
+    async def _shielded_lifespan(self, *, task_status: TaskStatus[None]) -> None:
+        with self._lifespan_scope:
+            await self._run_lifespan(task_status=task_status)
+
+    async def start_lifespan(self, tasks: TaskGroup) -> None:
+        """Run the app's lifespan in ``tasks``; return once startup is complete."""
+        await tasks.start(self._shielded_lifespan, name="hypercorn lifespan")
+        await self.lifespan.wait_for_startup()
+
+    async def stop_lifespan(self) -> None:
+        """Run the lifespan shutdown (once; later calls return at once)."""
+        if not self._stopped:
+            self._stopped = True
+            await self.lifespan.wait_for_shutdown()
+
+    def end_lifespan(self) -> None:
+        """End the lifespan task (after its shutdown, or giving up on it)."""
+        self._lifespan_scope.cancel()
+
+    async def terminate(self) -> None:
+        """The drain has begun: close idle connections, end keep-alive."""
+        await self.context.terminated.set()
+
+
+class _AsyncioWorker(Worker):
+    def __init__(self, app: AppWrapper, config: Config) -> None:
+        import asyncio
+
+        from hypercorn.asyncio.lifespan import Lifespan
+        from hypercorn.asyncio.worker_context import WorkerContext
+
+        super().__init__(app, config)
+        self._loop = asyncio.get_running_loop()
+        self.context = WorkerContext(None)
+        self.lifespan = Lifespan(app, config, self._loop, self.state)
+
+    async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        await self.lifespan.handle_lifespan()
+
+    async def handle(self, conn: socket.socket) -> None:
+        import asyncio
+
+        from hypercorn.asyncio.tcp_server import TCPServer
+
+        loop = self._loop
+        try:
+            reader = asyncio.StreamReader(loop=loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, conn)
+        except BaseException:
+            conn.close()
+            raise
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        context = _ConnectionContext(self.context, conn)
+        server_class = _guarded(TCPServer, conn, late=self.context.terminated.is_set())
+        server = server_class(
+            self.app, loop, self.config, context, self.state, reader, writer
+        )
+        context.terminated.server = server
+        await server.run()
+
+
+class _TrioWorker(Worker):
+    def __init__(self, app: AppWrapper, config: Config) -> None:
+        from hypercorn.trio.lifespan import Lifespan
+        from hypercorn.trio.worker_context import WorkerContext
+
+        super().__init__(app, config)
+        self.context = WorkerContext(None)
+        self.lifespan = Lifespan(app, config, self.state)
+
+    async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
+        await self.lifespan.handle_lifespan(task_status=task_status)
+
+    async def handle(self, conn: socket.socket) -> None:
+        import trio
+        from hypercorn.trio.tcp_server import TCPServer
+
+        try:
+            stream: Any = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+        except BaseException:
+            conn.close()
+            raise
+        context = _ConnectionContext(self.context, conn)
+        server_class = _guarded(TCPServer, conn, late=self.context.terminated.is_set())
+        server = server_class(self.app, self.config, context, self.state, stream)
+        context.terminated.server = server
+        await server.run()
+
+
+def current_worker(app: AppWrapper, config: Config) -> Worker:
+    """The hypercorn worker for the event loop this runs on."""
+    library = sniffio.current_async_library()
+    if library == "trio":
+        return _TrioWorker(app, config)
+    if library == "asyncio":
+        return _AsyncioWorker(app, config)
+    msg = f"shutdown_scope.hypercorn serves on asyncio or trio, not {library}"
+    raise RuntimeError(msg)

@@ -1,0 +1,171 @@
+"""Serving listening sockets under a token: shared by the TCP and HTTP servers.
+
+The life of a server, phase by phase:
+
+* RUNNING and STOPPING: accept connections; each listener is in flight as
+  ``"listening on <address>"``, so an idle server is not stopped before its
+  announce delay is over.
+* DRAINING: stop accepting; take every connection already waiting in the
+  kernel's accept queue (closing a listener with a queue resets those clients),
+  then close the listeners. ``"closing connections"`` is in flight until every
+  connection has ended and the server's own cleanup has run.
+* The drain deadline: the scope cancels the service, and with it every
+  connection still open.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from ._phases import Phase
+from ._token import ShutdownToken
+
+__all__ = ["CLOSING_LABEL", "describe_socket", "serve_sockets"]
+
+logger = logging.getLogger("shutdown_scope")
+
+CLOSING_LABEL = "closing connections"
+# Out of file descriptors or memory: the listener is fine, the process is not.
+# Wait and retry instead of ending the server (as trio.serve_listeners does).
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_RESOURCE_PAUSE = 0.1
+# accept() reports some errors of one pending connection (as trio's
+# SocketListener knows): skip that client, keep the listener.
+_ONE_CLIENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+        "EPERM",
+        "ECONNRESET",
+    )
+    if hasattr(errno, name)
+)
+
+
+def describe_socket(sock: socket.socket) -> str:
+    """``127.0.0.1:8000``, ``[::1]:8000`` or ``unix:/path`` for a bound socket."""
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        path = name.decode(errors="replace") if isinstance(name, bytes) else name
+        return f"unix:{path or '(unnamed)'}"
+    host, port = name[0], name[1]
+    return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
+
+
+def _accept_ready(
+    sock: socket.socket, spawn: Callable[[socket.socket], object]
+) -> OSError | None:
+    """Accept (and spawn) every connection waiting in ``sock``'s queue.
+
+    Returns the error that stopped it early (out of descriptors, say); the
+    connections accepted before it are spawned all the same.
+    """
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as error:
+            if error.errno in _ONE_CLIENT_ERRNOS:
+                continue  # that client's own failure: the listener is fine
+            return error
+        conn.setblocking(False)  # noqa: FBT003 -- the stdlib signature
+        spawn(conn)
+
+
+async def _accept_loop(
+    sock: socket.socket, spawn: Callable[[socket.socket], object]
+) -> None:
+    while True:
+        await anyio.wait_readable(sock)
+        error = _accept_ready(sock, spawn)
+        if error is None:
+            continue
+        if error.errno not in _RESOURCE_ERRNOS:
+            raise error
+        logger.warning(
+            "shutdown_scope: accepting on %s failed (%s); retrying",
+            describe_socket(sock),
+            error,
+        )
+        await anyio.sleep(_RESOURCE_PAUSE)
+
+
+def _take_queue_and_close(
+    sockets: Sequence[socket.socket], spawn: Callable[[socket.socket], object]
+) -> None:
+    for sock in sockets:
+        # An error here (out of descriptors) leaves the rest of the queue to
+        # be reset by the close: nothing better can be done for them.
+        _accept_ready(sock, spawn)
+        sock.close()
+
+
+async def serve_sockets(
+    token: ShutdownToken,
+    sockets: Sequence[socket.socket],
+    handle: Callable[[socket.socket], Coroutine[Any, Any, None]],
+    *,
+    on_drain: Callable[[], Awaitable[None]] | None = None,
+    after_connections: Callable[[], Awaitable[None]] | None = None,
+    hold: ExitStack | None = None,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept on ``sockets`` until ``token`` drains; ``handle`` each connection.
+
+    Args:
+        token: the service's token.
+        sockets: listening, non-blocking sockets; this function closes them.
+        handle: runs one accepted connection (a connected, non-blocking socket
+            it owns); cancelled at the drain deadline.
+        on_drain: called once the listeners are closed, to tell connections
+            the drain has begun (the HTTP server closes idle ones then).
+        after_connections: awaited once every connection has ended (the ASGI
+            lifespan shutdown), still under ``"closing connections"``.
+        hold: where to keep ``"closing connections"`` in flight, for a caller
+            with cleanup of its own after this returns: the scope stops a
+            service the moment nothing is in flight. By default it is released
+            when this returns.
+        task_status: ``started()`` once every socket is being accepted on.
+    """
+    names = [describe_socket(sock) for sock in sockets]
+    with ExitStack() as own:
+        closing = own if hold is None else hold
+        async with anyio.create_task_group() as connections:
+
+            def spawn(conn: socket.socket) -> None:
+                connections.start_soon(handle, conn, name="shutdown_scope connection")
+
+            with ExitStack() as listening:
+                for name in names:
+                    listening.enter_context(token.in_flight(f"listening on {name}"))
+                try:
+                    with token.cancel_on(Phase.DRAINING):
+                        async with anyio.create_task_group() as accepting:
+                            for sock in sockets:
+                                accepting.start_soon(_accept_loop, sock, spawn)
+                            task_status.started()
+                finally:
+                    # Before the listening marks go: never idle in between.
+                    closing.enter_context(token.in_flight(CLOSING_LABEL))
+                    _take_queue_and_close(sockets, spawn)
+            if on_drain is not None:
+                await on_drain()
+        if after_connections is not None:
+            await after_connections()

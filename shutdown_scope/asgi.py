@@ -1,0 +1,267 @@
+"""ASGI middleware: readiness, in-flight tracking and a graceful end for requests.
+
+``ShutdownMiddleware(app, token)`` works under any ASGI 3 server (hypercorn,
+uvicorn, ...); ``shutdown_scope.hypercorn.serve`` applies it for you. What a
+request sees of the service token's phases:
+
+- RUNNING: each request runs inside ``token.in_flight("GET /path")`` (a
+  websocket: ``"WEBSOCKET /path"``), so the drain waits for it.
+- STOPPING, from the first trigger: the readiness path answers 503 and HTTP/1.x
+  responses carry ``Connection: close``, so keep-alive clients go elsewhere;
+  requests are still served.
+- DRAINING: the server accepts no new connections; requests in flight finish;
+  accepted websockets are closed with code 1001 (going away), spread over up to
+  ``websocket_close_spread`` seconds so their clients do not reconnect at once.
+- CANCELLING: the service is cancelled, with the requests that run inside it.
+
+Every ``http`` and ``websocket`` scope carries the token under ``TOKEN_KEY``;
+``token_from_scope(scope)`` returns it. Long-lived handlers use it to end in
+time, e.g. a server-sent events stream::
+
+    async def events(scope: Scope, receive: Receive, send: Send) -> None:
+        token = token_from_scope(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": SSE})
+        chunk = {"type": "http.response.body", "more_body": True}
+        with token.cancel_on(Phase.DRAINING):  # ends the stream, not the response
+            async for event in feed():
+                await send({**chunk, "body": event})
+        await send({"type": "http.response.body", "body": b""})  # a clean end
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Awaitable, Callable, MutableMapping
+from types import MappingProxyType
+from typing import Any, Final, TypeAlias, final
+
+import anyio
+
+from ._phases import Phase
+from ._token import ShutdownToken
+
+__all__ = ["TOKEN_KEY", "ShutdownMiddleware", "token_from_scope"]
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+TOKEN_KEY: Final = "shutdown_scope.token"  # noqa: S105 -- a key, not a secret
+"""The key of the service's ``ShutdownToken`` in each http and websocket scope."""
+
+_HTTP1: Final = frozenset({"1.0", "1.1"})  # HTTP/2 and 3 forbid Connection headers
+_CLOSE: Final = (b"connection", b"close")
+_GOING_AWAY: Final = MappingProxyType(
+    {"type": "websocket.close", "code": 1001, "reason": "server shutting down"}
+)
+_MAX_PATH: Final = 100  # characters of a path in an in-flight label
+
+
+def token_from_scope(scope: Scope) -> ShutdownToken:
+    """The service's token, from the scope of a request under ``ShutdownMiddleware``.
+
+    Raises:
+        LookupError: the scope has no token: the app is not wrapped.
+    """
+    token = scope.get(TOKEN_KEY)
+    if not isinstance(token, ShutdownToken):
+        msg = (
+            f"no ShutdownToken in this ASGI scope (key {TOKEN_KEY!r}): wrap the app"
+            " in shutdown_scope.asgi.ShutdownMiddleware(app, token)"
+            " (shutdown_scope.hypercorn.serve does this for you)"
+        )
+        raise LookupError(msg)  # noqa: TRY004 -- absent or not: the fix is the same
+    return token
+
+
+def _shorten(path: str) -> str:
+    return path if len(path) <= _MAX_PATH else path[: _MAX_PATH - 1] + "…"
+
+
+def _closing_when_stopping(send: Send, token: ShutdownToken) -> Send:
+    async def send_closing(message: Message) -> None:
+        if message["type"] == "http.response.start" and not token.ready:
+            headers = [
+                (name, value)
+                for name, value in message.get("headers", ())
+                if name.lower() != b"connection"
+            ]
+            headers.append(_CLOSE)
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_closing
+
+
+@final
+class _WebSocket:
+    """One websocket's state, seen from the messages between app and server."""
+
+    __slots__ = (
+        "_lock",
+        "_receive",
+        "_send",
+        "accepted",
+        "close_due",
+        "closed",
+        "closed_by_us",
+    )
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        # Sends are serialised: the close must not interleave with an app send.
+        self._lock = anyio.Lock(fast_acquire=True)
+        self.accepted = self.closed = self.close_due = self.closed_by_us = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "websocket.disconnect":
+            self.closed = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        async with self._lock:
+            if self.closed_by_us:
+                return  # closed by us: the app learns of it from receive()
+            kind = message["type"]
+            if kind == "websocket.accept":
+                self.accepted = True
+            elif kind == "websocket.close":
+                self.closed = True
+            await self._send(message)
+            if self.close_due and kind == "websocket.accept":
+                await self._close_going_away()  # accepted after its close time
+
+    async def close_going_away(self) -> None:
+        async with self._lock:
+            if not self.closed:
+                self.close_due = True
+                if self.accepted:
+                    await self._close_going_away()
+
+    async def _close_going_away(self) -> None:
+        self.closed = self.closed_by_us = True
+        await self._send(dict(_GOING_AWAY))  # a copy: a server may keep it
+
+
+@final
+class ShutdownMiddleware:
+    """ASGI 3 middleware that ties requests to a service's ``ShutdownToken``.
+
+    Args:
+        app: the ASGI 3 application to wrap.
+        token: the token of the service that runs the server.
+        readiness_path: a path answered here, never passed to the app: 200
+            ``ready`` until the first trigger, then 503 with the reason.
+        websocket_close_spread: at most this many seconds (and at most a
+            quarter of the drain left) over which websockets are closed.
+
+    Raises:
+        TypeError, ValueError: an invalid argument (the message states the rule).
+    """
+
+    __slots__ = ("_app", "_readiness_path", "_spread", "_token")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: ShutdownToken,
+        *,
+        readiness_path: str | None = None,
+        websocket_close_spread: float = 1.0,
+    ) -> None:
+        if not callable(app):
+            msg = f"app must be an ASGI 3 application (a callable), not {app!r}"
+            raise TypeError(msg)
+        if not isinstance(token, ShutdownToken):
+            msg = f"token must be a ShutdownToken, not {type(token).__name__}"
+            raise TypeError(msg)
+        if readiness_path is not None and not isinstance(readiness_path, str):
+            msg = f"readiness_path must be a str or None, not {readiness_path!r}"
+            raise TypeError(msg)
+        if readiness_path is not None and not readiness_path.startswith("/"):
+            msg = f"readiness_path must start with '/', got {readiness_path!r}"
+            raise ValueError(msg)
+        spread = websocket_close_spread
+        if isinstance(spread, bool) or not isinstance(spread, (int, float)):
+            msg = f"websocket_close_spread must be a number of seconds, not {spread!r}"
+            raise TypeError(msg)
+        if not (math.isfinite(spread) and spread >= 0):
+            msg = f"websocket_close_spread must be finite and >= 0, got {spread!r}"
+            raise ValueError(msg)
+        self._app = app
+        self._token = token
+        self._readiness_path = readiness_path
+        self._spread = float(spread)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection scope (the ASGI 3 interface)."""
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            if path == self._readiness_path:
+                await self._answer_readiness(scope, send)
+                return
+            token = self._token
+            if scope.get("http_version") in _HTTP1:
+                send = _closing_when_stopping(send, token)
+            with token.in_flight(f"{scope['method']} {_shorten(path)}"):
+                await self._app({**scope, TOKEN_KEY: token}, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        else:  # lifespan, and whatever a later ASGI version adds
+            await self._app(scope, receive, send)
+
+    async def _answer_readiness(self, scope: Scope, send: Send) -> None:
+        token = self._token
+        ready = token.ready
+        body = b"ready\n" if ready else f"shutting down: {token.reason}\n".encode()
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+            (b"cache-control", b"no-store"),
+        ]
+        if not ready and scope.get("http_version") in _HTTP1:
+            headers.append(_CLOSE)
+        status = 200 if ready else 503
+        start = {"type": "http.response.start", "status": status, "headers": headers}
+        await send(start)
+        head = scope.get("method") == "HEAD"
+        await send({"type": "http.response.body", "body": b"" if head else body})
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = self._token
+        ws = _WebSocket(receive, send)
+        error: Exception | None = None
+        with token.in_flight(f"WEBSOCKET {_shorten(scope['path'])}"):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._close_when_draining, ws)
+                # The app's own exception reaches the server as it was raised,
+                # not wrapped in the task group's ExceptionGroup.
+                try:
+                    await self._app({**scope, TOKEN_KEY: token}, ws.receive, ws.send)
+                except Exception as exc:  # noqa: BLE001 -- re-raised below
+                    error = exc
+                tg.cancel_scope.cancel()
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error  # no reference cycle through the traceback
+
+    async def _close_when_draining(self, ws: _WebSocket) -> None:
+        token = self._token
+        await token.wait_phase(Phase.DRAINING)
+        # Jitter, within the first quarter of the drain left: leaves time for
+        # the apps to end after their close.
+        spread = min(self._spread, (token.deadline - anyio.current_time()) / 4)
+        if spread > 0:
+            await anyio.sleep(random.random() * spread)  # noqa: S311 -- not crypto
+        # OSError: the client is already gone (uvicorn: ClientDisconnected).
+        with contextlib.suppress(OSError):
+            await ws.close_going_away()

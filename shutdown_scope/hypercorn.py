@@ -1,0 +1,165 @@
+"""Serve an ASGI app with hypercorn under a shutdown scope.
+
+``await scope.start(serve, app, config)`` serves ``app`` with hypercorn's
+HTTP/1.1, HTTP/2 and websocket protocols, on the event loop the scope runs on
+(asyncio or trio), and follows the phases of the service's token:
+
+* **RUNNING**: serve. ``started()`` reports the bound addresses.
+* **STOPPING** (the scope's ``announce_delay``): keep accepting and serving, but
+  readiness answers 503 and every HTTP/1.x response carries
+  ``Connection: close``, so load balancers and keep-alive clients move away.
+* **DRAINING**: listeners close, after the connections already waiting in the
+  kernel's accept queue are taken (closing a listener resets them); requests in
+  flight run to completion; idle keep-alive connections, and connections that
+  never sent a whole request, are closed at once and do not hold the drain;
+  websockets get a close frame 1001 (Going Away). Then the app's ASGI lifespan
+  shutdown runs, before services started earlier (the app's dependencies) are
+  asked to stop.
+* **Drain deadline**: the scope cancels what is still running (hypercorn's own
+  ``graceful_timeout`` is not used: on Python 3.12+ it is not honoured,
+  hypercorn #308); the cancelled requests are reported by label, and the
+  lifespan shutdown still runs, bounded by ``cancel_timeout``.
+
+The app is wrapped in :class:`shutdown_scope.asgi.ShutdownMiddleware`, which
+tracks every request in flight and puts the token in each request's ASGI scope
+(see that module).
+"""
+
+from __future__ import annotations
+
+import gc
+import socket
+import warnings
+from contextlib import ExitStack
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from hypercorn.config import Config
+from hypercorn.utils import wrap_app
+
+from ._hypercorn_workers import current_worker
+from ._listeners import describe_socket, serve_sockets
+from ._token import ShutdownToken
+from .asgi import ShutdownMiddleware
+
+__all__ = ["serve"]
+
+
+class _Started(TaskStatus[None]):
+    """Reports the addresses once the listeners accept."""
+
+    def __init__(self, outer: TaskStatus[list[str]], addresses: list[str]) -> None:
+        self._outer = outer
+        self._addresses = addresses
+
+    def started(self, value: None = None) -> None:  # noqa: ARG002
+        self._outer.started(self._addresses)
+
+
+def _check(token: object, app: object, config: object) -> None:
+    if not isinstance(token, ShutdownToken):
+        msg = (
+            f"serve() takes the service's ShutdownToken first, not {token!r}; "
+            "start it with: await scope.start(serve, app, config)"
+        )
+        raise TypeError(msg)
+    if not callable(app):
+        msg = f"app must be an ASGI application (a callable), not {app!r}"
+        raise TypeError(msg)
+    if not isinstance(config, Config):
+        msg = f"config must be a hypercorn.config.Config, not {config!r}"
+        raise TypeError(msg)
+    if config.ssl_enabled or config.quic_bind:
+        msg = (
+            "serve() does not terminate TLS or QUIC yet; terminate TLS in front "
+            "of the service (ingress, load balancer) and bind plain HTTP"
+        )
+        raise ValueError(msg)
+    if config.max_requests is not None:
+        msg = (
+            "config.max_requests restarts hypercorn's worker processes, which "
+            "serve() does not manage; restart through the launcher's reload"
+        )
+        raise ValueError(msg)
+
+
+def _listen(config: Config) -> list[socket.socket]:
+    """Bind (or adopt, for ``fd://``) every address of ``config.bind``."""
+    try:
+        sockets = config.create_sockets().insecure_sockets
+    except OSError as error:
+        # hypercorn's frame holds the socket that failed to bind: free it now,
+        # not in a ResourceWarning at some later garbage collection.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            error.__traceback__ = None
+            gc.collect()
+        msg = f"hypercorn cannot listen on {', '.join(config.bind)}: {error.strerror}"
+        raise OSError(error.errno, msg) from None
+    for sock in sockets:
+        sock.listen(config.backlog)
+    return sockets
+
+
+async def serve(
+    token: ShutdownToken,
+    app: Any,
+    config: Config,
+    *,
+    readiness_path: str | None = None,
+    task_status: TaskStatus[list[str]] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` with hypercorn until the token's drain is over.
+
+    A service: start it with ``await scope.start(serve, app, config)``.
+
+    Args:
+        token: the service's token (the scope passes it).
+        app: an ASGI 3 application.
+        config: hypercorn's configuration. ``bind`` takes ``host:port``,
+            ``unix:/path`` and ``fd://N`` (an inherited listening socket).
+            ``graceful_timeout`` is not used: the scope's budgets rule.
+        readiness_path: a path answered 200 while ready and 503 once shutdown
+            has begun (for a Kubernetes readiness probe); None for no endpoint.
+        task_status: ``started()`` with the served URLs, such as
+            ``["http://127.0.0.1:8000"]``, once the app's lifespan startup is
+            complete and the listeners accept.
+
+    Raises:
+        TypeError: a wrong argument type.
+        ValueError: TLS, QUIC or ``max_requests`` in ``config`` (not supported).
+        OSError: an address cannot be bound (in use, say), before ``started()``.
+    """
+    _check(token, app, config)
+    if not isinstance(app, ShutdownMiddleware):
+        app = ShutdownMiddleware(app, token, readiness_path=readiness_path)
+    worker = current_worker(wrap_app(app, config.wsgi_max_body_size, "asgi"), config)
+    sockets = _listen(config)
+    started = _Started(task_status, [f"http://{describe_socket(s)}" for s in sockets])
+    # "closing connections" stays in flight until this returns: the scope stops
+    # a service the moment nothing is in flight, and the lifespan task group
+    # still has to be left.
+    try:
+        with ExitStack() as closing:
+            async with anyio.create_task_group() as lifespan_tasks:
+                await worker.start_lifespan(lifespan_tasks)
+                try:
+                    await serve_sockets(
+                        token,
+                        sockets,
+                        worker.handle,
+                        on_drain=worker.terminate,
+                        after_connections=worker.stop_lifespan,
+                        hold=closing,
+                        task_status=started,
+                    )
+                finally:
+                    # Cut short (the deadline, an error): the app still gets its
+                    # lifespan shutdown, within the cleanup budget.
+                    with token.shield_cleanup():
+                        await worker.stop_lifespan()
+                    worker.end_lifespan()
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -1,0 +1,236 @@
+"""shutdown_scope.hypercorn.serve: a real hypercorn app, real signals, real clients.
+
+Every test runs examples/hypercorn_app.py as a child process on both of
+hypercorn's workers (asyncio and trio) and stops it with a real SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import h11
+import pytest
+import wsproto
+import wsproto.events
+from _spawn import Child
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+sys.path.insert(0, str(EXAMPLES))
+from http_load import LoadStats, run_load  # noqa: E402
+
+APP = str(EXAMPLES / "hypercorn_app.py")
+
+pytestmark = [
+    pytest.mark.subprocess,
+    pytest.mark.parametrize("backend", ["asyncio", "trio"]),
+]
+
+
+def start_app(backend: str, *options: str) -> tuple[Child, str]:
+    child = Child(
+        APP, "--backend", backend, "--bind", "127.0.0.1:0", "--json", *options
+    )
+    url = child.wait_for("listening http://").split()[-1]
+    return child, url
+
+
+def report_of(child: Child) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(child.lines[-1])
+    return report
+
+
+def get(url: str, path: str, *, sock: socket.socket | None = None) -> h11.Response:
+    """One request on ``sock`` (or a new connection); the response with its body."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    own = sock is None
+    if sock is None:
+        sock = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        conn = h11.Connection(h11.CLIENT)
+        request = h11.Request(method="GET", target=path, headers=[("Host", host)])
+        sock.sendall(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
+        response: h11.Response | None = None
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.EndOfMessage):
+                assert response is not None
+                return response
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("closed before a whole response")
+    finally:
+        if own:
+            sock.close()
+
+
+def header(response: h11.Response, name: bytes) -> bytes | None:
+    return next((v for k, v in response.headers if k == name), None)
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def test_no_request_lost_under_load(backend: str) -> None:
+    with start_app(backend, "--drain-timeout", "10")[0] as child:
+        url = child.lines[-1].split()[-1]
+        stats = LoadStats()
+
+        async def load_then_signal() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    lambda: run_load(
+                        f"{url}/work?ms=5", clients=32, seconds=1.5, stats=stats
+                    )
+                )
+                # Mid-load: once every client has had answers for a while.
+                while stats.answered < 500:  # noqa: ASYNC110 -- polling our own counter
+                    await anyio.sleep(0.01)
+                child.send(signal.SIGTERM)
+
+        anyio.run(load_then_signal)
+        assert child.finish() == 0, child.output
+        report = report_of(child)
+    read, answered = _server_counts(child)
+    assert stats.lost == 0, stats.summary()
+    # Every request the app read was answered, and every answer reached a client.
+    assert read == answered == stats.answered, (read, answered, stats.summary())
+    assert set(stats.statuses) == {200}
+    assert stats.closed_by_server > 0  # Connection: close once stopping
+    assert stats.refused > 0  # the listener closed: new connections refused
+    assert report["clean"] is True
+    assert [p["phase"] for p in report["phases"]] == ["STOPPING", "DRAINING"]
+
+
+def _server_counts(child: Child) -> tuple[int, int]:
+    line = child.lines[child.index("lifespan: shutdown")]
+    words = line.split()
+    return int(words[-4]), int(words[-2])
+
+
+def test_request_past_the_drain_deadline_is_cancelled(backend: str) -> None:
+    options = ("--drain-timeout", "0.3", "--cancel-timeout", "5", "--verbose")
+    with start_app(backend, *options)[0] as child:
+        url = child.lines[-1].split()[-1]
+        sock = connect(url)
+        outcome: list[object] = []
+
+        def slow_request() -> None:
+            try:
+                outcome.append(get(url, "/work?ms=60000", sock=sock).status_code)
+            except (OSError, h11.RemoteProtocolError) as error:
+                outcome.append(error)
+
+        client = threading.Thread(target=slow_request)
+        client.start()
+        child.wait_for("work: read ms=60000")
+        child.send(signal.SIGTERM)
+        code = child.finish()
+        client.join()
+        sock.close()
+    # 1: work was cancelled; not 143: the scope ended it, not the watchdog.
+    assert code == 1, child.output
+    report = report_of(child)
+    assert [p["phase"] for p in report["phases"]] == [
+        "STOPPING",
+        "DRAINING",
+        "CANCELLING",
+    ]
+    (service,) = report["services"]
+    assert service["outcome"] == "cancelled"
+    assert "http: GET /work" in service["cancelled_in_flight"]
+    # No "done": hypercorn answers 500 for a cancelled app, or the
+    # connection closes first.
+    (answer,) = outcome
+    assert isinstance(answer, Exception) or answer == 500, answer
+    child.assert_in_order("shutdown_scope: CANCELLING", "lifespan: shutdown")
+
+
+def test_readiness_fails_during_the_announce_delay(backend: str) -> None:
+    with start_app(backend, "--announce-delay", "2")[0] as child:
+        url = child.lines[-1].split()[-1]
+        before = get(url, "/readyz")
+        kept = connect(url)
+        assert get(url, "/work?ms=0", sock=kept).status_code == 200
+        child.send(signal.SIGTERM)
+        child.wait_for("shutdown_scope: STOPPING")
+        ready = get(url, "/readyz")
+        # Still serving, on a new connection and on a kept-alive one ...
+        fresh = get(url, "/work?ms=0")
+        reused = get(url, "/work?ms=0", sock=kept)
+        # ... and still STOPPING when those answers came.
+        assert "shutdown_scope: DRAINING" not in child.output
+        kept.close()
+        assert child.finish() == 0, child.output
+    assert before.status_code == 200
+    assert ready.status_code == 503
+    assert fresh.status_code == reused.status_code == 200
+    assert header(before, b"connection") is None
+    assert header(fresh, b"connection") == b"close"
+    assert header(reused, b"connection") == b"close"
+
+
+def test_idle_connections_do_not_hold_the_drain(backend: str) -> None:
+    with start_app(backend, "--drain-timeout", "60")[0] as child:
+        url = child.lines[-1].split()[-1]
+        kept_alive = connect(url)
+        assert get(url, "/work?ms=0", sock=kept_alive).status_code == 200
+        never_used = connect(url)
+        half_header = connect(url)
+        half_header.sendall(b"GET /work?ms=0 HTTP/1.1\r\nHost: x")
+        get(url, "/work?ms=0")  # all three are accepted by now
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0, child.output
+        # The server closed each of them.
+        for sock in (kept_alive, never_used, half_header):
+            assert sock.recv(1) == b""
+            sock.close()
+    report = report_of(child)
+    (service,) = report["services"]
+    assert service["outcome"] == "returned"
+    assert report["clean"] is True
+
+
+def test_websocket_gets_going_away(backend: str) -> None:
+    with start_app(backend)[0] as child:
+        url = child.lines[-1].split()[-1]
+        sock = connect(url)
+        ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        sock.sendall(ws.send(wsproto.events.Request(host="x", target="/ws")))
+        events = _ws_events(sock, ws, wsproto.events.AcceptConnection)
+        sock.sendall(ws.send(wsproto.events.TextMessage(data="hi")))
+        events = _ws_events(sock, ws, wsproto.events.TextMessage)
+        assert events[-1].data == "hi"  # type: ignore[attr-defined]
+        child.send(signal.SIGTERM)
+        events = _ws_events(sock, ws, wsproto.events.CloseConnection)
+        close = events[-1]
+        assert isinstance(close, wsproto.events.CloseConnection)
+        assert close.code == 1001
+        sock.sendall(ws.send(close.response()))
+        assert child.finish() == 0, child.output
+        sock.close()
+    # hypercorn tells the app 1000 once the close handshake it began is done.
+    assert "websocket: closed with" in child.output
+
+
+def _ws_events(
+    sock: socket.socket, ws: wsproto.WSConnection, until: type[wsproto.events.Event]
+) -> list[wsproto.events.Event]:
+    found: list[wsproto.events.Event] = []
+    while not found or not isinstance(found[-1], until):
+        data = sock.recv(65536)
+        assert data, f"connection closed before {until.__name__}: {found}"
+        ws.receive_data(data)
+        found.extend(ws.events())
+    return found

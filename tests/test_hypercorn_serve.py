@@ -1,0 +1,148 @@
+"""shutdown_scope.hypercorn.serve in process: arguments, binding, lifespan failure."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from _services import NO_SIGNALS
+from hypercorn.config import Config
+
+from shutdown_scope import graceful_scope
+from shutdown_scope.hypercorn import serve
+
+if sys.version_info < (3, 11):  # pragma: no cover -- only on 3.10
+    from exceptiongroup import ExceptionGroup
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Real clocks: with trio's autojumping MockClock, hypercorn's keep-alive
+    timer would fire while a client thread is still connecting."""
+    name: str = request.param
+    return name
+
+Message = MutableMapping[str, Any]
+
+
+async def hello(
+    scope: Message,
+    receive: Callable[[], Awaitable[Message]],
+    send: Callable[[Message], Awaitable[None]],
+) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+def config_for(*binds: str) -> Config:
+    config = Config()
+    config.bind = list(binds)
+    config.accesslog = None
+    return config
+
+
+async def fetch(family: int, address: Any) -> bytes:
+    """One request over a blocking socket, in a thread (any backend)."""
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        await anyio.to_thread.run_sync(sock.connect, address)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        chunks = []
+        while chunk := await anyio.to_thread.run_sync(sock.recv, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+async def test_serves_host_port_and_unix_and_reports_urls(tmp_path: Path) -> None:
+    path = tmp_path / "http.sock"
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        urls = await scope.start(
+            serve, hello, config_for("127.0.0.1:0", f"unix:{path}")
+        )
+        tcp_url, unix_url = urls
+        assert tcp_url.startswith("http://127.0.0.1:")
+        assert unix_url == f"http://unix:{path}"
+        port = int(tcp_url.rsplit(":", 1)[1])
+        assert (await fetch(socket.AF_INET, ("127.0.0.1", port))).endswith(
+            b"5\r\nhello\r\n0\r\n\r\n"
+        )
+        assert (await fetch(socket.AF_UNIX, str(path))).endswith(
+            b"5\r\nhello\r\n0\r\n\r\n"
+        )
+        scope.request_shutdown("test over")
+    assert scope.report.clean
+    assert scope.report.services[0].outcome == "returned"
+
+
+async def test_serves_an_inherited_socket() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    fd = os.dup(listener.fileno())
+    listener.close()
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        (url,) = await scope.start(serve, hello, config_for(f"fd://{fd}"))
+        assert url == f"http://127.0.0.1:{port}"
+        assert (await fetch(socket.AF_INET, ("127.0.0.1", port))).endswith(
+            b"5\r\nhello\r\n0\r\n\r\n"
+        )
+        scope.request_shutdown("test over")
+    assert scope.report.clean
+
+
+async def test_port_in_use_names_the_address() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        bind = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(ExceptionGroup) as caught:
+            async with graceful_scope(**NO_SIGNALS) as scope:
+                await scope.start(serve, hello, config_for(bind))
+    (error,) = caught.value.exceptions
+    assert isinstance(error, OSError)
+    assert bind in str(error)
+    assert "in use" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        (("not a token", hello, Config()), TypeError, "ShutdownToken first"),
+        ((None, "not an app", Config()), TypeError, "ASGI application"),
+        ((None, hello, {"bind": "x"}), TypeError, "hypercorn.config.Config"),
+    ],
+)
+async def test_bad_arguments(args: tuple[Any, ...], error: type, message: str) -> None:
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        token = scope.token
+        call: list[Any] = [token if a is None else a for a in args]
+        with pytest.raises(error, match=message):
+            await serve(*call)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("certfile", "x.pem", "TLS"),
+        ("quic_bind", ["127.0.0.1:0"], "QUIC"),
+        ("max_requests", 10, "max_requests"),
+    ],
+)
+async def test_unsupported_config(setting: str, value: object, message: str) -> None:
+    config = config_for("127.0.0.1:0")
+    setattr(config, setting, value)
+    if setting == "certfile":
+        config.keyfile = "x.key"
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        with pytest.raises(ValueError, match=message):
+            await serve(scope.token, hello, config)
