@@ -30,6 +30,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     return name
 
+
 Message = MutableMapping[str, Any]
 
 
