@@ -1,117 +1,40 @@
-"""Load a real server, SIGTERM it mid-load, and count the requests that were lost.
+"""Load a real hypercorn server, SIGTERM it mid-load, and count what was lost.
 
 ``python examples/demo.py [--backend trio] [--clients 32] [--duration 1]`` starts
-``examples/line_server.py`` as a child process, runs many client connections
-against it on 127.0.0.1 (each sends requests of 20-100 ms of server work, one
-after another), sends the server SIGTERM after ``--duration`` seconds, keeps
-driving until every connection is closed and new ones are refused, and then
-relays the server's ShutdownReport and prints::
+``examples/hypercorn_app.py`` (an ASGI app served by hypercorn under
+``graceful_scope``) as a child process, drives it with keep-alive HTTP/1.1
+clients on 127.0.0.1 (``examples/http_load.py``; each request is 20 ms of
+server work), sends the server SIGTERM after ``--duration`` seconds, keeps
+driving until the server has exited, then relays the server's ShutdownReport
+and prints::
 
     <N> requests, <L> lost, exited in <X> ms
 
-N counts the requests sent in full; a request is lost when its bytes were sent
-but no full reply came back. A connection the server closes before the client
-sent anything new loses nothing: the client takes that, like ``bye``, as "the
-server is going away". X is the time from SIGTERM to the server's exit.
-The exit code is 1 if anything was lost or the server did not exit with 0.
+N counts the requests the clients sent in full on a connection the server was
+reading. L counts those that got no complete answer, plus any request the app
+read whose answer never reached a client (the app prints how many it read). X is
+the time from SIGTERM to the server's exit. The exit code is 1 if anything was
+lost or the server did not exit with 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import re
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
-from anyio.streams.buffered import BufferedByteReceiveStream
+from http_load import LoadStats, run_load
 
-if TYPE_CHECKING:
-    from anyio.abc import SocketStream
-
-SERVER = Path(__file__).with_name("line_server.py")
+SERVER = Path(__file__).with_name("hypercorn_app.py")
 # Generous: the whole demo normally ends well within a second of the SIGTERM.
 TIMEOUT = 30.0
-
-
-@dataclass
-class Tally:
-    """What the clients saw, summed over all of them."""
-
-    sent: int = 0  # requests whose bytes were sent in full
-    answered: int = 0
-    answered_after_sigterm: int = 0
-    lost: int = 0
-    connections: int = 0
-    goodbyes: int = 0  # connections the server ended between requests
-    refused: int = 0
-    sigterm_at: float | None = None  # time.perf_counter()
-
-
-async def _read_reply(reader: BufferedByteReceiveStream) -> bytes:
-    """The reply to the request just sent, skipping an unasked ``bye``."""
-    while True:
-        line = await reader.receive_until(b"\n", 64)
-        if line != b"bye":  # it crossed our request: the reply still comes
-            return line
-
-
-async def _requests(stream: SocketStream, index: int, tally: Tally) -> None:
-    """Send requests on one connection until the server says goodbye."""
-    reader = BufferedByteReceiveStream(stream)
-    try:
-        greeting = await reader.receive_until(b"\n", 64)
-    except (anyio.IncompleteRead, anyio.BrokenResourceError):
-        greeting = b""  # closed before accepting us: nothing sent, nothing lost
-    if greeting != b"hello":
-        tally.goodbyes += 1
-        return
-    for i in itertools.count():
-        work_ms = 20 + (index * 37 + i * 53) % 81  # 20-100 ms, varied, reproducible
-        try:
-            await stream.send(f"work {work_ms}\n".encode())
-        except anyio.BrokenResourceError:
-            tally.goodbyes += 1  # not sent in full: closed between requests
-            return
-        tally.sent += 1
-        try:
-            reply = await _read_reply(reader)
-        except (anyio.IncompleteRead, anyio.BrokenResourceError):
-            tally.lost += 1
-            return
-        if not reply.startswith(b"done "):
-            tally.lost += 1
-            return
-        tally.answered += 1
-        if tally.sigterm_at is not None:
-            tally.answered_after_sigterm += 1
-        if reply.endswith(b" bye"):
-            tally.goodbyes += 1
-            return
-
-
-async def _client(port: int, index: int, tally: Tally) -> None:
-    """Keep one connection busy; reconnect after a goodbye, until refused."""
-    while True:
-        try:
-            stream = await anyio.connect_tcp("127.0.0.1", port)
-        except OSError:  # ConnectionRefusedError: the listener is closed
-            tally.refused += 1
-            return
-        tally.connections += 1
-        async with stream:
-            await _requests(stream, index, tally)
-
-
-def _wait_exit(server: subprocess.Popen[str]) -> tuple[int, float]:
-    code = server.wait()
-    return code, time.perf_counter()
+WORK_MS = 20
 
 
 async def drive(server: subprocess.Popen[str], clients: int, duration: float) -> int:
@@ -120,32 +43,48 @@ async def drive(server: subprocess.Popen[str], clients: int, duration: float) ->
     if output is None:
         msg = "start the server with stdout=subprocess.PIPE"
         raise ValueError(msg)
-    tally = Tally()
+    stats = LoadStats()
     with anyio.fail_after(duration + TIMEOUT):
-        ready = await anyio.to_thread.run_sync(output.readline, abandon_on_cancel=True)
-        if not ready.strip().isdigit():
-            print(f"demo: the server did not start (it printed {ready!r})")
-            return 1
-        port = int(ready)
+        ready = ""
+        while not ready.startswith("listening http://"):
+            ready = await anyio.to_thread.run_sync(output.readline)
+            if not ready:
+                print("demo: the server exited before it listened")
+                return 1
+        url = ready.split()[-1]
+        exited_at = 0.0
+
+        def running() -> bool:
+            return server.poll() is None
+
+        async def wait_exit() -> None:
+            nonlocal exited_at
+            await anyio.to_thread.run_sync(server.wait, abandon_on_cancel=True)
+            exited_at = time.perf_counter()
+
         async with anyio.create_task_group() as tg:
-            for index in range(clients):
-                tg.start_soon(_client, port, index, tally)
-            await anyio.sleep(duration)
-            tally.sigterm_at = sigterm_at = time.perf_counter()
-            server.send_signal(signal.SIGTERM)
-            code, exited_at = await anyio.to_thread.run_sync(
-                _wait_exit, server, abandon_on_cancel=True
+            tg.start_soon(
+                lambda: run_load(
+                    f"{url}/work?ms={WORK_MS}",
+                    clients=clients,
+                    stats=stats,
+                    while_=running,
+                )
             )
-    print(f"server exit code {code}; its report:")
-    print(output.read().rstrip())
-    print(
-        f"{clients} clients; {tally.connections} connections, {tally.goodbyes}"
-        f" ended by the server between requests, {tally.refused} refused after"
-        f" SIGTERM; {tally.answered_after_sigterm} requests answered after SIGTERM"
-    )
+            await anyio.sleep(duration)
+            sigterm_at = time.perf_counter()
+            server.send_signal(signal.SIGTERM)
+            await wait_exit()
+    rest = output.read()
+    print(f"server exit code {server.returncode}; its report:")
+    print(rest.rstrip())
+    found = re.search(r"/work requests: (\d+) read, (\d+) answered", rest)
+    read = int(found[1]) if found else 0
+    print(f"{clients} clients: {stats.summary()}")
+    lost = stats.lost + max(0, read - stats.answered)
     exit_ms = (exited_at - sigterm_at) * 1000
-    print(f"{tally.sent} requests, {tally.lost} lost, exited in {exit_ms:.0f} ms")
-    return 1 if tally.lost or code != 0 or not tally.answered else 0
+    print(f"{stats.answered + lost} requests, {lost} lost, exited in {exit_ms:.0f} ms")
+    return 1 if lost or server.returncode != 0 or not stats.answered else 0
 
 
 def main() -> int:
@@ -159,8 +98,12 @@ def main() -> int:
         "--duration", type=float, default=1.0, help="seconds of load before SIGTERM"
     )
     args = parser.parse_args()
-    argv = [sys.executable, str(SERVER), "--port", "0", "--backend", args.backend]
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as server:
+    argv = [sys.executable, str(SERVER), "--bind", "127.0.0.1:0"]
+    argv += ["--backend", args.backend]
+    # The server's log (stderr) is left out: its report on stdout says it all.
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as server:
         try:
             return anyio.run(drive, server, args.clients, args.duration)
         except TimeoutError:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import anyio
@@ -96,9 +98,9 @@ async def _exchange(
 
 
 async def _client(
-    host: str, port: int, target: str, stats: LoadStats, until: float
+    host: str, port: int, target: str, stats: LoadStats, going: Callable[[], bool]
 ) -> None:
-    while time.monotonic() < until:
+    while going():
         try:
             stream = await anyio.connect_tcp(host, port)
         except OSError:
@@ -109,7 +111,7 @@ async def _client(
         async with stream:
             conn = h11.Connection(h11.CLIENT)
             reused = False
-            while time.monotonic() < until:
+            while going():
                 started = time.monotonic()
                 try:
                     status, _ = await _exchange(stream, conn, host, target)
@@ -134,13 +136,20 @@ async def _client(
 
 
 async def run_load(
-    url: str, *, clients: int, seconds: float, stats: LoadStats | None = None
+    url: str,
+    *,
+    clients: int,
+    seconds: float = math.inf,
+    stats: LoadStats | None = None,
+    while_: Callable[[], bool] = lambda: True,
 ) -> LoadStats:
-    """Run ``clients`` keep-alive clients against ``url`` for ``seconds``.
+    """Run ``clients`` keep-alive clients against ``url``.
 
     Each client reuses its connection until the server says ``Connection:
     close`` or closes it, then opens a new one; a refused connection is retried
-    every 5 ms. Pass ``stats`` to read the numbers while it runs.
+    every 5 ms. They stop after ``seconds``, or once ``while_()`` is false
+    (checked before each connection and request). Pass ``stats`` to read the
+    numbers while it runs.
     """
     parts = urlsplit(url)
     if parts.scheme != "http" or parts.hostname is None or parts.port is None:
@@ -151,9 +160,13 @@ async def run_load(
         target += "?" + parts.query
     stats = LoadStats() if stats is None else stats
     until = time.monotonic() + seconds
+
+    def going() -> bool:
+        return time.monotonic() < until and while_()
+
     async with anyio.create_task_group() as tg:
         for _ in range(clients):
-            tg.start_soon(_client, parts.hostname, parts.port, target, stats, until)
+            tg.start_soon(_client, parts.hostname, parts.port, target, stats, going)
     return stats
 
 

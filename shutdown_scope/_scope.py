@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sys
@@ -163,7 +164,10 @@ class ShutdownScope:
                 " check token.stop_requested before starting more work"
             )
             raise RuntimeError(msg)
-        base = name or getattr(fn, "__name__", None) or repr(fn)
+        inner = fn
+        while isinstance(inner, functools.partial):  # bound keyword options
+            inner = inner.func
+        base = name or getattr(inner, "__name__", None) or repr(fn)
         taken = {s.name for s in self._services}
         unique, n = base, 1
         while unique in taken:

@@ -234,3 +234,30 @@ def _ws_events(
         ws.receive_data(data)
         found.extend(ws.events())
     return found
+
+
+def test_event_stream_ends_with_a_last_event_at_the_drain(backend: str) -> None:
+    with start_app(backend, "--drain-timeout", "60")[0] as child:
+        url = child.lines[-1].split()[-1]
+        sock = connect(url)
+        sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn = h11.Connection(h11.CLIENT)
+        body = b""
+        signalled = False
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, h11.Data):
+                body += bytes(event.data)
+                if b"tick 2" in body and not signalled:
+                    child.send(signal.SIGTERM)
+                    signalled = True
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        sock.close()
+        assert child.finish() == 0, child.output
+    # Ended by the app itself when the drain began, not cut at the deadline.
+    assert body.endswith(b"event: bye\ndata: server shutting down\n\n")
+    (service,) = report_of(child)["services"]
+    assert service["outcome"] == "returned"

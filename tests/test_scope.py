@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 
@@ -398,6 +399,13 @@ async def test_duplicate_names_are_made_unique() -> None:
             scope.start_soon(idle, name="worker")
         scope.request_shutdown()
     assert [s.name for s in scope.report.services] == ["worker", "worker#2", "worker#3"]
+
+
+async def test_a_partial_is_named_after_its_function() -> None:
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        scope.start_soon(functools.partial(functools.partial(idle)))
+        scope.request_shutdown()
+    assert [s.name for s in scope.report.services] == ["idle"]
 
 
 async def test_the_scope_ends_when_everything_returned() -> None:
