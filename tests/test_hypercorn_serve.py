@@ -12,9 +12,10 @@ from typing import Any
 import anyio
 import pytest
 from _services import NO_SIGNALS
+from anyio.abc import TaskStatus
 from hypercorn.config import Config
 
-from shutdown_scope import graceful_scope
+from shutdown_scope import ShutdownToken, graceful_scope
 from shutdown_scope.hypercorn import serve
 
 if sys.version_info < (3, 11):  # pragma: no cover -- only on 3.10
@@ -147,3 +148,48 @@ async def test_unsupported_config(setting: str, value: object, message: str) -> 
     async with graceful_scope(**NO_SIGNALS) as scope:
         with pytest.raises(ValueError, match=message):
             await serve(scope.token, hello, config)
+
+
+async def test_lifespan_shutdown_runs_before_dependencies_stop() -> None:
+    events: list[str] = []
+
+    async def db(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            events.append("db closed")
+
+    async def app(
+        scope: Message,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        events.append("lifespan shutdown")
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        await scope.start(db)
+        await scope.start(serve, app, config_for("127.0.0.1:0"))
+        scope.request_shutdown("test over")
+    assert events == ["lifespan shutdown", "db closed"]
+    assert [s.outcome for s in scope.report.services] == ["stopped", "returned"]
+
+
+async def test_a_failed_lifespan_startup_fails_start() -> None:
+    async def app(
+        scope: Message,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+
+    with pytest.raises(ExceptionGroup) as caught:
+        async with graceful_scope(**NO_SIGNALS) as scope:
+            await scope.start(serve, app, config_for("127.0.0.1:0"))
+    assert "no database" in repr(caught.value)
