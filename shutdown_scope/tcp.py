@@ -38,7 +38,7 @@ from ._token import ShutdownToken
 
 __all__ = ["ConnectionHandler", "serve_tcp"]
 
-logger = logging.getLogger("shutdown_scope")
+_logger = logging.getLogger("shutdown_scope")
 
 ConnectionHandler = Callable[[anyio.abc.SocketStream, ShutdownToken], Awaitable[None]]
 """``handler(stream, token)`` serves one connection; the stream is closed after."""
@@ -193,7 +193,7 @@ async def _serve_connection(
         except Exception:
             # One bad connection must not end the server. Cancellation is a
             # BaseException and goes through.
-            logger.exception("shutdown_scope: connection %s failed", peer)
+            _logger.exception("shutdown_scope: connection %s failed", peer)
         finally:
             if stream is None:
                 sock.close()
