@@ -1,0 +1,569 @@
+"""SIGTERM under load: bare hypercorn versus shutdown_scope.hypercorn.serve.
+
+``python bench/drain.py [--quick] [--rounds N] [--seconds S] [--verbose]`` runs,
+in one go, four servers as child processes on 127.0.0.1 (each on a free port the
+kernel picks), all with the same ``/work?ms=N`` ASGI route:
+
+* **bare-asyncio**, **bare-trio**: the hypercorn CLI, ``python -m hypercorn
+  --worker-class asyncio|trio --graceful-timeout 10``, serving the plain app of
+  ``bench/_bare_app.py``;
+* **ours-asyncio**, **ours-trio**: ``examples/hypercorn_app.py --backend
+  asyncio|trio --drain-timeout 10``: ``shutdown_scope.hypercorn.serve`` under a
+  ``graceful_scope``.
+
+Both apps print, at their lifespan shutdown, how many ``/work`` requests they
+read and answered, so both sides are counted the same way. The load is
+``examples/http_load.py``: 32 keep-alive HTTP/1.1 clients, in this process.
+
+1. Steady state, no signal: ``/work?ms=0``, a warm-up and then N measured
+   windows per server, interleaved (the order flips every round) so drift and
+   the neighbours' load hit every server alike. The median requests per second
+   of each server; ours / bare for the same worker, as the median of the
+   rounds' ratios (the two are measured one right after the other). And, where
+   Linux's /proc tells, the CPU time the server's processes spent per request
+   (the load generator shares the machine, so requests per second also depend
+   on it; CPU per request is the server's own cost).
+2. Shutdown under load, on a fresh server each: ``/work?ms=5``; SIGTERM once
+   the clients have run 0.5 s; the clients go on until the server has exited.
+   Per server: requests answered (and how many of them after the SIGTERM);
+   requests lost in flight, two ways: the clients' ``lost`` (the connection
+   broke after a request was sent on a new connection, or in the middle of an
+   answer) and "unanswered", the requests the server read minus those whose
+   answer reached a client; connections refused and reused connections closed
+   idle (see ``examples/http_load.py``); the time from SIGTERM to the exit of the
+   process (the return of ``waitpid``), and from the last answer a client got to
+   that exit.
+
+The goals (from the issue): ours loses no request in flight; its throughput is
+at least 0.97 of bare hypercorn's on the same worker; it exits within 50 ms of
+the last request in flight finishing. The bench is a measurement: it exits 0
+whether or not a goal is met, and 1 only if a server could not be started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.util
+import math
+import os
+import queue
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+sys.path.insert(0, str(EXAMPLES))
+from http_load import LoadStats, run_load  # noqa: E402
+
+BARE_APP = Path(__file__).resolve().with_name("_bare_app.py")
+OURS_APP = EXAMPLES / "hypercorn_app.py"
+
+CLIENTS = 32
+STEADY_TARGET = "/work?ms=0"
+SHUTDOWN_TARGET = "/work?ms=5"
+# hypercorn's --graceful-timeout and our --drain-timeout: far more than the 5 ms
+# requests need, so neither server has to cut one short.
+DRAIN_TIMEOUT = 10.0
+GOAL_RATIO = 0.97
+GOAL_EXIT_MS = 50.0
+START_TIMEOUT = 30.0
+# Past this, a server that has not exited after its SIGTERM is killed.
+EXIT_TIMEOUT = DRAIN_TIMEOUT + 20.0
+# After its process has exited, how long to wait for the rest of its output (a
+# grandchild, such as multiprocessing's resource tracker, may hold the pipe).
+OUTPUT_TIMEOUT = 5.0
+
+READY = {
+    "bare": re.compile(r"Running on (http://\S+)"),
+    "ours": re.compile(r"^listening (http://\S+)$"),
+}
+COUNTS = re.compile(r"lifespan: shutdown; /work requests: (\d+) read, (\d+) answered")
+
+
+class StartError(Exception):
+    """A server did not start; the message says which and includes its output."""
+
+    def __init__(self, name: str, problem: str, lines: list[str]) -> None:
+        output = "\n".join(f"  | {line}" for line in lines)
+        super().__init__(f"{name} {problem}; its output:\n{output}")
+
+
+class Server:
+    """One server child process; a thread reads its stdout and stderr by line."""
+
+    def __init__(self, kind: str, worker: str) -> None:
+        self.kind = kind
+        self.worker = worker
+        self.name = f"{kind}-{worker}"
+        self.url = ""
+        self.killed = False
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._eof = threading.Event()
+        self.proc = subprocess.Popen(
+            self._argv(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _argv(self) -> list[str]:
+        if self.kind == "bare":
+            return [
+                sys.executable,
+                "-m",
+                "hypercorn",
+                "--worker-class",
+                self.worker,
+                "--bind",
+                "127.0.0.1:0",
+                "--graceful-timeout",
+                f"{DRAIN_TIMEOUT:g}",
+                f"{BARE_APP}:app",
+            ]
+        return [
+            sys.executable,
+            str(OURS_APP),
+            "--bind",
+            "127.0.0.1:0",
+            "--backend",
+            self.worker,
+            "--drain-timeout",
+            f"{DRAIN_TIMEOUT:g}",
+        ]
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.rstrip("\n")
+            self.lines.append(line)
+            self._queue.put(line)
+        self._queue.put(None)
+        self._eof.set()
+
+    def wait_ready(self, deadline: float) -> None:
+        """Read until the server prints its address; set ``url``."""
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                problem = f"printed no address in {START_TIMEOUT:g} s"
+                raise StartError(self.name, problem, self.lines) from None
+            if line is None:
+                problem = f"exited with code {self.proc.wait()} before it was ready"
+                raise StartError(self.name, problem, self.lines)
+            found = READY[self.kind].search(line)
+            if found:
+                self.url = found[1]
+                return
+
+    def _kill(self) -> None:
+        self.killed = True
+        self.proc.kill()
+
+    def signal_and_wait(self) -> tuple[float, float]:
+        """SIGTERM the server; ``time.monotonic()`` of the signal and of the exit.
+
+        ``Popen.wait()`` with a timeout polls (up to 50 ms late); without one it
+        blocks in ``waitpid``, which is what is timed. A timer kills a server
+        that has not exited after ``EXIT_TIMEOUT``.
+        """
+        guard = threading.Timer(EXIT_TIMEOUT, self._kill)
+        guard.start()
+        try:
+            sent = time.monotonic()
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait()
+            exited = time.monotonic()
+        finally:
+            guard.cancel()
+        return sent, exited
+
+    def counts(self) -> tuple[int, int] | None:
+        """The app's ``(read, answered)`` from its lifespan shutdown line."""
+        self._eof.wait(OUTPUT_TIMEOUT)
+        for line in reversed(self.lines):
+            found = COUNTS.search(line)
+            if found:
+                return int(found[1]), int(found[2])
+        return None
+
+    def close(self) -> None:
+        """Kill the server if it still runs; reap it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._reader.join(OUTPUT_TIMEOUT)
+
+
+def start_servers(stack: contextlib.ExitStack, workers: list[str]) -> list[Server]:
+    """Start one server of each kind per worker, all at once; wait until ready."""
+    servers = []
+    for worker in workers:
+        for kind in ("bare", "ours"):
+            server = Server(kind, worker)
+            stack.callback(server.close)
+            servers.append(server)
+    deadline = time.monotonic() + START_TIMEOUT
+    for server in servers:
+        server.wait_ready(deadline)
+    return servers
+
+
+# -- 1. steady state --------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Steady:
+    """One server's steady-state windows."""
+
+    rates: list[float] = dataclasses.field(default_factory=list)
+    # Requests that did not simply get a 200 (none expected without a signal).
+    odd: int = 0
+    # CPU seconds the server's processes spent in the windows, and the requests
+    # answered in them; cpu is None where /proc cannot tell.
+    cpu: float | None = 0.0
+    answered: int = 0
+
+    @property
+    def cpu_us(self) -> float | None:
+        """The server's CPU time per answered request, in microseconds."""
+        if self.cpu is None or not self.answered:
+            return None
+        return self.cpu / self.answered * 1e6
+
+    @property
+    def median(self) -> float:
+        """The median requests per second."""
+        return statistics.median(self.rates)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median of the windows, in percent."""
+        if not self.median:
+            return math.inf
+        return (max(self.rates) - min(self.rates)) / self.median * 100
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process and all its descendants (Linux /proc).
+
+    The bare hypercorn CLI serves from a child process: its worker. None where
+    /proc cannot tell.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:
+        return None  # no /proc here
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            # After the command name in parentheses: state, ppid, ... utime, stime.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    if pid not in times:
+        return None
+    family, total = {pid}, 0.0
+    for child in sorted(times):  # a parent's pid is smaller, barring wrap-around
+        if child in family or parents[child] in family:
+            family.add(child)
+            total += times[child]
+    return total
+
+
+async def _window(server: Server, seconds: float, steady: Steady | None) -> None:
+    cpu_before = _cpu_seconds(server.proc.pid)
+    start = time.monotonic()
+    stats = await run_load(server.url + STEADY_TARGET, clients=CLIENTS, seconds=seconds)
+    elapsed = time.monotonic() - start
+    cpu_after = _cpu_seconds(server.proc.pid)
+    if steady is not None:
+        steady.rates.append(stats.answered / elapsed)
+        steady.answered += stats.answered
+        if steady.cpu is None or cpu_before is None or cpu_after is None:
+            steady.cpu = None
+        else:
+            steady.cpu += cpu_after - cpu_before
+        steady.odd += stats.lost + stats.refused + stats.closed_idle
+        steady.odd += stats.answered - stats.statuses.get(200, 0)
+
+
+def measure_steady(
+    servers: list[Server], rounds: int, seconds: float, warmup: float
+) -> dict[str, Steady]:
+    """Warm every server up, then measure ``rounds`` windows each, interleaved."""
+    for server in servers:
+        anyio.run(_window, server, warmup, None)
+    results = {server.name: Steady() for server in servers}
+    for index in range(rounds):
+        order = servers if index % 2 == 0 else servers[::-1]
+        for server in order:
+            anyio.run(_window, server, seconds, results[server.name])
+    return results
+
+
+# -- 2. shutdown under load ---------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Shutdown:
+    """What one server did with a SIGTERM under load."""
+
+    stats: LoadStats
+    answered_before: int  # answers the clients had got when the signal was sent
+    term_to_exit_ms: float
+    last_answer_to_exit_ms: float
+    exit_code: int
+    killed: bool
+    counts: tuple[int, int] | None  # the app's (read, answered)
+
+    @property
+    def unanswered(self) -> int | None:
+        """Requests the server read minus those whose answer reached a client."""
+        return None if self.counts is None else self.counts[0] - self.stats.answered
+
+    @property
+    def lost_nothing(self) -> bool:
+        """No request lost in flight, by either count."""
+        return self.stats.lost == 0 and self.unanswered == 0
+
+
+async def _sigterm_under_load(server: Server, signal_after: float) -> Shutdown:
+    stats = LoadStats()
+    times: dict[str, float] = {}
+
+    async def stop() -> None:
+        await anyio.sleep(signal_after)
+        times["answered_before"] = stats.answered
+        times["sent"], times["exited"] = await anyio.to_thread.run_sync(
+            server.signal_and_wait
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop)
+        await run_load(
+            server.url + SHUTDOWN_TARGET,
+            clients=CLIENTS,
+            stats=stats,
+            while_=lambda: "exited" not in times,
+        )
+    return Shutdown(
+        stats=stats,
+        answered_before=int(times["answered_before"]),
+        term_to_exit_ms=(times["exited"] - times["sent"]) * 1000,
+        last_answer_to_exit_ms=(times["exited"] - stats.last_answer) * 1000,
+        exit_code=server.proc.returncode,
+        killed=server.killed,
+        counts=server.counts(),
+    )
+
+
+def measure_shutdown(servers: list[Server], signal_after: float) -> dict[str, Shutdown]:
+    """SIGTERM each (fresh) server under load, one after the other."""
+    return {
+        server.name: anyio.run(_sigterm_under_load, server, signal_after)
+        for server in servers
+    }
+
+
+def stop_idle(servers: list[Server]) -> None:
+    """SIGTERM servers that carry no load and wait for them (to free the cores)."""
+    for server in servers:
+        server.signal_and_wait()
+
+
+# -- the report ----------------------------------------------------------------------
+
+COLUMNS = (
+    ("server", 12),
+    ("req/s", 7),
+    ("spread", 6),
+    ("cpu-us/req", 10),
+    ("answered", 8),
+    ("after-TERM", 10),
+    ("lost", 4),
+    ("unanswered", 10),
+    ("refused", 7),
+    ("closed-idle", 11),
+    ("TERM->exit", 10),
+    ("last->exit", 10),
+    ("exit", 6),
+)
+
+
+def _row(cells: list[str]) -> str:
+    first, *rest = zip(cells, COLUMNS, strict=True)
+    text = f"  {first[0]:<{first[1][1]}}"
+    return text + "".join(f" {cell:>{width}}" for cell, (_, width) in rest)
+
+
+def _cells(name: str, steady: Steady, down: Shutdown) -> list[str]:
+    stats = down.stats
+    unanswered = down.unanswered
+    return [
+        name,
+        f"{steady.median:.0f}",
+        f"{steady.spread:.1f}%",
+        "?" if steady.cpu_us is None else f"{steady.cpu_us:.0f}",
+        str(stats.answered),
+        str(stats.answered - down.answered_before),
+        str(stats.lost),
+        "?" if unanswered is None else str(unanswered),
+        str(stats.refused),
+        str(stats.closed_idle),
+        f"{down.term_to_exit_ms:.1f}",
+        f"{down.last_answer_to_exit_ms:.1f}",
+        "killed" if down.killed else str(down.exit_code),
+    ]
+
+
+def _ratio(ours: float, bare: float) -> float:
+    return ours / bare if bare else math.inf
+
+
+def _verdict(ok: bool) -> str:  # noqa: FBT001
+    return "met" if ok else "NOT MET"
+
+
+def report(
+    workers: list[str],
+    steady: dict[str, Steady],
+    down: dict[str, Shutdown],
+    *,
+    verbose: bool = False,
+) -> None:
+    """Print the table, the ratios and the goals."""
+    print(_row([name for name, _ in COLUMNS]))
+    for worker in workers:
+        for kind in ("bare", "ours"):
+            name = f"{kind}-{worker}"
+            print(_row(_cells(name, steady[name], down[name])))
+    print(
+        "  steady state: req/s, the median of the windows; spread, (max - min) /"
+        " median; cpu-us/req, CPU time\n  of the server's processes per request."
+        " Shutdown run: the other columns; lost, the clients' lost;\n  unanswered,"
+        " read by the server minus answered to the clients; times in ms"
+    )
+    if verbose:
+        for name, windows in steady.items():
+            rates = " ".join(f"{rate:.0f}" for rate in windows.rates)
+            print(f"  {name} windows, req/s in order: {rates}")
+    odd = {name: s.odd for name, s in steady.items() if s.odd}
+    if odd:
+        print(f"  steady state: requests not answered 200 without a signal: {odd}")
+    ratios = {}
+    print(
+        "throughput ratio ours / bare, same worker: the median of the rounds' ratios"
+        " (each round measures both,\n  one after the other), their min - max, the"
+        " ratio of the median req/s; and bare / ours of CPU per request"
+    )
+    for worker in workers:
+        mine, bare = steady[f"ours-{worker}"], steady[f"bare-{worker}"]
+        paired = [_ratio(o, b) for o, b in zip(mine.rates, bare.rates, strict=True)]
+        ratios[worker] = statistics.median(paired)
+        cpu = "?"
+        if mine.cpu_us is not None and bare.cpu_us is not None:
+            cpu = f"{bare.cpu_us / mine.cpu_us:.3f}"
+        print(
+            f"  {worker:<8} {ratios[worker]:.3f}  ({min(paired):.3f} -"
+            f" {max(paired):.3f}; {_ratio(mine.median, bare.median):.3f});"
+            f" CPU per request: {cpu}"
+        )
+    lost, ratio, exit_ = [], [], []
+    for worker in workers:
+        ours = down[f"ours-{worker}"]
+        lost.append(
+            f"{worker} {_verdict(ours.lost_nothing)} ({ours.stats.lost} lost,"
+            f" {'?' if ours.unanswered is None else ours.unanswered} unanswered)"
+        )
+        ratio.append(
+            f"{worker} {_verdict(ratios[worker] >= GOAL_RATIO)} ({ratios[worker]:.3f})"
+        )
+        last = ours.last_answer_to_exit_ms
+        exit_.append(
+            f"{worker} {_verdict(last <= GOAL_EXIT_MS and not ours.killed)}"
+            f" ({last:.1f} ms)"
+        )
+    print(f"goal: ours loses 0 requests in flight: {'; '.join(lost)}")
+    print(f"goal: throughput ratio >= {GOAL_RATIO:g}: {'; '.join(ratio)}")
+    print(
+        f"goal: ours exits within {GOAL_EXIT_MS:g} ms of the last answer:"
+        f" {'; '.join(exit_)}"
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    """Both measurements, then the report."""
+    workers = ["asyncio"]
+    if importlib.util.find_spec("trio") is not None:
+        workers.append("trio")
+    names = ("anyio", "h11", "hypercorn", *workers[1:])
+    versions = ", ".join(f"{name} {metadata.version(name)}" for name in names)
+    print(f"drain bench: Python {sys.version.split()[0]}, {versions}")
+    print(
+        f"  {CLIENTS} keep-alive clients. Steady state: {STEADY_TARGET},"
+        f" {args.warmup:g} s warm-up, then {args.rounds} x {args.seconds:g} s per"
+        f" server, interleaved.\n  Shutdown: a fresh server, {SHUTDOWN_TARGET},"
+        f" SIGTERM after {args.signal_after:g} s; the clients run until it exits."
+        f"\n  bare: python -m hypercorn --graceful-timeout {DRAIN_TIMEOUT:g};"
+        f" ours: examples/hypercorn_app.py --drain-timeout {DRAIN_TIMEOUT:g}",
+        flush=True,
+    )
+    with contextlib.ExitStack() as stack:
+        servers = start_servers(stack, workers)
+        steady = measure_steady(servers, args.rounds, args.seconds, args.warmup)
+        stop_idle(servers)
+        fresh = start_servers(stack, workers)
+        down = measure_shutdown(fresh, args.signal_after)
+    report(workers, steady, down, verbose=args.verbose)
+
+
+def main() -> int:
+    """Parse the options and run the bench; 1 if a server did not start."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny windows, 1 round")
+    parser.add_argument("--rounds", type=int, help="steady-state windows per server")
+    parser.add_argument("--seconds", type=float, help="length of one window")
+    parser.add_argument(
+        "--verbose", action="store_true", help="every window's requests per second"
+    )
+    args = parser.parse_args()
+    quick = {"rounds": 1, "seconds": 0.3, "warmup": 0.2, "signal_after": 0.3}
+    full = {"rounds": 8, "seconds": 0.75, "warmup": 1.0, "signal_after": 0.5}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.rounds < 1 or args.seconds <= 0:
+        parser.error("--rounds must be at least 1 and --seconds positive")
+    try:
+        run(args)
+    except StartError as error:
+        print(f"drain bench: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
