@@ -20,7 +20,6 @@ import h11
 import sniffio
 from anyio.abc import TaskGroup, TaskStatus
 from hypercorn.config import Config
-from hypercorn.events import Closed
 from hypercorn.typing import AppWrapper, LifespanState
 
 __all__ = ["Worker", "current_worker"]
@@ -32,6 +31,7 @@ _READER_ROUNDS = 10
 # A connection accepted from the queue at the start of the drain: how long it
 # has to send its first request (it connected while we were listening).
 _FIRST_REQUEST_GRACE = 1.0
+_FIRST_REQUEST_POLL = 0.01
 
 
 def _h11_connection(server: Any) -> h11.Connection | None:
@@ -53,6 +53,14 @@ def _kernel_has_bytes(conn: socket.socket) -> bool:
     except OSError:  # nothing to read (EAGAIN), or already closed or reset
         return False
     return bool(pending)
+
+
+def _has_request(server: Any, conn: socket.socket) -> bool:
+    """Whether a request has begun on ``conn``: parsed, or any byte of it sent."""
+    connection = _h11_connection(server)
+    if connection is not None and connection.their_state is not h11.IDLE:
+        return True
+    return _unread_bytes(server, conn)
 
 
 class _Terminated:
@@ -101,33 +109,44 @@ class _ConnectionContext:
         await self._shared.mark_request()
 
 
-def _guarded(base: type[Any], conn: socket.socket, *, late: bool) -> type[Any]:
-    """``base`` (hypercorn's TCPServer) with the drain made safe for requests."""
+def _guarded(base: type[Any]) -> type[Any]:
+    """``base`` (one of hypercorn's TCPServer classes), made safe for the drain.
+
+    Instances need ``_conn`` (the accepted socket) and ``_late`` (accepted
+    after the drain began) set before ``run()``.
+    """
 
     class Server(base):  # type: ignore[misc]
-        _late = late
+        _conn: socket.socket
+        _late: bool
         _reading: anyio.CancelScope | None = None
 
-        async def _idle_timeout(self) -> None:
-            first, self._late = self._late, False
-            await _careful_idle_close(self, conn, late=first)
+        async def _initiate_server_close(self) -> None:
+            # hypercorn's idle timeout (at keep_alive_timeout, or at once when
+            # the drain begins) waits its own way, then calls this, shielded.
+            late, self._late = self._late, False
+            if await _may_close(self, self._conn, late=late):
+                await super()._initiate_server_close()
 
         async def _read_data(self) -> None:
             with anyio.CancelScope() as self._reading:
                 await super()._read_data()
 
-        async def protocol_send(self, event: Any) -> None:
-            await super().protocol_send(event)
-            # The protocol closed the connection: a reader waiting for a next
-            # request that will never be served (h11 PAUSED) must not wait on.
-            if isinstance(event, Closed) and self._reading is not None:
-                self._reading.cancel()
+        async def _close(self) -> None:
+            # The connection is being closed (by the protocol, after a response
+            # during the drain): a reader waiting for a next request that will
+            # never be served (h11 PAUSED) must not wait on.
+            try:
+                await super()._close()
+            finally:
+                if self._reading is not None:
+                    self._reading.cancel()
 
     return Server
 
 
-async def _careful_idle_close(server: Any, conn: socket.socket, *, late: bool) -> None:
-    """Hypercorn's idle timeout, without losing a request that is arriving.
+async def _may_close(server: Any, conn: socket.socket, *, late: bool) -> bool:
+    """Whether an idle connection can be closed without losing a request.
 
     hypercorn closes a connection that is idle when the drain begins (or after
     ``keep_alive_timeout``). Its check races with a request that has just
@@ -136,22 +155,25 @@ async def _careful_idle_close(server: Any, conn: socket.socket, *, late: bool) -
     that has a request, or unread bytes, is left to finish it (hypercorn then
     closes it after the response, since the drain has begun).
     """
-    with anyio.move_on_after(server.config.keep_alive_timeout):
-        await server.context.terminated.wait()
     if late:
-        # Accepted from the queue as the listener closed: serve it. Its first
-        # request cancels this task (hypercorn stops the idle timer).
-        await anyio.sleep(min(_FIRST_REQUEST_GRACE, server.config.keep_alive_timeout))
+        # Accepted from the queue as the listener closed: serve it, if its
+        # first request comes soon (it connected while we were listening).
+        give_up = anyio.current_time() + min(
+            _FIRST_REQUEST_GRACE, server.config.keep_alive_timeout
+        )
+        while anyio.current_time() < give_up and conn.fileno() != -1:
+            if _has_request(server, conn):
+                return False
+            await anyio.sleep(_FIRST_REQUEST_POLL)
     for _ in range(_READER_ROUNDS):
         await anyio.lowlevel.checkpoint()
         if _kernel_has_bytes(conn):
             continue  # the reader takes them next: look again after it
         connection = _h11_connection(server)
         if connection is not None and connection.their_state is not h11.IDLE:
-            return  # a whole request arrived: hypercorn closes after answering it
+            return False  # a whole request arrived: hypercorn closes after it
     # Idle, or a request that stalls half-way (slowloris): it holds nothing.
-    with anyio.CancelScope(shield=True):
-        await server._initiate_server_close()  # noqa: SLF001 -- hypercorn's own close
+    return True
 
 
 class Worker:
@@ -207,12 +229,14 @@ class _AsyncioWorker(Worker):
         import asyncio
 
         from hypercorn.asyncio.lifespan import Lifespan
+        from hypercorn.asyncio.tcp_server import TCPServer
         from hypercorn.asyncio.worker_context import WorkerContext
 
         super().__init__(app, config)
         self._loop = asyncio.get_running_loop()
         self.context = WorkerContext(None)
         self.lifespan = Lifespan(app, config, self._loop, self.state)
+        self._server_class = _guarded(TCPServer)
 
     async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
         task_status.started()
@@ -220,8 +244,6 @@ class _AsyncioWorker(Worker):
 
     async def handle(self, conn: socket.socket) -> None:
         import asyncio
-
-        from hypercorn.asyncio.tcp_server import TCPServer
 
         loop = self._loop
         try:
@@ -233,10 +255,10 @@ class _AsyncioWorker(Worker):
             raise
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         context = _ConnectionContext(self.context, conn)
-        server_class = _guarded(TCPServer, conn, late=self.context.terminated.is_set())
-        server = server_class(
+        server = self._server_class(
             self.app, loop, self.config, context, self.state, reader, writer
         )
+        server._conn, server._late = conn, self.context.terminated.is_set()  # noqa: SLF001
         context.terminated.server = server
         await server.run()
 
@@ -244,18 +266,19 @@ class _AsyncioWorker(Worker):
 class _TrioWorker(Worker):
     def __init__(self, app: AppWrapper, config: Config) -> None:
         from hypercorn.trio.lifespan import Lifespan
+        from hypercorn.trio.tcp_server import TCPServer
         from hypercorn.trio.worker_context import WorkerContext
 
         super().__init__(app, config)
         self.context = WorkerContext(None)
         self.lifespan = Lifespan(app, config, self.state)
+        self._server_class = _guarded(TCPServer)
 
     async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
         await self.lifespan.handle_lifespan(task_status=task_status)
 
     async def handle(self, conn: socket.socket) -> None:
         import trio
-        from hypercorn.trio.tcp_server import TCPServer
 
         try:
             stream: Any = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
@@ -263,8 +286,8 @@ class _TrioWorker(Worker):
             conn.close()
             raise
         context = _ConnectionContext(self.context, conn)
-        server_class = _guarded(TCPServer, conn, late=self.context.terminated.is_set())
-        server = server_class(self.app, self.config, context, self.state, stream)
+        server = self._server_class(self.app, self.config, context, self.state, stream)
+        server._conn, server._late = conn, self.context.terminated.is_set()  # noqa: SLF001
         context.terminated.server = server
         await server.run()
 
