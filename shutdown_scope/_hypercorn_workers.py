@@ -12,6 +12,7 @@ hypercorn's two trees runs.
 from __future__ import annotations
 
 import socket
+from contextlib import suppress
 from typing import Any
 
 import anyio
@@ -20,6 +21,7 @@ import h11
 import sniffio
 from anyio.abc import TaskGroup, TaskStatus
 from hypercorn.config import Config
+from hypercorn.events import Updated
 from hypercorn.typing import AppWrapper, LifespanState
 
 __all__ = ["Worker", "current_worker"]
@@ -28,8 +30,9 @@ __all__ = ["Worker", "current_worker"]
 # closed: bytes already received must be parsed first (see _careful_idle_close);
 # a request still incomplete after them is a stalled one.
 _READER_ROUNDS = 10
-# A connection accepted from the queue at the start of the drain: how long it
-# has to send its first request (it connected while we were listening).
+# A connection that has not sent a request yet when the drain begins: how long
+# after its accept it may still send its first one (it connected while we were
+# listening, perhaps from the accept queue as the listener closed).
 _FIRST_REQUEST_GRACE = 1.0
 _FIRST_REQUEST_POLL = 0.01
 
@@ -53,14 +56,6 @@ def _kernel_has_bytes(conn: socket.socket) -> bool:
     except OSError:  # nothing to read (EAGAIN), or already closed or reset
         return False
     return bool(pending)
-
-
-def _has_request(server: Any, conn: socket.socket) -> bool:
-    """Whether a request has begun on ``conn``: parsed, or any byte of it sent."""
-    connection = _h11_connection(server)
-    if connection is not None and connection.their_state is not h11.IDLE:
-        return True
-    return _unread_bytes(server, conn)
 
 
 class _Terminated:
@@ -109,27 +104,43 @@ class _ConnectionContext:
         await self._shared.mark_request()
 
 
+class _ClosedIdleError(Exception):
+    """A request arrived on a connection already being closed as idle."""
+
+
 def _guarded(base: type[Any]) -> type[Any]:
     """``base`` (one of hypercorn's TCPServer classes), made safe for the drain.
 
-    Instances need ``_conn`` (the accepted socket) and ``_late`` (accepted
-    after the drain began) set before ``run()``.
+    Instances need ``_conn`` (the accepted socket) and ``_accepted_at`` (on
+    anyio's clock) set before ``run()``.
     """
 
     class Server(base):  # type: ignore[misc]
         _conn: socket.socket
-        _late: bool
+        _accepted_at: float
         _reading: anyio.CancelScope | None = None
 
         async def _initiate_server_close(self) -> None:
             # hypercorn's idle timeout (at keep_alive_timeout, or at once when
             # the drain begins) waits its own way, then calls this, shielded.
-            late, self._late = self._late, False
-            if await _may_close(self, self._conn, late=late):
-                await super()._initiate_server_close()
+            if not await _may_close(self, self._conn, self._accepted_at):
+                return
+            # Decided: from here on, a request that still gets parsed (its
+            # bytes were on their way) must not reach the app, whose answer
+            # would go nowhere. The client sees an idle connection closed.
+            inner = self.protocol.protocol
+            send = inner.send
+
+            async def refuse_requests(event: Any) -> None:
+                if isinstance(event, Updated) and not event.idle:
+                    raise _ClosedIdleError
+                await send(event)
+
+            inner.send = refuse_requests
+            await super()._initiate_server_close()
 
         async def _read_data(self) -> None:
-            with anyio.CancelScope() as self._reading:
+            with anyio.CancelScope() as self._reading, suppress(_ClosedIdleError):
                 await super()._read_data()
 
         async def _close(self) -> None:
@@ -145,7 +156,7 @@ def _guarded(base: type[Any]) -> type[Any]:
     return Server
 
 
-async def _may_close(server: Any, conn: socket.socket, *, late: bool) -> bool:
+async def _may_close(server: Any, conn: socket.socket, accepted_at: float) -> bool:
     """Whether an idle connection can be closed without losing a request.
 
     hypercorn closes a connection that is idle when the drain begins (or after
@@ -155,15 +166,16 @@ async def _may_close(server: Any, conn: socket.socket, *, late: bool) -> bool:
     that has a request, or unread bytes, is left to finish it (hypercorn then
     closes it after the response, since the drain has begun).
     """
-    if late:
-        # Accepted from the queue as the listener closed: serve it, if its
-        # first request comes soon (it connected while we were listening).
-        give_up = anyio.current_time() + min(
+    connection = _h11_connection(server)
+    if connection is not None and connection.their_http_version is None:
+        # No request yet: it connected while we listened (maybe just before
+        # the listener closed); give it a moment to send one.
+        give_up = accepted_at + min(
             _FIRST_REQUEST_GRACE, server.config.keep_alive_timeout
         )
         while anyio.current_time() < give_up and conn.fileno() != -1:
-            if _has_request(server, conn):
-                return False
+            if connection.their_state is not h11.IDLE:
+                return False  # it came: hypercorn closes after answering it
             await anyio.sleep(_FIRST_REQUEST_POLL)
     for _ in range(_READER_ROUNDS):
         await anyio.lowlevel.checkpoint()
@@ -191,7 +203,10 @@ class Worker:
         self.context: Any = None  # hypercorn's WorkerContext, per tree
         self.lifespan: Any = None  # hypercorn's Lifespan, per tree
         self._lifespan_scope = anyio.CancelScope(shield=True)
-        self._stopped = False
+        self._lifespan_ended = False
+        self._lifespan_end = anyio.Event()
+        self._lifespan_failed = False
+        self._stop_begun = False
 
     async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
         raise NotImplementedError
@@ -201,19 +216,55 @@ class Worker:
         raise NotImplementedError
 
     async def _shielded_lifespan(self, *, task_status: TaskStatus[None]) -> None:
-        with self._lifespan_scope:
-            await self._run_lifespan(task_status=task_status)
+        try:
+            with self._lifespan_scope:
+                await self._run_lifespan(task_status=task_status)
+        except Exception:
+            self._lifespan_failed = True
+            raise
+        finally:
+            self._lifespan_ended = True
+            self._lifespan_end.set()
+
+    def _watch_startup(self) -> None:
+        # hypercorn sets its "startup" event when startup fails too, and on
+        # trio only then ends the lifespan task: tell the two apart here.
+        forward = self.lifespan.asgi_send
+
+        async def asgi_send(message: Any) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                self._lifespan_failed = True
+            await forward(message)
+
+        self.lifespan.asgi_send = asgi_send
 
     async def start_lifespan(self, tasks: TaskGroup) -> None:
-        """Run the app's lifespan in ``tasks``; return once startup is complete."""
+        """Run the app's lifespan in ``tasks``; return once startup is complete.
+
+        A failed startup (``lifespan.startup.failed``) ends the lifespan task
+        with hypercorn's error, which fails ``tasks``: this never returns then.
+        """
         await tasks.start(self._shielded_lifespan, name="hypercorn lifespan")
         await self.lifespan.wait_for_startup()
+        if self._lifespan_failed:
+            # The lifespan task ends with hypercorn's error, which cancels
+            # this wait: serving never begins, and that error is the one seen.
+            await self._lifespan_end.wait()
+            for _ in range(_READER_ROUNDS):  # for the task group to see it
+                await anyio.lowlevel.checkpoint()
+            # The app swallowed hypercorn's error, yet it said startup failed.
+            msg = "the app sent lifespan.startup.failed"  # pragma: no cover
+            raise RuntimeError(msg)  # pragma: no cover
 
     async def stop_lifespan(self) -> None:
-        """Run the lifespan shutdown (once; later calls return at once)."""
-        if not self._stopped:
-            self._stopped = True
+        """Run the lifespan shutdown; if it has begun already, wait for its end."""
+        if self._lifespan_ended:
+            return
+        if not self._stop_begun:
+            self._stop_begun = True
             await self.lifespan.wait_for_shutdown()
+        else:
+            await self.lifespan.shutdown.wait()
 
     def end_lifespan(self) -> None:
         """End the lifespan task (after its shutdown, or giving up on it)."""
@@ -236,6 +287,7 @@ class _AsyncioWorker(Worker):
         self._loop = asyncio.get_running_loop()
         self.context = WorkerContext(None)
         self.lifespan = Lifespan(app, config, self._loop, self.state)
+        self._watch_startup()
         self._server_class = _guarded(TCPServer)
 
     async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
@@ -258,7 +310,7 @@ class _AsyncioWorker(Worker):
         server = self._server_class(
             self.app, loop, self.config, context, self.state, reader, writer
         )
-        server._conn, server._late = conn, self.context.terminated.is_set()  # noqa: SLF001
+        server._conn, server._accepted_at = conn, anyio.current_time()  # noqa: SLF001
         context.terminated.server = server
         await server.run()
 
@@ -272,6 +324,7 @@ class _TrioWorker(Worker):
         super().__init__(app, config)
         self.context = WorkerContext(None)
         self.lifespan = Lifespan(app, config, self.state)
+        self._watch_startup()
         self._server_class = _guarded(TCPServer)
 
     async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
@@ -287,7 +340,7 @@ class _TrioWorker(Worker):
             raise
         context = _ConnectionContext(self.context, conn)
         server = self._server_class(self.app, self.config, context, self.state, stream)
-        server._conn, server._late = conn, self.context.terminated.is_set()  # noqa: SLF001
+        server._conn, server._accepted_at = conn, anyio.current_time()  # noqa: SLF001
         context.terminated.server = server
         await server.run()
 

@@ -58,6 +58,12 @@ _CLOSE: Final = (b"connection", b"close")
 _GOING_AWAY: Final = MappingProxyType(
     {"type": "websocket.close", "code": 1001, "reason": "server shutting down"}
 )
+# A client that does not answer our close frame: after this long (or a quarter
+# of the drain left), the app is told it went away (1006) and ends.
+_CLOSE_HANDSHAKE: Final = 2.0
+_ABNORMAL_CLOSURE: Final = MappingProxyType(
+    {"type": "websocket.disconnect", "code": 1006}
+)
 _MAX_PATH: Final = 100  # characters of a path in an in-flight label
 
 
@@ -105,11 +111,14 @@ class _WebSocket:
     __slots__ = (
         "_lock",
         "_receive",
+        "_receiving",
         "_send",
         "accepted",
         "close_due",
         "closed",
         "closed_by_us",
+        "disconnected",
+        "given_up",
     )
 
     def __init__(self, receive: Receive, send: Send) -> None:
@@ -118,12 +127,26 @@ class _WebSocket:
         # Sends are serialised: the close must not interleave with an app send.
         self._lock = anyio.Lock(fast_acquire=True)
         self.accepted = self.closed = self.close_due = self.closed_by_us = False
+        self.disconnected = anyio.Event()
+        self.given_up = False
+        self._receiving: anyio.CancelScope | None = None
 
     async def receive(self) -> Message:
-        message = await self._receive()
-        if message["type"] == "websocket.disconnect":
-            self.closed = True
-        return message
+        if not self.given_up:
+            with anyio.CancelScope() as self._receiving:
+                message = await self._receive()
+                if message["type"] == "websocket.disconnect":
+                    self.closed = True
+                    self.disconnected.set()
+                return message
+        # The client never answered our close: the app hears it went away.
+        return dict(_ABNORMAL_CLOSURE)
+
+    def give_up(self) -> None:
+        """End the closing handshake the client does not answer."""
+        self.given_up = True
+        if self._receiving is not None:
+            self._receiving.cancel()
 
     async def send(self, message: Message) -> None:
         async with self._lock:
@@ -266,3 +289,11 @@ class ShutdownMiddleware:
         # OSError: the client is already gone (uvicorn: ClientDisconnected).
         with contextlib.suppress(OSError):
             await ws.close_going_away()
+        if not ws.closed_by_us:
+            return
+        # A client that vanished (a NAT timeout, a sleeping laptop) never
+        # answers the close; it must not hold the drain until the deadline.
+        wait = min(_CLOSE_HANDSHAKE, (token.deadline - anyio.current_time()) / 4)
+        with anyio.move_on_after(wait):
+            await ws.disconnected.wait()
+        ws.give_up()

@@ -10,11 +10,12 @@ HTTP/1.1, HTTP/2 and websocket protocols, on the event loop the scope runs on
   ``Connection: close``, so load balancers and keep-alive clients move away.
 * **DRAINING**: listeners close, after the connections already waiting in the
   kernel's accept queue are taken (closing a listener resets them); requests in
-  flight run to completion; idle keep-alive connections, and connections that
-  never sent a whole request, are closed at once and do not hold the drain;
-  websockets get a close frame 1001 (Going Away). Then the app's ASGI lifespan
-  shutdown runs, before services started earlier (the app's dependencies) are
-  asked to stop.
+  flight run to completion; idle keep-alive connections, and connections stalled
+  half-way through a request, are closed at once and do not hold the drain (a
+  connection that has sent nothing yet gets a second from its accept to send
+  its first request); websockets get a close frame 1001 (Going Away). Then the
+  app's ASGI lifespan shutdown runs, before services started earlier (the app's
+  dependencies) are asked to stop.
 * **Drain deadline**: the scope cancels what is still running (hypercorn's own
   ``graceful_timeout`` is not used: on Python 3.12+ it is not honoured,
   hypercorn #308); the cancelled requests are reported by label, and the

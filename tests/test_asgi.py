@@ -369,6 +369,39 @@ async def test_websocket_accepted_after_its_close_time_is_closed_at_once(
     assert scope.report.clean
 
 
+class SilentClient(FakeWebSocket):
+    """A client that vanished: it never answers the close frame."""
+
+    async def send(self, message: Message) -> None:
+        self.sent.append((anyio.current_time(), message))
+        if message["type"] == "websocket.accept":
+            self.accepted.set()
+
+
+async def test_an_unanswered_close_does_not_hold_the_drain(
+    mock_clock: MockClock,
+) -> None:
+    heard: list[tuple[float, Message]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        heard.append((anyio.current_time(), message))
+
+    client = SilentClient()
+    async with graceful_scope(drain_timeout=20, **NO_SIGNALS) as scope:
+        await scope.start(serve_websockets, app, [client], 0)
+        await client.accepted.wait()
+        draining_at = anyio.current_time()
+        scope.request_shutdown("deploy")
+    assert client.messages == [{"type": "websocket.accept"}, GOING_AWAY]
+    # Two seconds for the close handshake, then the app hears the client is gone.
+    assert heard == [(draining_at + 2, {"type": "websocket.disconnect", "code": 1006})]
+    assert scope.report.phases[-1].duration == 2
+    assert scope.report.clean
+
+
 async def test_websocket_closed_at_draining_on_each_backend() -> None:
     client = FakeWebSocket()
     async with graceful_scope(**NO_SIGNALS) as scope:

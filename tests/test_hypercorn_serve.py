@@ -14,12 +14,13 @@ import pytest
 from _services import NO_SIGNALS
 from anyio.abc import TaskStatus
 from hypercorn.config import Config
+from trio.testing import MockClock
 
 from shutdown_scope import ShutdownToken, graceful_scope
 from shutdown_scope.hypercorn import serve
 
 if sys.version_info < (3, 11):  # pragma: no cover -- only on 3.10
-    from exceptiongroup import ExceptionGroup
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
 pytestmark = pytest.mark.anyio
 
@@ -189,7 +190,49 @@ async def test_a_failed_lifespan_startup_fails_start() -> None:
         await receive()
         await send({"type": "lifespan.startup.failed", "message": "no database"})
 
+    returned = []
     with pytest.raises(ExceptionGroup) as caught:
         async with graceful_scope(**NO_SIGNALS) as scope:
-            await scope.start(serve, app, config_for("127.0.0.1:0"))
-    assert "no database" in repr(caught.value)
+            returned.append(await scope.start(serve, app, config_for("127.0.0.1:0")))
+    assert returned == []  # never listened
+    leaves = []
+    pending: list[BaseException] = [caught.value]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    (failure,) = leaves  # hypercorn's error, alone
+    assert type(failure).__name__ == "LifespanFailureError"
+    assert "no database" in str(failure)
+
+
+# Virtual time: no client here, so nothing waits on a real socket.
+@pytest.mark.parametrize(
+    "anyio_backend", [("trio", {"clock": MockClock(autojump_threshold=0)})]
+)
+async def test_a_lifespan_shutdown_cut_by_the_deadline_gets_cancel_timeout() -> None:
+    finished: list[float] = []
+
+    async def app(
+        scope: Message,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await anyio.sleep(5)  # a slow shutdown: past the drain deadline
+        finished.append(anyio.current_time())
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async with graceful_scope(
+        drain_timeout=1, cancel_timeout=10, **NO_SIGNALS
+    ) as scope:
+        await scope.start(serve, app, config_for("127.0.0.1:0"))
+        t0 = anyio.current_time()
+        scope.request_shutdown("test over")
+    assert finished == [t0 + 5]
+    (service,) = scope.report.services
+    assert service.cancelled_in_flight == ("serve: closing connections",)
