@@ -4,7 +4,10 @@ handler or another thread, and listing tasks for a diagnostic dump."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.lowlevel
@@ -22,6 +25,16 @@ class LoopHandle(Protocol):
 
     def dump_tasks(self) -> str:
         """Best-effort text listing of the loop's tasks, callable from any thread."""
+
+    def wake_on_signals(self) -> AbstractContextManager[None]:
+        """While entered, a signal wakes the loop, whichever thread gets it.
+
+        The kernel may hand a process-directed signal to any thread that does not
+        block it; the C-level handler then only sets a flag, and a main thread
+        asleep in ``epoll_wait`` would not run the Python handler until something
+        else woke it. Python's answer is ``signal.set_wakeup_fd``: Trio always
+        sets one; asyncio only for ``loop.add_signal_handler``. Main thread only.
+        """
 
 
 def _frames(frames: list[tuple[str, int, str]], indent: str) -> str:
@@ -44,6 +57,28 @@ def _await_chain(coro: object) -> list[tuple[str, int, str]]:
 class _AsyncioHandle:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+
+    @contextmanager
+    def wake_on_signals(self) -> Iterator[None]:
+        previous = signal.set_wakeup_fd(-1)
+        if previous != -1:  # someone wakes the loop already (add_signal_handler)
+            signal.set_wakeup_fd(previous)
+            yield
+            return
+        reader, writer = socket.socketpair()
+        for sock in (reader, writer):
+            sock.setblocking(False)  # noqa: FBT003 -- the stdlib signature
+        self._loop.add_reader(reader, _drain, reader)
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        try:
+            yield
+        finally:
+            current = signal.set_wakeup_fd(-1)
+            if current != writer.fileno():  # someone else's since: keep theirs
+                signal.set_wakeup_fd(current)
+            self._loop.remove_reader(reader)
+            reader.close()
+            writer.close()
 
     def run_sync_soon(self, fn: Callable[..., object], *args: Any) -> bool:
         try:
@@ -68,12 +103,20 @@ class _AsyncioHandle:
         return "".join(out)
 
 
+def _drain(sock: socket.socket) -> None:
+    with suppress(OSError):  # empty (BlockingIOError), or closed under us
+        sock.recv(4096)
+
+
 class _TrioHandle:
     def __init__(
         self, token: trio.lowlevel.TrioToken, root: trio.lowlevel.Task
     ) -> None:
         self._token = token
         self._root = root
+
+    def wake_on_signals(self) -> AbstractContextManager[None]:
+        return nullcontext()  # trio.run sets its own wakeup fd
 
     def run_sync_soon(self, fn: Callable[..., object], *args: Any) -> bool:
         try:

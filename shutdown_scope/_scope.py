@@ -316,6 +316,7 @@ class ShutdownScope:
                         on_signal=scope._on_signal,
                     )
                 )
+                stack.enter_context(scope._handle.wake_on_signals())
             if hard_exit or signals:
                 watchdog = Watchdog(
                     describe=machine.describe,

@@ -11,6 +11,8 @@ signal always finds it in flight, however slow the machine. ``--behaviour``:
 
 ``--request`` stops the scope with ``request_shutdown()`` instead of a signal.
 
+``other-thread``: SIGTERM sent to a thread that is not the main one.
+
 ``restore``: a scope stopped by a signal; then the handlers in force before it
 are checked, and the program waits for one more signal.
 
@@ -26,6 +28,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -146,9 +149,37 @@ def restore(opts: argparse.Namespace) -> None:
     say("no signal arrived")
 
 
+def other_thread(opts: argparse.Namespace) -> None:
+    """SIGTERM delivered to a thread other than the main one (the kernel may pick
+    any thread that does not block it), while the loop sleeps with nothing to do."""
+    ready = threading.Event()
+
+    def signal_myself() -> None:
+        ready.wait()
+        time.sleep(0.2)  # let the loop fall asleep: nothing else will wake it
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    async def idle(
+        token: ShutdownToken,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        task_status.started()
+        await anyio.sleep_forever()
+
+    async def main() -> None:
+        async with graceful_scope() as scope:
+            await scope.start(idle)
+            threading.Thread(target=signal_myself).start()
+            ready.set()
+        say(f"stopped by {scope.report.signal!r}")
+
+    shutdown_scope.run(main, backend=opts.backend)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    parser.add_argument("program", choices=["serve", "restore"])
+    parser.add_argument("program", choices=["serve", "restore", "other-thread"])
     parser.add_argument("--backend", choices=["asyncio", "trio"], required=True)
     behaviours = ["drain", "stubborn", "blocked", "hung"]
     parser.add_argument("--behaviour", choices=behaviours, default="drain")
@@ -169,5 +200,7 @@ if __name__ == "__main__":
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=log_format)
     if options.program == "restore":
         restore(options)
+    elif options.program == "other-thread":
+        other_thread(options)
     else:
         shutdown_scope.run(serve, options, backend=options.backend)

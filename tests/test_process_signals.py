@@ -353,3 +353,10 @@ def test_handlers_are_restored_after_the_scope(backend: str, *, custom: bool) ->
         child.assert_in_order("waiting for a signal", "custom handler: SIGTERM")
     else:
         assert code == -signal.SIGTERM, child.output  # SIG_DFL: killed by the signal
+
+
+@backends
+def test_a_signal_given_to_another_thread_still_wakes_the_loop(backend: str) -> None:
+    with Child(str(CHILDREN), "other-thread", "--backend", backend) as child:
+        assert child.finish() == 0, child.output
+    assert "stopped by 15" in child.output  # the report names SIGTERM
