@@ -6,7 +6,7 @@ kernel picks), all with the same ``/work?ms=N`` ASGI route:
 
 * **bare-asyncio**, **bare-trio**: the hypercorn CLI, ``python -m hypercorn
   --worker-class asyncio|trio --graceful-timeout 10``, serving the plain app of
-  ``bench/_bare_app.py``;
+  ``examples/work_app.py``;
 * **ours-asyncio**, **ours-trio**: ``examples/hypercorn_app.py --backend
   asyncio|trio --drain-timeout 10``: ``shutdown_scope.hypercorn.serve`` under a
   ``graceful_scope``.
@@ -67,7 +67,7 @@ EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))
 from http_load import LoadStats, run_load  # noqa: E402
 
-BARE_APP = Path(__file__).resolve().with_name("_bare_app.py")
+BARE_APP = Path(__file__).resolve().parent.parent / "examples" / "work_app.py"
 OURS_APP = EXAMPLES / "hypercorn_app.py"
 
 CLIENTS = 32

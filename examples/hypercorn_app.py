@@ -4,7 +4,8 @@ Run ``python examples/hypercorn_app.py --bind 127.0.0.1:0 [--backend trio]``. It
 prints ``listening http://HOST:PORT`` when ready and, once stopped, its
 ``ShutdownReport`` (as JSON with ``--json``). Routes, in plain ASGI:
 
-* ``/work?ms=N``: works N milliseconds (at most 60 s) and answers ``done N``;
+* ``/work?ms=N``: works N milliseconds (at most 60 s) and answers ``done N``
+  (``examples/work_app.py``, which this extends);
 * ``/events``: a server-sent event stream, a tick every 100 ms; when the drain
   begins it sends a final ``bye`` event and ends (the early notice: it does not
   wait to be cut at the deadline);
@@ -21,87 +22,31 @@ import argparse
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-from urllib.parse import parse_qs
 
 import anyio
+import work_app
 from hypercorn.config import Config
+from work_app import Receive, Scope, Send
 
 import shutdown_scope
 from shutdown_scope import Phase, ShutdownReport, graceful_scope
 from shutdown_scope.asgi import token_from_scope
 from shutdown_scope.hypercorn import serve
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-MAX_WORK_MS = 60_000
 TICK = 0.1
 
 
-class App:
-    """The ASGI application; counts the ``/work`` requests it read and answered."""
-
-    def __init__(self, *, verbose: bool = False) -> None:
-        self.verbose = verbose
-        self.received = 0
-        self.answered = 0
+class App(work_app.App):
+    """``examples/work_app.py`` with a server-sent event stream and a websocket."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Route one ASGI connection."""
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        elif scope["type"] == "websocket":
+        if scope["type"] == "websocket":
             await _echo(receive, send)
-        elif scope["path"] == "/work":
-            self.received += 1
-            if self.verbose:
-                print(f"work: read {scope['query_string'].decode()}", flush=True)
-            await _work(scope, send)
-            self.answered += 1
-        elif scope["path"] == "/events":
+        elif scope["type"] == "http" and scope["path"] == "/events":
             await _events(scope, send)
         else:
-            await _respond(send, 404, b"not found\n")
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                print("lifespan: startup", flush=True)
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                print(
-                    f"lifespan: shutdown; /work requests: {self.received} read,"
-                    f" {self.answered} answered",
-                    flush=True,
-                )
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _work(scope: Scope, send: Send) -> None:
-    query = parse_qs(scope["query_string"].decode())
-    ms = query.get("ms", ["0"])[0]
-    if not ms.isdigit() or int(ms) > MAX_WORK_MS:
-        await _respond(send, 400, b"ms must be 0..60000\n")
-        return
-    await anyio.sleep(int(ms) / 1000)
-    await _respond(send, 200, f"done {ms}\n".encode())
+            await super().__call__(scope, receive, send)
 
 
 async def _events(scope: Scope, send: Send) -> None:

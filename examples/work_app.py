@@ -1,11 +1,11 @@
-"""The plain ASGI app that ``bench/drain.py`` serves with the bare hypercorn CLI.
+"""The workload of the demo, the tests and the bench, as a plain ASGI app.
 
-``python -m hypercorn --worker-class asyncio|trio --bind 127.0.0.1:0
-bench/_bare_app.py:app`` serves it. It does not import shutdown_scope: its
-``/work?ms=N`` route is the one of ``examples/hypercorn_app.py`` (works N
-milliseconds, at most 60 s, and answers ``done N``), and its lifespan prints the
-same lines, ``lifespan: startup`` and, at shutdown, how many ``/work`` requests
-it read and answered, so both servers of the bench are counted the same way.
+``/work?ms=N`` works N milliseconds (at most 60 s) and answers ``done N``. The
+lifespan prints ``lifespan: startup`` and, at shutdown, how many ``/work``
+requests the app read and answered, so a client-side count of answers can be
+checked against it. It does not import shutdown_scope: ``bench/drain.py`` serves
+it with the bare hypercorn CLI (``python -m hypercorn examples/work_app.py:app``)
+as the baseline, and ``examples/hypercorn_app.py`` extends it.
 """
 
 from __future__ import annotations
@@ -23,13 +23,18 @@ Send = Callable[[Message], Awaitable[None]]
 
 MAX_WORK_MS = 60_000
 
-__all__ = ["App", "app"]
+__all__ = ["App", "Message", "Receive", "Scope", "Send", "app", "respond"]
 
 
 class App:
-    """The ASGI application; counts the ``/work`` requests it read and answered."""
+    """The ASGI application; counts the ``/work`` requests it read and answered.
 
-    def __init__(self) -> None:
+    Args:
+        verbose: print each ``/work`` request as it is read.
+    """
+
+    def __init__(self, *, verbose: bool = False) -> None:
+        self.verbose = verbose
         self.received = 0
         self.answered = 0
 
@@ -39,10 +44,12 @@ class App:
             await self._lifespan(receive, send)
         elif scope["type"] == "http" and scope["path"] == "/work":
             self.received += 1
+            if self.verbose:
+                print(f"work: read {scope['query_string'].decode()}", flush=True)
             await _work(scope, send)
             self.answered += 1
         else:
-            await _respond(send, 404, b"not found\n")
+            await respond(send, 404, b"not found\n")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -60,7 +67,8 @@ class App:
                 return
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
+async def respond(send: Send, status: int, body: bytes) -> None:
+    """A whole plain-text response."""
     await send(
         {
             "type": "http.response.start",
@@ -75,10 +83,10 @@ async def _work(scope: Scope, send: Send) -> None:
     query = parse_qs(scope["query_string"].decode())
     ms = query.get("ms", ["0"])[0]
     if not ms.isdigit() or int(ms) > MAX_WORK_MS:
-        await _respond(send, 400, b"ms must be 0..60000\n")
+        await respond(send, 400, b"ms must be 0..60000\n")
         return
     await anyio.sleep(int(ms) / 1000)
-    await _respond(send, 200, f"done {ms}\n".encode())
+    await respond(send, 200, f"done {ms}\n".encode())
 
 
 app = App()
