@@ -11,6 +11,8 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,13 @@ pytestmark = [
 ]
 
 
-def start_app(backend: str, *options: str) -> tuple[Child, str]:
-    child = Child(
+@contextmanager
+def running_app(backend: str, *options: str) -> Iterator[tuple[Child, str]]:
+    """The example app as a child process, with the URL it listens on."""
+    with Child(
         APP, "--backend", backend, "--bind", "127.0.0.1:0", "--json", *options
-    )
-    url = child.wait_for("listening http://").split()[-1]
-    return child, url
+    ) as child:
+        yield child, child.wait_for("listening http://").split()[-1]
 
 
 def report_of(child: Child) -> dict[str, Any]:
@@ -48,13 +51,12 @@ def report_of(child: Child) -> dict[str, Any]:
 
 def get(url: str, path: str, *, sock: socket.socket | None = None) -> h11.Response:
     """One request on ``sock`` (or a new connection); the response with its body."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
     own = sock is None
     if sock is None:
-        sock = socket.create_connection((host, int(port)), timeout=10)
+        sock = connect(url)
     try:
         conn = h11.Connection(h11.CLIENT)
-        request = h11.Request(method="GET", target=path, headers=[("Host", host)])
+        request = h11.Request(method="GET", target=path, headers=[("Host", "x")])
         sock.sendall(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
         response: h11.Response | None = None
         while True:
@@ -83,8 +85,7 @@ def connect(url: str) -> socket.socket:
 
 
 def test_no_request_lost_under_load(backend: str) -> None:
-    with start_app(backend, "--drain-timeout", "10")[0] as child:
-        url = child.lines[-1].split()[-1]
+    with running_app(backend, "--drain-timeout", "10") as (child, url):
         stats = LoadStats()
 
         async def load_then_signal() -> None:
@@ -121,8 +122,7 @@ def _server_counts(child: Child) -> tuple[int, int]:
 
 def test_request_past_the_drain_deadline_is_cancelled(backend: str) -> None:
     options = ("--drain-timeout", "0.3", "--cancel-timeout", "5", "--verbose")
-    with start_app(backend, *options)[0] as child:
-        url = child.lines[-1].split()[-1]
+    with running_app(backend, *options) as (child, url):
         sock = connect(url)
         outcome: list[object] = []
 
@@ -158,8 +158,7 @@ def test_request_past_the_drain_deadline_is_cancelled(backend: str) -> None:
 
 
 def test_readiness_fails_during_the_announce_delay(backend: str) -> None:
-    with start_app(backend, "--announce-delay", "2")[0] as child:
-        url = child.lines[-1].split()[-1]
+    with running_app(backend, "--announce-delay", "2") as (child, url):
         before = get(url, "/readyz")
         kept = connect(url)
         assert get(url, "/work?ms=0", sock=kept).status_code == 200
@@ -182,8 +181,7 @@ def test_readiness_fails_during_the_announce_delay(backend: str) -> None:
 
 
 def test_idle_connections_do_not_hold_the_drain(backend: str) -> None:
-    with start_app(backend, "--drain-timeout", "60")[0] as child:
-        url = child.lines[-1].split()[-1]
+    with running_app(backend, "--drain-timeout", "60") as (child, url):
         kept_alive = connect(url)
         assert get(url, "/work?ms=0", sock=kept_alive).status_code == 200
         never_used = connect(url)
@@ -203,8 +201,7 @@ def test_idle_connections_do_not_hold_the_drain(backend: str) -> None:
 
 
 def test_websocket_gets_going_away(backend: str) -> None:
-    with start_app(backend)[0] as child:
-        url = child.lines[-1].split()[-1]
+    with running_app(backend) as (child, url):
         sock = connect(url)
         ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
         sock.sendall(ws.send(wsproto.events.Request(host="x", target="/ws")))
@@ -237,8 +234,7 @@ def _ws_events(
 
 
 def test_event_stream_ends_with_a_last_event_at_the_drain(backend: str) -> None:
-    with start_app(backend, "--drain-timeout", "60")[0] as child:
-        url = child.lines[-1].split()[-1]
+    with running_app(backend, "--drain-timeout", "60") as (child, url):
         sock = connect(url)
         sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
         conn = h11.Connection(h11.CLIENT)
@@ -261,3 +257,51 @@ def test_event_stream_ends_with_a_last_event_at_the_drain(backend: str) -> None:
     assert body.endswith(b"event: bye\ndata: server shutting down\n\n")
     (service,) = report_of(child)["services"]
     assert service["outcome"] == "returned"
+
+
+def test_a_request_buffered_behind_a_response_begun_earlier_is_served(
+    backend: str,
+) -> None:
+    # The event stream's response began before the shutdown, so it carries no
+    # Connection: close; the request pipelined behind it has reached the server
+    # and must be answered once the stream ends at the drain.
+    with running_app(backend, "--drain-timeout", "60") as (child, url):
+        sock = connect(url)
+        conn = h11.Connection(h11.CLIENT)
+        requests = [
+            h11.Request(method="GET", target=target, headers=[("Host", "x")])
+            for target in ("/events", "/work?ms=0")
+        ]
+        pipelined = conn.send(requests[0]) + (conn.send(h11.EndOfMessage()) or b"")
+        # h11 sends one request per cycle: the second one's bytes by hand.
+        sock.sendall(pipelined + b"GET /work?ms=0 HTTP/1.1\r\nhost: x\r\n\r\n")
+        responses: list[tuple[h11.Response, bytes]] = []
+        body = b""
+        response: h11.Response | None = None
+        while len(responses) < 2:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = sock.recv(65536)
+                assert data, f"closed after {len(responses)} response(s)"
+                conn.receive_data(data)
+            elif isinstance(event, h11.Response):
+                response, body = event, b""
+            elif isinstance(event, h11.Data):
+                body += bytes(event.data)
+                if b"tick 2" in body and not responses:
+                    child.send(signal.SIGTERM)
+            elif isinstance(event, h11.EndOfMessage):
+                assert response is not None
+                responses.append((response, body))
+                if len(responses) == 1:
+                    conn.start_next_cycle()
+                    conn.send(requests[1])  # already sent: moves h11's state only
+                    conn.send(h11.EndOfMessage())
+        sock.close()
+        assert child.finish() == 0, child.output
+    (events, first_body), (work, work_body) = responses
+    assert header(events, b"connection") is None
+    assert first_body.endswith(b"event: bye\ndata: server shutting down\n\n")
+    assert work.status_code == 200
+    assert work_body == b"done 0\n"
+    assert header(work, b"connection") == b"close"
