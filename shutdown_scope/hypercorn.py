@@ -28,10 +28,9 @@ tracks every request in flight and puts the token in each request's ASGI scope
 
 from __future__ import annotations
 
-import gc
 import socket
-import warnings
 from contextlib import ExitStack
+from types import TracebackType
 from typing import Any
 
 import anyio
@@ -90,17 +89,28 @@ def _listen(config: Config) -> list[socket.socket]:
     try:
         sockets = config.create_sockets().insecure_sockets
     except OSError as error:
-        # hypercorn's frame holds the socket that failed to bind: free it now,
-        # not in a ResourceWarning at some later garbage collection.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            error.__traceback__ = None
-            gc.collect()
+        _close_sockets_left_in(error.__traceback__)
+        error.__traceback__ = None
         msg = f"hypercorn cannot listen on {', '.join(config.bind)}: {error.strerror}"
         raise OSError(error.errno, msg) from None
     for sock in sockets:
         sock.listen(config.backlog)
     return sockets
+
+
+def _close_sockets_left_in(traceback: TracebackType | None) -> None:
+    """Close the sockets hypercorn made before a bind failed.
+
+    ``Config.create_sockets`` does not close them; left to the garbage collector,
+    each would turn into a ``ResourceWarning`` at some later, unrelated moment.
+    """
+    while traceback is not None:
+        for value in traceback.tb_frame.f_locals.values():
+            held = value if isinstance(value, list) else [value]
+            for item in held:
+                if isinstance(item, socket.socket):
+                    item.close()
+        traceback = traceback.tb_next
 
 
 async def serve(
