@@ -1,0 +1,288 @@
+"""``shutdown-scope run`` and ``shutdown-scope reload``: arguments to a supervisor."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from ._control import ControlServer, ask_reload
+from ._sockets import FIRST_FD, Listener, adopt_inherited, bind
+from ._supervisor import Options, Supervisor
+
+__all__ = ["main"]
+
+logger = logging.getLogger("shutdown_scope.launcher")
+
+_PR_SET_CHILD_SUBREAPER = 36
+# Exit code for the launcher's own errors (bad address, port in use, ...).
+_LAUNCHER_ERROR = 1
+
+_RUN_EPILOG = """\
+signals: TERM, INT and QUIT are forwarded to the child's process group and begin
+the stop; USR1, USR2 and WINCH are forwarded; HUP starts a zero-downtime reload
+(unless rewritten). The exit code is the child's (128 + N if signal N ended it).
+
+example:
+  shutdown-scope run --listen 0.0.0.0:8000 --grace-period 25 -- python app.py
+"""
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"{text!r} is not a number of seconds"
+        raise argparse.ArgumentTypeError(msg) from None
+    if math.isnan(value) or value < 0:
+        msg = f"{text!r}: seconds must be >= 0 (inf for never)"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _signal_number(text: str) -> int:
+    name = text.upper()
+    if name in {"0", "NONE"}:
+        return 0
+    if name.isdigit():
+        try:
+            return signal.Signals(int(name))
+        except ValueError:
+            pass
+    else:
+        with contextlib.suppress(KeyError):
+            return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
+    msg = f"{text!r} is not a signal name (TERM, SIGINT, ...) or number"
+    raise argparse.ArgumentTypeError(msg)
+
+
+def _rewrite(text: str) -> tuple[int, int]:
+    source, sep, target = text.partition(":")
+    if not sep:
+        msg = f"{text!r}: expected FROM:TO, as in TERM:INT (TO may be 0 to drop it)"
+        raise argparse.ArgumentTypeError(msg)
+    from_sig = _signal_number(source)
+    if from_sig == 0:
+        msg = f"{text!r}: the signal to rewrite cannot be 0"
+        raise argparse.ArgumentTypeError(msg)
+    return from_sig, _signal_number(target)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shutdown-scope",
+        description="Run a service safely as PID 1, with socket handover and "
+        "zero-downtime reload.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="run CMD under the launcher",
+        usage="shutdown-scope run [options] -- CMD [ARGS...]",
+        epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="bind HOST:PORT, [V6]:PORT or unix:PATH once and pass it to every "
+        "generation as LISTEN_FDS (repeatable; port 0 picks a free port)",
+    )
+    run.add_argument(
+        "--backlog",
+        type=int,
+        default=socket.SOMAXCONN,
+        help="listen backlog (default: SOMAXCONN)",
+    )
+    run.add_argument(
+        "--rewrite",
+        action="append",
+        default=[],
+        type=_rewrite,
+        metavar="FROM:TO",
+        help="forward signal FROM as TO (TERM:INT; TO=0 drops it; HUP:HUP forwards "
+        "HUP instead of reloading); repeatable",
+    )
+    run.add_argument(
+        "--grace-period",
+        type=_seconds,
+        default=math.inf,
+        metavar="S",
+        help="after a stop signal, SIGKILL what still runs after S seconds "
+        "(default: never)",
+    )
+    run.add_argument(
+        "--ready-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="a reload fails if the successor has not sent READY=1 within S seconds "
+        "(default 30)",
+    )
+    run.add_argument(
+        "--debounce",
+        type=_seconds,
+        default=0.2,
+        metavar="S",
+        help="the same signal again within S seconds counts once (default 0.2)",
+    )
+    run.add_argument(
+        "--control", metavar="PATH", help="unix socket for `shutdown-scope reload`"
+    )
+    run.add_argument("--pid-file", metavar="PATH", help="write the launcher's pid here")
+    run.add_argument(
+        "-q", "--quiet", action="store_true", help="log only warnings and errors"
+    )
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    reload = commands.add_parser(
+        "reload",
+        help="ask a running launcher for a zero-downtime reload",
+        description="With --control, wait for the reload and exit 0 if the new "
+        "generation took over, 1 if not. With --pid or --pid-file, send SIGHUP.",
+    )
+    target = reload.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--control", metavar="PATH", help="the launcher's --control socket"
+    )
+    target.add_argument("--pid", type=int, help="the launcher's pid (sends SIGHUP)")
+    target.add_argument("--pid-file", metavar="PATH", help="the launcher's --pid-file")
+    reload.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=120.0,
+        metavar="S",
+        help="with --control, wait at most S seconds (default 120)",
+    )
+    return parser
+
+
+def _become_subreaper() -> None:
+    """Orphans of the child are reparented to us (and reaped), not to PID 1."""
+    if os.getpid() == 1 or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        logger.warning(
+            "cannot become a child subreaper: %s", os.strerror(ctypes.get_errno())
+        )
+
+
+def _close_all(listeners: list[Listener]) -> None:
+    for listener in listeners:
+        listener.sock.close()
+
+
+def _prepare(
+    args: argparse.Namespace, environ: dict[str, str], stack: ExitStack
+) -> tuple[list[Listener], ControlServer | None]:
+    """Sockets, control socket, pid file; each undone by ``stack``.
+
+    Raises:
+        OSError, ValueError: one of them cannot be set up (the message says which).
+    """
+    listeners = adopt_inherited(environ)
+    stack.callback(_close_all, listeners)
+    listeners.extend(bind(text, backlog=args.backlog) for text in args.listen)
+    control = None
+    if args.control:
+        control = ControlServer(args.control)
+        stack.callback(control.close)
+    if args.pid_file:
+        pid_file = Path(args.pid_file)
+        try:
+            pid_file.write_text(f"{os.getpid()}\n", encoding="ascii")
+        except OSError as error:
+            msg = f"cannot write --pid-file {pid_file}: {error.strerror}"
+            raise OSError(error.errno, msg) from None
+        stack.callback(pid_file.unlink, missing_ok=True)
+    return listeners, control
+
+
+def _run(args: argparse.Namespace, command: list[str]) -> int:
+    if not command:
+        logger.error("no command: shutdown-scope run [options] -- CMD [ARGS...]")
+        return 2
+    environ = dict(os.environ)
+    with ExitStack() as stack:
+        try:
+            listeners, control = _prepare(args, environ, stack)
+        except (OSError, ValueError) as error:
+            text = error.strerror if isinstance(error, OSError) else None
+            logger.error("%s", text or error)  # noqa: TRY400 -- a clear line, no traceback
+            return _LAUNCHER_ERROR
+        for index, listener in enumerate(listeners):
+            logger.info(
+                "listening on %s (fd %d in the child)",
+                listener.address,
+                FIRST_FD + index,
+            )
+        _become_subreaper()
+        options = Options(
+            command=command,
+            rewrite=dict(args.rewrite),
+            grace_period=args.grace_period,
+            ready_timeout=args.ready_timeout,
+            debounce=args.debounce,
+        )
+        supervisor = Supervisor(options, listeners, environ=environ, control=control)
+        supervisor.register_control()
+        return supervisor.run()
+
+
+def _reload(args: argparse.Namespace) -> int:
+    if args.control:
+        try:
+            ok, text = ask_reload(args.control, timeout=args.timeout)
+        except OSError as error:
+            logger.error("%s", error.strerror or error)  # noqa: TRY400
+            return _LAUNCHER_ERROR
+        (logger.info if ok else logger.error)("%s", text)
+        return 0 if ok else _LAUNCHER_ERROR
+    pid = args.pid
+    if args.pid_file:
+        try:
+            pid = int(Path(args.pid_file).read_text(encoding="ascii").strip())
+        except (OSError, ValueError) as error:
+            logger.error("cannot read a pid from %s: %s", args.pid_file, error)  # noqa: TRY400
+            return _LAUNCHER_ERROR
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as error:
+        logger.error("cannot signal pid %d: %s", pid, error.strerror)  # noqa: TRY400
+        return _LAUNCHER_ERROR
+    logger.info("SIGHUP sent to pid %d", pid)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``shutdown-scope`` command; returns its exit code."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in words:  # everything after the first -- is the command, verbatim
+        split = words.index("--")
+        words, command = words[:split], words[split + 1 :]
+    args = _parser().parse_args(words)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("shutdown-scope: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    logger.propagate = False
+    try:
+        if args.command == "run":
+            return _run(args, command or list(args.cmd))
+        return _reload(args)
+    finally:
+        logger.removeHandler(handler)

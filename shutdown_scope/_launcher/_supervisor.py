@@ -1,0 +1,461 @@
+"""The launcher's loop: signals, reaping, readiness, reloads.
+
+Single-threaded and synchronous on purpose: as PID 1 it must keep working
+whatever the child does, and it never imports anyio. Signals arrive through
+``signal.set_wakeup_fd`` (the handlers themselves do nothing), so one
+``select`` waits for signals, notify datagrams and control connections at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import math
+import os
+import selectors
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from ._control import ControlServer, Reply
+from ._generation import Generation, describe_exit, exit_code_of
+from ._sockets import Listener
+from ._spawn import SpawnError, spawn
+
+__all__ = ["FORWARDED", "STOPPING", "Options", "Supervisor"]
+
+logger = logging.getLogger("shutdown_scope.launcher")
+
+# Signals the launcher handles; all but SIGHUP (reload) and SIGCHLD are forwarded.
+FORWARDED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+)
+# Incoming signals that mean "stop": no reload after one, and the grace period runs.
+STOPPING = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+# Without a finite --grace-period, a successor that failed its reload gets this
+# long to exit after SIGTERM before SIGKILL.
+_FAILED_SUCCESSOR_GRACE = 10.0
+# Environment variables that describe the launcher's own supervisor, never the child's.
+_NOT_INHERITED = (
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What ``shutdown-scope run`` was asked to do."""
+
+    command: Sequence[str]
+    rewrite: dict[int, int] = field(default_factory=dict)
+    grace_period: float = math.inf
+    ready_timeout: float = 30.0
+    debounce: float = 0.2
+
+
+def _no_upstream(state: str) -> None:
+    """No supervisor above the launcher: its notifications go nowhere."""
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """Set as the Python handler so the wakeup fd is written; the loop does the work."""
+
+
+class _ReloadRequest:
+    """One reload's callers: they all hear its outcome."""
+
+    def __init__(self) -> None:
+        self.replies: list[Reply] = []
+
+
+class Supervisor:
+    """Runs generations of one command until it stops; ``run()`` is the exit code."""
+
+    def __init__(
+        self,
+        options: Options,
+        listeners: Sequence[Listener],
+        *,
+        environ: dict[str, str],
+        control: ControlServer | None = None,
+        notify_upstream: Callable[[str], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.listeners = list(listeners)
+        self._base_env = {k: v for k, v in environ.items() if k not in _NOT_INHERITED}
+        self._control = control
+        self._upstream = notify_upstream or _no_upstream
+        self._selector = selectors.DefaultSelector()
+        self._dir = tempfile.mkdtemp(prefix="shutdown-scope-")
+        self._count = 0
+        self.current: Generation | None = None
+        self.successor: Generation | None = None
+        self.retiring: list[Generation] = []
+        self._reload: _ReloadRequest | None = None  # the one running
+        self._queued: _ReloadRequest | None = None
+        self._reloads = 0
+        self.stopping = False
+        self._exit_code: int | None = None
+        self._last_signal: dict[int, float] = {}
+        self._wake_r, self._wake_w = socket.socketpair()
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start the first generation and supervise until every child has exited."""
+        previous = self._install_signals()
+        try:
+            try:
+                self.current = self._start_generation()
+            except SpawnError as error:
+                logger.error("%s", error.strerror)  # noqa: TRY400 -- a clear line, no traceback
+                return 126 if error.errno == errno.EACCES else 127
+            logger.info("%s started", self.current)
+            while not self._finished():
+                self._wait_once()
+            assert self._exit_code is not None
+            return self._exit_code
+        finally:
+            self._restore_signals(previous)
+            self._close()
+
+    def _finished(self) -> bool:
+        return self._exit_code is not None and not self._live()
+
+    def _live(self) -> list[Generation]:
+        gens = [self.current, self.successor, *self.retiring]
+        return [g for g in gens if g is not None and g.alive]
+
+    def _wait_once(self) -> None:
+        timeout = self._next_deadline() - time.monotonic()
+        events = self._selector.select(
+            None if math.isinf(timeout) else max(0.0, timeout)
+        )
+        for key, _ in events:
+            callback: Callable[[], None] = key.data
+            callback()
+        self._reap()
+        self._check_deadlines()
+
+    def _next_deadline(self) -> float:
+        deadlines = [g.kill_at for g in self._live()]
+        if self.successor is not None and not self.successor.ready:
+            deadlines.append(self.successor.started_at + self.options.ready_timeout)
+        return min(deadlines, default=math.inf)
+
+    # -- signals ---------------------------------------------------------------
+
+    def _install_signals(self) -> tuple[int, dict[int, object]]:
+        self._wake_r.setblocking(False)  # noqa: FBT003 -- the stdlib signature
+        self._wake_w.setblocking(False)  # noqa: FBT003 -- the stdlib signature
+        self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
+        previous_fd = signal.set_wakeup_fd(
+            self._wake_w.fileno(), warn_on_full_buffer=False
+        )
+        handlers: dict[int, object] = {}
+        for sig in (*FORWARDED, signal.SIGHUP, signal.SIGCHLD):
+            handlers[sig] = signal.signal(sig, _ignore)
+        return previous_fd, handlers
+
+    def _restore_signals(self, previous: tuple[int, dict[int, object]]) -> None:
+        previous_fd, handlers = previous
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        signal.set_wakeup_fd(previous_fd)
+
+    def _on_wakeup(self) -> None:
+        try:
+            data = self._wake_r.recv(4096)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum != signal.SIGCHLD:
+                self._on_signal(signal.Signals(signum))
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        now = time.monotonic()
+        last = self._last_signal.get(sig, -math.inf)
+        if now - last < self.options.debounce:
+            logger.info(
+                "%s again within %.2f s: counted once", sig.name, self.options.debounce
+            )
+            return
+        self._last_signal[sig] = now
+        if sig == signal.SIGHUP and sig not in self.options.rewrite:
+            self.request_reload(None)
+            return
+        sent = self.options.rewrite.get(sig, sig)
+        if sig in STOPPING:
+            self._begin_stop(f"received {sig.name}")
+        if sent == 0:
+            logger.info("%s dropped (--rewrite)", sig.name)
+            return
+        targets = self._live()
+        for gen in targets:
+            gen.signal_group(sent)
+        names = ", ".join(str(g) for g in targets) or "no child"
+        shown = (
+            sig.name if sent == sig else f"{sig.name} as {signal.Signals(sent).name}"
+        )
+        logger.info("%s forwarded to %s", shown, names)
+
+    def _begin_stop(self, why: str) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self._upstream("STOPPING=1")
+        now = time.monotonic()
+        for gen in self._live():
+            gen.asked_to_stop = True
+            gen.kill_at = min(gen.kill_at, now + self.options.grace_period)
+        for request in (self._reload, self._queued):
+            if request is not None:
+                self._answer(request, ok=False, why=f"stopping ({why})")
+        self._reload = self._queued = None
+        logger.info("stopping (%s)", why)
+
+    def _stop_signal(self) -> int:
+        return (
+            self.options.rewrite.get(signal.SIGTERM, signal.SIGTERM) or signal.SIGTERM
+        )
+
+    # -- generations -----------------------------------------------------------
+
+    def _start_generation(self) -> Generation:
+        self._count += 1
+        number = self._count
+        path = str(Path(self._dir) / f"notify-{number}")
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        notify.bind(path)
+        notify.setblocking(False)  # noqa: FBT003 -- the stdlib signature
+        env = dict(self._base_env)
+        env["NOTIFY_SOCKET"] = path
+        env["SHUTDOWN_SCOPE_GENERATION"] = str(number)
+        if self.listeners:
+            env["LISTEN_FDS"] = str(len(self.listeners))
+            env["LISTEN_FDNAMES"] = ":".join(_fdname(x) for x in self.listeners)
+        try:
+            pid = spawn(
+                self.options.command,
+                env,
+                [x.sock.fileno() for x in self.listeners],
+                reset_signals=(*FORWARDED, signal.SIGHUP, signal.SIGCHLD),
+            )
+        except BaseException:
+            notify.close()
+            Path(path).unlink()
+            raise
+        gen = Generation(number, pid, notify, path, started_at=time.monotonic())
+        self._selector.register(
+            notify, selectors.EVENT_READ, lambda: self._on_notify(gen)
+        )
+        return gen
+
+    def _on_notify(self, gen: Generation) -> None:
+        was_ready = gen.ready
+        lines = gen.read_notifications()
+        if gen.ready and not was_ready:
+            self._on_ready(gen)
+        if gen is self.current:
+            relayed = [x for x in lines if x.startswith(("STATUS=", "WATCHDOG=1"))]
+            if relayed:
+                self._upstream("\n".join(relayed))
+
+    def _on_ready(self, gen: Generation) -> None:
+        if gen is self.current:
+            logger.info("%s ready", gen)
+            self._upstream("READY=1")
+            return
+        if gen is not self.successor or self.current is None:
+            return
+        old = self.current
+        self.current, self.successor = gen, None
+        self._retire(old, self._stop_signal())
+        assert self._reload is not None
+        why = f"{gen} ready; {old} sent {signal.Signals(self._stop_signal()).name}"
+        self._answer(self._reload, ok=True, why=why)
+        self._upstream("READY=1")
+        self._reload = None
+        self._start_queued()
+
+    def _retire(self, gen: Generation, sig: int) -> None:
+        gen.asked_to_stop = True
+        grace = self.options.grace_period
+        if gen is not self.current and math.isinf(grace) and not gen.ready:
+            grace = _FAILED_SUCCESSOR_GRACE
+        gen.kill_at = time.monotonic() + grace
+        gen.signal_group(sig)
+        self.retiring.append(gen)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            gen = self._generation(pid)
+            if gen is None:
+                logger.info(
+                    "reaped orphan pid %d (%s)",
+                    pid,
+                    describe_exit(exit_code_of(status)),
+                )
+                continue
+            gen.exit_code = exit_code_of(status)
+            self._on_exit(gen)
+
+    def _generation(self, pid: int) -> Generation | None:
+        for gen in (self.current, self.successor, *self.retiring):
+            if gen is not None and gen.pid == pid:
+                return gen
+        return None
+
+    def _on_exit(self, gen: Generation) -> None:
+        assert gen.exit_code is not None
+        with contextlib.suppress(KeyError):
+            self._selector.unregister(gen.notify)
+        gen.read_notifications()
+        gen.close()
+        how = describe_exit(gen.exit_code)
+        if gen in self.retiring:
+            self.retiring.remove(gen)
+            logger.info("%s exited: %s", gen, how)
+        elif gen is self.successor and self.stopping:
+            self.successor = None
+            logger.info("%s exited: %s", gen, how)
+        elif gen is self.successor:
+            self.successor = None
+            why = f"{gen} exited before it was ready: {how}"
+            self._fail_reload(why)
+        elif gen is self.current:
+            if self.stopping or gen.exit_code == 0:
+                logger.info("%s exited: %s", gen, how)
+            if not self.stopping:
+                if gen.exit_code != 0:
+                    logger.warning("%s exited on its own: %s; stopping", gen, how)
+                self._begin_stop(f"{gen} exited")
+                for other in self._live():
+                    other.signal_group(self._stop_signal())
+            self._exit_code = gen.exit_code
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        successor = self.successor
+        if (
+            successor is not None
+            and not successor.ready
+            and now >= successor.started_at + self.options.ready_timeout
+        ):
+            self.successor = None
+            self._retire(successor, self._stop_signal())
+            self._fail_reload(
+                f"{successor} not ready within --ready-timeout "
+                f"{self.options.ready_timeout:g} s (stopped)"
+            )
+        for gen in self._live():
+            if now >= gen.kill_at:
+                logger.warning("%s still running after its grace period: SIGKILL", gen)
+                gen.kill_at = math.inf
+                gen.signal_group(signal.SIGKILL)
+
+    # -- reloads ---------------------------------------------------------------
+
+    def request_reload(self, reply: Reply | None) -> None:
+        """Begin a reload, or queue one (at most one) behind the running one."""
+        if self.stopping:
+            why = "stopping: reload refused"
+            logger.info("%s", why)
+            if reply is not None:
+                reply(ok=False, text=why)
+            return
+        if self._reload is None:
+            self._reload = _ReloadRequest()
+            if reply is not None:
+                self._reload.replies.append(reply)
+            self._begin_reload()
+            return
+        if self._queued is None:
+            self._queued = _ReloadRequest()
+            logger.info("reload %d in progress: one more reload queued", self._reloads)
+        else:
+            logger.info(
+                "reload %d in progress and one queued: this request joins it",
+                self._reloads,
+            )
+        if reply is not None:
+            self._queued.replies.append(reply)
+
+    def _begin_reload(self) -> None:
+        self._reloads += 1
+        now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self._upstream(f"RELOADING=1\nMONOTONIC_USEC={now_usec}")
+        try:
+            self.successor = self._start_generation()
+        except SpawnError as error:
+            self._fail_reload(error.strerror or str(error))
+            return
+        logger.info("reload %d: %s started", self._reloads, self.successor)
+
+    def _fail_reload(self, why: str) -> None:
+        serving = (
+            f"{self.current} keeps serving" if self.current else "no generation serves"
+        )
+        logger.error("reload %d failed: %s; %s", self._reloads, why, serving)
+        if self._reload is not None:
+            self._answer(self._reload, ok=False, why=f"{why}; {serving}")
+        self._reload = None
+        self._upstream("READY=1")
+        self._start_queued()
+
+    def _start_queued(self) -> None:
+        if self._queued is not None and not self.stopping:
+            self._reload, self._queued = self._queued, None
+            self._begin_reload()
+
+    def _answer(self, request: _ReloadRequest, *, ok: bool, why: str) -> None:
+        if ok:
+            logger.info("reload %d: done; %s", self._reloads, why)
+        for reply in request.replies:
+            reply(ok=ok, text=f"reload {self._reloads}: {why}")
+        request.replies.clear()
+
+    # -- the rest ----------------------------------------------------------------
+
+    def register_control(self) -> None:
+        """Serve ``shutdown-scope reload`` on the control socket, if any."""
+        if self._control is not None:
+            self._control.attach(self._selector, self.request_reload)
+
+    def _close(self) -> None:
+        for gen in (self.current, self.successor, *self.retiring):
+            if gen is not None:
+                gen.close()
+        if self._control is not None:
+            self._control.close()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        with contextlib.suppress(OSError):
+            Path(self._dir).rmdir()
+
+
+def _fdname(listener: Listener) -> str:
+    # LISTEN_FDNAMES: colon-separated, so a name must not hold one (systemd's rule).
+    return listener.name.replace(":", "_")[:255]

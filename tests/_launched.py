@@ -1,0 +1,85 @@
+"""A child for the launcher's tests: plain sockets and signals, no shutdown_scope.
+
+``python _launched.py BEHAVIOUR[,BEHAVIOUR...]``: generation N (from
+SHUTDOWN_SCOPE_GENERATION) takes the N-th behaviour, or the last one:
+
+- ``serve``: answer each connection on fd 3 with ``gen N pid P``, send READY=1,
+  and on SIGTERM/SIGINT print ``gen N got SIGx`` and exit 0 (SIGINT: exit 130).
+- ``crash``: exit 3 at once, never ready.
+- ``hang``: never send READY=1; otherwise like serve.
+- ``ignore``: like serve, but print and ignore SIGTERM.
+- ``orphan``: like serve, after leaving an orphan that exits at once (a zombie
+  unless something reaps it); prints ``orphan P``.
+- ``exit:N``: print the signals it gets for a moment, then exit with code N.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+
+generation = int(os.environ.get("SHUTDOWN_SCOPE_GENERATION", "1"))
+behaviours = sys.argv[1].split(",")
+behaviour = behaviours[min(generation, len(behaviours)) - 1]
+tag = f"gen {generation}"
+
+
+def say(text: str) -> None:
+    print(f"{tag} {text}", flush=True)  # noqa: T201 -- the markers tests wait for
+
+
+if behaviour == "crash":
+    say("crashing")
+    sys.exit(3)
+if behaviour.startswith("exit:"):
+    say(f"will exit {behaviour[5:]}")
+    time.sleep(0.3)
+    sys.exit(int(behaviour[5:]))
+
+stopping: list[int] = []
+
+
+def on_signal(signum: int, frame: object) -> None:
+    say(f"got {signal.Signals(signum).name}")
+    if behaviour == "ignore" and signum == signal.SIGTERM:
+        return
+    stopping.append(signum)
+
+
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+    signal.signal(sig, on_signal)
+
+if behaviour == "orphan":
+    middle = os.fork()
+    if middle == 0:
+        orphan = os.fork()
+        if orphan == 0:
+            time.sleep(0.2)  # outlive its parent: reparented, then a zombie
+            os._exit(0)
+        print(f"orphan {orphan}", flush=True)  # noqa: T201
+        os._exit(0)
+    os.waitpid(middle, 0)
+
+listener = socket.socket(fileno=3) if os.environ.get("LISTEN_FDS") else None
+if listener is not None:
+    listener.settimeout(0.05)
+say(f"pid {os.getpid()} listening {listener is not None}")
+if behaviour != "hang":
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+    notify.close()
+while not stopping:
+    if listener is None:
+        time.sleep(0.05)
+        continue
+    try:
+        conn, _ = listener.accept()
+    except TimeoutError:
+        continue
+    with conn:
+        conn.sendall(f"{tag} pid {os.getpid()}\n".encode())
+say("exiting")
+sys.exit(130 if stopping[0] == signal.SIGINT else 0)

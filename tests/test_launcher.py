@@ -1,0 +1,448 @@
+"""The ``shutdown-scope`` command with real processes, signals and sockets.
+
+The launched child is ``tests/_launched.py`` (plain sockets and signals), so these
+tests check the launcher alone; tests/test_reload_hypercorn.py runs it with a real
+hypercorn app under graceful_scope.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _spawn import Child
+
+LAUNCHED = str(Path(__file__).with_name("_launched.py"))
+
+pytestmark = pytest.mark.subprocess
+
+
+class Launcher(Child):
+    """A launcher child; on exit, its generations are killed too (a failed test
+    must not leave them holding the output pipe open)."""
+
+    def __exit__(self, *exc_info: object) -> None:
+        pids = re.findall(r"generation \d+ \(pid (\d+)\)", self.output)
+        with contextlib.suppress(ProcessLookupError):
+            for pid in set(pids):
+                os.killpg(int(pid), signal.SIGKILL)
+        super().__exit__(*exc_info)  # type: ignore[arg-type]
+
+
+def launcher(*options: str, behaviour: str = "serve") -> Launcher:
+    """``python -m shutdown_scope run OPTIONS -- python _launched.py BEHAVIOUR``."""
+    return Launcher(
+        "-m",
+        "shutdown_scope",
+        "run",
+        *options,
+        "--",
+        sys.executable,
+        LAUNCHED,
+        behaviour,
+    )
+
+
+def port_of(child: Child) -> int:
+    line = child.wait_for("listening on 127.0.0.1:")
+    match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+    assert match is not None
+    return int(match.group(1))
+
+
+def ask(port: int) -> str:
+    """Connect, read the one-line answer: ``gen N pid P``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        return conn.makefile().readline().strip()
+
+
+def reload_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shutdown_scope", "reload", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+# -- exit codes ---------------------------------------------------------------
+
+
+def test_the_exit_code_is_the_childs() -> None:
+    with launcher(behaviour="exit:7") as child:
+        assert child.finish() == 7
+    assert "generation 1" in child.output
+    assert "exit code 7" in child.output
+
+
+def test_a_child_killed_by_a_signal_gives_128_plus_its_number() -> None:
+    program = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    with Child(
+        "-m", "shutdown_scope", "run", "--", sys.executable, "-c", program
+    ) as child:
+        assert child.finish() == 128 + signal.SIGKILL
+    assert "SIGKILL (exit code 137)" in child.output
+
+
+def test_a_command_that_cannot_run_is_reported_with_127() -> None:
+    with Child("-m", "shutdown_scope", "run", "--", "no-such-command-xyz") as child:
+        assert child.finish() == 127
+    assert "cannot run 'no-such-command-xyz': No such file or directory" in child.output
+
+
+def test_a_command_that_is_not_executable_is_reported_with_126(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    with Child("-m", "shutdown_scope", "run", "--", str(script)) as child:
+        assert child.finish() == 126
+    assert "Permission denied" in child.output
+
+
+def test_no_command_is_a_usage_error() -> None:
+    with Child("-m", "shutdown_scope", "run", "--") as child:
+        assert child.finish() == 2
+    assert "no command" in child.output
+
+
+# -- signals ------------------------------------------------------------------
+
+
+def test_sigterm_is_forwarded_and_the_launcher_exits_with_the_child() -> None:
+    with launcher() as child:
+        child.wait_for("gen 1 pid")
+        child.send(signal.SIGTERM)
+        child.wait_for("gen 1 got SIGTERM")
+        assert child.finish() == 0
+    child.assert_in_order(
+        "stopping (received SIGTERM)", "generation 1 (pid", "exit code 0"
+    )
+
+
+def test_rewrite_turns_sigterm_into_sigint() -> None:
+    with launcher("--rewrite", "TERM:INT") as child:
+        child.wait_for("gen 1 pid")
+        child.send(signal.SIGTERM)
+        child.wait_for("gen 1 got SIGINT")
+        assert child.finish() == 130
+    assert "SIGTERM as SIGINT forwarded" in child.output
+
+
+def test_a_repeated_signal_inside_the_debounce_window_counts_once() -> None:
+    with launcher("--debounce", "30") as child:
+        child.wait_for("gen 1 pid")
+        child.send(signal.SIGUSR1)
+        child.wait_for("gen 1 got SIGUSR1")
+        child.send(signal.SIGUSR1)
+        child.wait_for("SIGUSR1 again within 30.00 s: counted once")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+    assert child.output.count("got SIGUSR1") == 1
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period() -> None:
+    with launcher("--grace-period", "0.5", behaviour="ignore") as child:
+        child.wait_for("gen 1 pid")
+        child.send(signal.SIGTERM)
+        child.wait_for("gen 1 got SIGTERM")
+        assert child.finish() == 128 + signal.SIGKILL
+    assert "still running after its grace period: SIGKILL" in child.output
+
+
+def test_orphans_of_the_child_are_reaped() -> None:
+    """The launcher is a child subreaper: an orphaned grandchild is its to reap."""
+    with launcher(behaviour="orphan") as child:
+        orphan = child.wait_for("orphan ").split()[1]
+        child.wait_for(f"reaped orphan pid {orphan}")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+
+
+def _in_new_pid_namespace() -> list[str]:
+    # --kill-child: if unshare dies (the test failed), the launcher dies with it.
+    prefix = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+    try:
+        probe = subprocess.run(
+            [*prefix, "true"], capture_output=True, timeout=10, check=False
+        )
+    except FileNotFoundError:
+        pytest.skip("unshare (util-linux) is not installed")
+    if probe.returncode != 0:
+        pytest.skip(
+            f"cannot make a PID namespace here: {probe.stderr.decode().strip()}"
+        )
+    return prefix
+
+
+def _child_pids(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(x) for x in (task / "children").read_text().split()]
+    return found
+
+
+def test_as_pid_1_it_forwards_sigterm_and_reaps_orphans() -> None:
+    prefix = _in_new_pid_namespace()
+    command = [*prefix, sys.executable, "-m", "shutdown_scope", "run", "--"]
+    with Child(
+        "-c",
+        "import os, sys; os.execvp(sys.argv[1], sys.argv[1:])",
+        *command,
+        sys.executable,
+        LAUNCHED,
+        "orphan",
+    ) as child:
+        orphan = child.wait_for("orphan ").split()[1]
+        child.wait_for(f"reaped orphan pid {orphan}")
+        child.index("gen 1 pid 2 ")  # the launcher is 1, its child 2
+        # The launcher, seen from here: the child of unshare's forked child.
+        (launcher_pid,) = _child_pids(child.proc.pid)
+        assert Path(f"/proc/{launcher_pid}/status").read_text().count("NSpid:") == 1
+        assert (
+            "\t1\n"
+            in Path(f"/proc/{launcher_pid}/status").read_text().split("NSpid:")[1]
+        )
+        os.kill(launcher_pid, signal.SIGTERM)
+        child.wait_for("gen 1 got SIGTERM")
+        assert child.finish() == 0
+
+
+# -- sockets ------------------------------------------------------------------
+
+
+def test_listen_hands_the_socket_to_the_child_with_its_own_listen_pid() -> None:
+    with launcher("--listen", "127.0.0.1:0") as child:
+        port = port_of(child)
+        pid = child.wait_for("gen 1 pid").split()[3]
+        assert ask(port) == f"gen 1 pid {pid}"
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+
+
+def test_a_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with launcher("--listen", f"127.0.0.1:{port}") as child:
+            assert child.finish() == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in child.output
+    assert "gen 1" not in child.output
+
+
+@pytest.mark.parametrize("address", ["8000", "localhost", "::1:80", "unix:", "h:99999"])
+def test_a_malformed_listen_address_is_a_clear_error(address: str) -> None:
+    with launcher("--listen", address) as child:
+        assert child.finish() == 1
+    assert f"--listen {address!r}" in child.output
+
+
+def test_unix_sockets_can_be_handed_over(tmp_path: Path) -> None:
+    path = tmp_path / "app.sock"
+    with launcher("--listen", f"unix:{path}") as child:
+        child.wait_for("gen 1 pid")
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(path))
+            assert conn.makefile().readline().startswith("gen 1 pid")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+
+
+# -- reload -------------------------------------------------------------------
+
+
+def test_sighup_hands_the_sockets_to_a_successor() -> None:
+    with launcher("--listen", "127.0.0.1:0") as child:
+        port = port_of(child)
+        child.wait_for("generation 1 (pid")
+        assert ask(port).startswith("gen 1 ")
+        child.send(signal.SIGHUP)
+        child.wait_for("reload 1: done")
+        child.wait_for("gen 1 exiting")
+        assert ask(port).startswith("gen 2 ")
+        child.send(signal.SIGTERM)
+        child.wait_for("gen 2 got SIGTERM")
+        assert child.finish() == 0
+    child.assert_in_order("reload 1: generation 2", "reload 1: done", "gen 1 exiting")
+
+
+def test_reload_through_the_control_socket_reports_the_outcome(tmp_path: Path) -> None:
+    control = str(tmp_path / "control")
+    with launcher("--listen", "127.0.0.1:0", "--control", control) as child:
+        port = port_of(child)
+        child.wait_for("generation 1 (pid")
+        result = reload_command("--control", control)
+        assert result.returncode == 0, result.stderr
+        assert "reload 1: generation 2" in result.stderr
+        assert "ready; generation 1" in result.stderr
+        child.wait_for("gen 1 exiting")  # it may take one last connection
+        assert ask(port).startswith("gen 2 ")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+    assert not Path(control).exists()
+
+
+def test_a_successor_that_crashes_leaves_the_old_generation_serving(
+    tmp_path: Path,
+) -> None:
+    control = str(tmp_path / "control")
+    with launcher(
+        "--listen", "127.0.0.1:0", "--control", control, behaviour="serve,crash,serve"
+    ) as child:
+        port = port_of(child)
+        child.wait_for("gen 1 pid")
+        result = reload_command("--control", control)
+        assert result.returncode == 1
+        assert "generation 2" in result.stderr
+        assert "exited before it was ready: exit code 3" in result.stderr
+        assert "generation 1" in result.stderr
+        assert "keeps serving" in result.stderr
+        assert ask(port).startswith("gen 1 ")
+        # The next reload works.
+        assert reload_command("--control", control).returncode == 0
+        child.wait_for("gen 1 exiting")  # it may take one last connection
+        assert ask(port).startswith("gen 3 ")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+    assert "gen 1 got SIGTERM" in child.output
+
+
+def test_a_successor_never_ready_is_stopped_at_the_ready_timeout(
+    tmp_path: Path,
+) -> None:
+    control = str(tmp_path / "control")
+    with launcher(
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        control,
+        "--ready-timeout",
+        "0.5",
+        behaviour="serve,hang",
+    ) as child:
+        port = port_of(child)
+        child.wait_for("gen 1 pid")
+        result = reload_command("--control", control)
+        assert result.returncode == 1
+        assert "not ready within --ready-timeout 0.5 s" in result.stderr
+        child.wait_for("gen 2 got SIGTERM")
+        child.wait_for("generation 2 (pid")
+        assert ask(port).startswith("gen 1 ")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+    assert "gen 1 got SIGTERM" in child.output
+
+
+def test_a_sighup_storm_runs_one_reload_more_not_one_per_signal() -> None:
+    with launcher(
+        "--listen",
+        "127.0.0.1:0",
+        "--debounce",
+        "0",
+        "--ready-timeout",
+        "1",
+        behaviour="serve,hang,serve",
+    ) as child:
+        port = port_of(child)
+        child.wait_for("gen 1 pid")
+        child.send(signal.SIGHUP)
+        child.wait_for("gen 2 pid")
+        for _ in range(5):
+            child.send(signal.SIGHUP)
+            time.sleep(0.01)
+        child.wait_for("reload 2: done")
+        child.wait_for("gen 1 exiting")  # it may take one last connection
+        assert ask(port).startswith("gen 3 ")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+    assert child.output.count("one more reload queued") == 1
+    assert "reload 3" not in child.output
+    assert "generation 4" not in child.output
+
+
+def test_a_stop_during_a_reload_stops_both_generations(tmp_path: Path) -> None:
+    control = str(tmp_path / "control")
+    with launcher(
+        "--listen", "127.0.0.1:0", "--control", control, behaviour="serve,hang"
+    ) as child:
+        child.wait_for("gen 1 pid")
+        asking = subprocess.Popen(
+            [sys.executable, "-m", "shutdown_scope", "reload", "--control", control],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        child.wait_for("gen 2 pid")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+        _, stderr = asking.communicate(timeout=30)
+    assert asking.returncode == 1
+    assert "stopping (received SIGTERM)" in stderr
+    assert "gen 1 got SIGTERM" in child.output
+    assert "gen 2 got SIGTERM" in child.output
+    assert "reload refused" not in child.output
+
+
+def test_reload_by_pid_file_sends_sighup(tmp_path: Path) -> None:
+    pid_file = tmp_path / "launcher.pid"
+    with launcher("--listen", "127.0.0.1:0", "--pid-file", str(pid_file)) as child:
+        port = port_of(child)
+        child.wait_for("generation 1 (pid")
+        assert pid_file.read_text().strip() == str(child.proc.pid)
+        result = reload_command("--pid-file", str(pid_file))
+        assert result.returncode == 0
+        child.wait_for("reload 1: done")
+        child.wait_for("gen 1 exiting")  # it may take one last connection
+        assert ask(port).startswith("gen 2 ")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+    assert not pid_file.exists()
+
+
+def test_reload_without_a_launcher_is_a_clear_error(tmp_path: Path) -> None:
+    result = reload_command("--control", str(tmp_path / "nothing"))
+    assert result.returncode == 1
+    assert "no launcher at --control" in result.stderr
+
+
+def test_the_launcher_adopts_sockets_from_systemd_socket_activate() -> None:
+    """Real socket activation hands the launcher a socket; reloads keep it."""
+    activate = "/usr/bin/systemd-socket-activate"
+    if not Path(activate).exists():
+        pytest.skip("systemd-socket-activate (Debian package systemd) is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with Child(
+        "-c",
+        "import os, sys; os.execv(sys.argv[1], sys.argv[1:])",
+        activate,
+        "-l",
+        f"127.0.0.1:{port}",
+        "--fdname=web",
+        sys.executable,
+        "-m",
+        "shutdown_scope",
+        "run",
+        "--",
+        sys.executable,
+        LAUNCHED,
+        "serve",
+    ) as child:
+        child.wait_for(f"Listening on 127.0.0.1:{port}")
+        assert ask(port).startswith("gen 1 ")  # the first connection starts us
+        child.wait_for(f"listening on 127.0.0.1:{port} (fd 3 in the child)")
+        child.send(signal.SIGHUP)
+        child.wait_for("reload 1: done")
+        child.wait_for("gen 1 exiting")  # it may take one last connection
+        assert ask(port).startswith("gen 2 ")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
