@@ -12,6 +12,10 @@ prints ``listening http://HOST:PORT`` when ready and, once stopped, its
 * ``/ws``: a websocket echo; at the drain it gets a close frame 1001;
 * ``/readyz``: 200 while ready, 503 once the shutdown has begun.
 
+Under ``shutdown-scope run --listen ADDR`` or systemd socket activation it serves
+the sockets it is handed (``shutdown_scope.systemd.listen_fds()``) and ignores
+``--bind``; the scope tells the launcher or systemd when it is ready (READY=1).
+
 The lifespan prints ``lifespan: startup`` and, at shutdown, how many ``/work``
 requests the app read and answered: a client-side count of answers must match.
 """
@@ -29,6 +33,7 @@ from hypercorn.config import Config
 from work_app import Receive, Scope, Send
 
 import shutdown_scope
+import shutdown_scope.systemd
 from shutdown_scope import Phase, ShutdownReport, graceful_scope
 from shutdown_scope.asgi import token_from_scope
 from shutdown_scope.hypercorn import serve
@@ -118,6 +123,6 @@ if __name__ == "__main__":
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("hypercorn").setLevel(logging.WARNING)
-    shutdown_scope.run(
-        main, args.bind or ["127.0.0.1:8000"], args, backend=args.backend
-    )
+    inherited = [f"fd://{fd}" for fd in shutdown_scope.systemd.listen_fds()]
+    binds = inherited or args.bind or ["127.0.0.1:8000"]
+    shutdown_scope.run(main, binds, args, backend=args.backend)

@@ -70,6 +70,9 @@ class PhaseMachine:
         self._current: Service | None = None
         self._past_deadline = False
         self._log: list[tuple[Phase, float, tuple[str, ...]]] = []
+        # Told of each phase entered, with what was in flight (the systemd
+        # notifier); must not raise.
+        self.on_enter: Callable[[Phase, tuple[str, ...]], None] | None = None
 
     @property
     def phase(self) -> Phase:
@@ -147,6 +150,8 @@ class PhaseMachine:
                 phase.name,
                 list(in_flight) or "nothing",
             )
+        if self.on_enter is not None:
+            self.on_enter(phase, in_flight)
 
     def _enter_cancelling(self) -> None:
         self._cancel_deadline = anyio.current_time() + self.plan.cancel_timeout

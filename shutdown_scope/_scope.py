@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ from ._errors import ServiceNotStartedError
 from ._machine import PhaseMachine
 from ._phases import Phase, Plan, ShutdownPlanWarning, validate_signals
 from ._report import ShutdownReport, report_sink
+from ._sd_notify import open_scope_notifier
 from ._service import Service, StartedRelay
 from ._signals import SignalHandlers
 from ._token import FlightNode, PhaseCell, ScopeShared, ShutdownToken
@@ -294,6 +296,35 @@ class ShutdownScope:
             duration=end - t0,
         )
 
+    def _guard(
+        self,
+        stack: ExitStack,
+        *,
+        signals: tuple[signal.Signals, ...],
+        hard_exit: bool,
+    ) -> None:
+        """Install the signal handlers and the watchdog thread; ``stack`` undoes."""
+        machine, handle = self._machine, self._handle
+        assert handle is not None  # _open set it
+        if signals:
+            self._signals = stack.enter_context(
+                SignalHandlers(
+                    signals,
+                    debounce=machine.plan.signal_debounce,
+                    on_signal=self._on_signal,
+                )
+            )
+            stack.enter_context(handle.wake_on_signals())
+        if hard_exit or signals:
+            watchdog = Watchdog(
+                describe=machine.describe,
+                dump_tasks=handle.dump_tasks,
+                block_signals=signals,
+            )
+            stack.callback(watchdog.stop)
+            machine.watchdog = watchdog
+            watchdog.start()
+
     @classmethod
     @asynccontextmanager
     async def _open(
@@ -303,33 +334,23 @@ class ShutdownScope:
         signals: tuple[signal.Signals, ...],
         hard_exit: bool,
         hard_exit_code: int | None,
+        systemd_notify: bool,
     ) -> AsyncIterator[ShutdownScope]:
         scope = cls(plan=plan, hard_exit=hard_exit, hard_exit_code=hard_exit_code)
         machine = scope._machine
         scope._handle = current_loop_handle()
         with ExitStack() as stack:
-            if signals:
-                scope._signals = stack.enter_context(
-                    SignalHandlers(
-                        signals,
-                        debounce=plan.signal_debounce,
-                        on_signal=scope._on_signal,
-                    )
-                )
-                stack.enter_context(scope._handle.wake_on_signals())
-            if hard_exit or signals:
-                watchdog = Watchdog(
-                    describe=machine.describe,
-                    dump_tasks=scope._handle.dump_tasks,
-                    block_signals=signals,
-                )
-                stack.callback(watchdog.stop)
-                machine.watchdog = watchdog
-                watchdog.start()
+            notifier = None
+            if systemd_notify:
+                notifier = stack.enter_context(open_scope_notifier(machine, os.environ))
+            scope._guard(stack, signals=signals, hard_exit=hard_exit)
             try:
                 async with anyio.create_task_group() as tg:
                     scope._tg = tg
                     tg.start_soon(scope._supervise, name="shutdown_scope supervisor")
+                    if notifier is not None:
+                        machine.on_enter = notifier.phase_entered
+                        tg.start_soon(notifier.run, name="shutdown_scope notifier")
                     try:
                         with scope._body.cancel_scope:
                             yield scope
@@ -343,6 +364,8 @@ class ShutdownScope:
                     finally:
                         scope._body.finish(anyio.current_time())
                         scope._check_all_done()
+                        if notifier is not None and machine.trigger is None:
+                            notifier.body_returned()  # its services are up
             finally:
                 scope._body.cell.advance(Phase.DONE)
                 machine.stop_watchdog()
@@ -352,6 +375,8 @@ class ShutdownScope:
                 sink = report_sink.get()
                 if sink is not None:
                     sink.append(report)
+                if notifier is not None:
+                    notifier.finish(report)
         if report.errors:
             msg = (
                 f"graceful_scope: {len(report.errors)} error(s) in the body or services"
@@ -370,6 +395,7 @@ async def graceful_scope(
     hard_exit_code: int | None = None,
     grace_period: float | None = None,
     signal_debounce: float = 0.2,
+    systemd_notify: bool = True,
 ) -> AsyncIterator[ShutdownScope]:
     """Open a shutdown nursery: services run in it and stop in staged phases.
 
@@ -389,6 +415,16 @@ async def graceful_scope(
         grace_period: the orchestrator's window before SIGKILL; a warning is
             given at entry if the budgets do not fit in it.
         signal_debounce: seconds within which repeated signals count once.
+        systemd_notify: under a systemd service (``NOTIFY_SOCKET`` set), tell
+            systemd about the scope: ``READY=1`` when the body returns with
+            its services started and no shutdown begun (a body that runs until
+            the shutdown calls ``shutdown_scope.systemd.notify("READY=1")``
+            itself); ``STOPPING=1`` and a ``STATUS=`` line at each phase; during
+            the shutdown ``EXTEND_TIMEOUT_USEC=`` up to the end of the budget,
+            again each second in which the work in flight changed; and
+            ``WATCHDOG=1`` every half ``WATCHDOG_USEC`` while the scope is open.
+            Only the outermost open scope notifies. A socket that cannot be
+            reached is logged once; the scope goes on. False: none of it.
 
     Raises:
         TypeError, ValueError: an invalid option (the message states the rule).
@@ -404,9 +440,10 @@ async def graceful_scope(
         signal_debounce=signal_debounce,
     )
     sigs = validate_signals(signals)
-    if not isinstance(hard_exit, bool):
-        msg = f"hard_exit must be True or False, not {hard_exit!r}"
-        raise TypeError(msg)
+    for name, flag in (("hard_exit", hard_exit), ("systemd_notify", systemd_notify)):
+        if not isinstance(flag, bool):
+            msg = f"{name} must be True or False, not {flag!r}"
+            raise TypeError(msg)
     if hard_exit_code is not None:
         if isinstance(hard_exit_code, bool) or not isinstance(hard_exit_code, int):
             msg = f"hard_exit_code must be None or an int, not {hard_exit_code!r}"
@@ -419,7 +456,11 @@ async def graceful_scope(
         warnings.warn(misfit, ShutdownPlanWarning, stacklevel=3)
 
     opened = ShutdownScope._open(  # noqa: SLF001 -- the scope's own constructor
-        plan=plan, signals=sigs, hard_exit=hard_exit, hard_exit_code=hard_exit_code
+        plan=plan,
+        signals=sigs,
+        hard_exit=hard_exit,
+        hard_exit_code=hard_exit_code,
+        systemd_notify=systemd_notify,
     )
     async with opened as scope:
         yield scope

@@ -69,7 +69,9 @@ if listener is not None:
 say(f"pid {os.getpid()} listening {listener is not None}")
 if behaviour != "hang":
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+    notify.sendto(b"READY=1\nSTATUS=serving", os.environ["NOTIFY_SOCKET"])
+    if os.environ.get("WATCHDOG_USEC"):
+        notify.sendto(b"WATCHDOG=1", os.environ["NOTIFY_SOCKET"])
     notify.close()
 while not stopping:
     if listener is None:

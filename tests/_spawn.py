@@ -34,7 +34,9 @@ class Child:
     Use as a context manager: on exit the child is killed if it still runs.
     """
 
-    def __init__(self, *argv: str, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self, *argv: str, timeout: float = TIMEOUT, env: dict[str, str] | None = None
+    ) -> None:
         self._deadline = time.monotonic() + timeout
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -45,6 +47,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=None if env is None else {**os.environ, **env},
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -20,6 +20,10 @@ from pathlib import Path
 import pytest
 from _spawn import Child
 
+from shutdown_scope._launcher import main
+from shutdown_scope._launcher._cli import _parser
+from shutdown_scope._launcher._spawn import spawn
+
 LAUNCHED = str(Path(__file__).with_name("_launched.py"))
 
 pytestmark = pytest.mark.subprocess
@@ -30,9 +34,11 @@ class Launcher(Child):
     must not leave them holding the output pipe open)."""
 
     def __exit__(self, *exc_info: object) -> None:
-        pids = re.findall(r"generation \d+ \(pid (\d+)\)", self.output)
-        with contextlib.suppress(ProcessLookupError):
-            for pid in set(pids):
+        pids = set(re.findall(r"generation \d+ \(pid (\d+)\)", self.output))
+        if self.proc.poll() is None:  # generations whose start was not read yet
+            pids.update(_child_pids(self.proc.pid))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(pid), signal.SIGKILL)
         super().__exit__(*exc_info)  # type: ignore[arg-type]
 
@@ -62,6 +68,12 @@ def ask(port: int) -> str:
     """Connect, read the one-line answer: ``gen N pid P``."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         return conn.makefile().readline().strip()
+
+
+def wait_for_all(child: Child, *markers: str) -> None:
+    """Read until every marker has appeared, in any order (two processes write)."""
+    while not all(marker in child.output for marker in markers):
+        child.wait_for("")
 
 
 def reload_command(*args: str) -> subprocess.CompletedProcess[str]:
@@ -183,10 +195,11 @@ def _in_new_pid_namespace() -> list[str]:
     return prefix
 
 
-def _child_pids(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(x) for x in (task / "children").read_text().split()]
+def _child_pids(pid: int) -> list[str]:
+    found: list[str] = []
+    with contextlib.suppress(FileNotFoundError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += (task / "children").read_text().split()
     return found
 
 
@@ -205,7 +218,7 @@ def test_as_pid_1_it_forwards_sigterm_and_reaps_orphans() -> None:
         child.wait_for(f"reaped orphan pid {orphan}")
         child.index("gen 1 pid 2 ")  # the launcher is 1, its child 2
         # The launcher, seen from here: the child of unshare's forked child.
-        (launcher_pid,) = _child_pids(child.proc.pid)
+        (launcher_pid,) = map(int, _child_pids(child.proc.pid))
         assert Path(f"/proc/{launcher_pid}/status").read_text().count("NSpid:") == 1
         assert (
             "\t1\n"
@@ -446,3 +459,320 @@ def test_the_launcher_adopts_sockets_from_systemd_socket_activate() -> None:
         assert ask(port).startswith("gen 2 ")
         child.send(signal.SIGTERM)
         assert child.finish() == 0
+
+
+def test_under_systemd_the_launcher_relays_readiness_reloads_and_stop(
+    tmp_path: Path,
+) -> None:
+    """The launcher's own NOTIFY_SOCKET hears READY=1, RELOADING=1, STOPPING=1."""
+    path = str(tmp_path / "notify")
+    heard: list[str] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(path)
+        manager.settimeout(10)
+        env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000"}
+        command = ("-m", "shutdown_scope", "run", "--", sys.executable, LAUNCHED)
+        with Launcher(*command, "serve", env=env) as child:
+            child.wait_for(") ready")
+            child.send(signal.SIGHUP)
+            child.wait_for("reload 1: done")
+            child.send(signal.SIGTERM)
+            assert child.finish() == 0
+        manager.setblocking(False)  # the launcher has exited: all was sent
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                heard += manager.recv(4096).decode().splitlines()
+    events = [x for x in heard if x in {"READY=1", "RELOADING=1", "STOPPING=1"}]
+    assert events == ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"], heard
+    reloading = heard.index("RELOADING=1")
+    assert heard[reloading + 1].startswith("MONOTONIC_USEC=")
+    # Each generation's status and watchdog pings go up: systemd watches the launcher.
+    assert heard.count("STATUS=serving") == 2
+    assert heard.count("WATCHDOG=1") == 2
+
+
+def test_a_notify_socket_that_does_not_exist_is_reported_once(tmp_path: Path) -> None:
+    env = {"NOTIFY_SOCKET": str(tmp_path / "missing")}
+    command = ("-m", "shutdown_scope", "run", "--", sys.executable, LAUNCHED, "serve")
+    with Launcher(*command, env=env) as child:
+        child.wait_for(") ready")
+        child.send(signal.SIGHUP)
+        child.wait_for("reload 1: done")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+    assert child.output.count("cannot notify the launcher's supervisor") == 1
+    assert "No such file or directory" in child.output
+
+
+# -- arguments ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--rewrite", "TERM"], "expected FROM:TO"),
+        (["--rewrite", "TERM:BOGUS"], "'BOGUS' is not a signal name"),
+        (["--rewrite", "0:TERM"], "the signal to rewrite cannot be 0"),
+        (["--rewrite", "99:TERM"], "'99' is not a signal name"),
+        (["--grace-period", "-1"], "seconds must be >= 0"),
+        (["--ready-timeout", "soon"], "'soon' is not a number of seconds"),
+        (["--debounce", "nan"], "seconds must be >= 0"),
+    ],
+)
+def test_bad_options_are_usage_errors(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", *arguments, "--", "true"])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_rewrite_accepts_names_numbers_and_0() -> None:
+    parser = _parser()
+    args = parser.parse_args(["run", "--rewrite", "SIGTERM:2", "--rewrite", "usr1:0"])
+    assert dict(args.rewrite) == {signal.SIGTERM: signal.SIGINT, signal.SIGUSR1: 0}
+
+
+def test_reload_of_a_pid_that_does_not_exist_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["reload", "--pid", "999999999"]) == 1
+    assert "cannot signal pid 999999999" in capsys.readouterr().err
+
+
+def test_reload_with_a_bad_pid_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pid_file = tmp_path / "pid"
+    pid_file.write_text("not a pid\n")
+    assert main(["reload", "--pid-file", str(pid_file)]) == 1
+    assert f"cannot read a pid from {pid_file}" in capsys.readouterr().err
+
+
+def test_a_pid_file_that_cannot_be_written_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pid_file = tmp_path / "no-such-dir" / "pid"
+    assert main(["run", "--pid-file", str(pid_file), "--", "true"]) == 1
+    assert "cannot write --pid-file" in capsys.readouterr().err
+
+
+def test_a_control_socket_that_cannot_be_bound_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    control = tmp_path / "no-such-dir" / "control"
+    assert main(["run", "--control", str(control), "--", "true"]) == 1
+    assert f"cannot listen on --control {control}" in capsys.readouterr().err
+
+
+def test_the_control_socket_answers_an_unknown_request(tmp_path: Path) -> None:
+    control = str(tmp_path / "control")
+    with launcher("--control", control) as child:
+        child.wait_for(") ready")
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(control)
+            conn.sendall(b"restart\n")
+            answer = conn.makefile().readline()
+        assert answer.startswith("error unknown request")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+
+
+def test_a_reload_after_the_stop_began_is_refused() -> None:
+    with launcher("--grace-period", "1", behaviour="ignore") as child:
+        child.wait_for(") ready")
+        child.send(signal.SIGTERM)
+        child.wait_for("gen 1 got SIGTERM")
+        child.send(signal.SIGHUP)
+        child.wait_for("stopping: reload refused")
+        assert child.finish() == 128 + signal.SIGKILL
+    assert "generation 2" not in child.output
+
+
+def test_a_signal_rewritten_to_0_is_dropped() -> None:
+    with launcher("--rewrite", "USR1:0") as child:
+        child.wait_for(") ready")
+        child.send(signal.SIGUSR1)
+        child.wait_for("SIGUSR1 dropped (--rewrite)")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+    assert "got SIGUSR1" not in child.output
+
+
+def test_a_successor_that_cannot_be_executed_fails_its_reload(tmp_path: Path) -> None:
+    script = tmp_path / "serve.sh"
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} {LAUNCHED} serve\n")
+    script.chmod(0o755)
+    with Launcher(
+        "-m", "shutdown_scope", "run", "--listen", "127.0.0.1:0", "--", str(script)
+    ) as child:
+        port = port_of(child)
+        child.wait_for(") ready")
+        script.chmod(0o644)
+        child.send(signal.SIGHUP)
+        child.wait_for("reload 1 failed: cannot run")
+        assert "Permission denied; generation 1" in child.lines[-1]
+        assert ask(port).startswith("gen 1 ")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+
+
+def test_a_malformed_watchdog_usec_is_reported(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(path)
+        env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "soon"}
+        command = ("-m", "shutdown_scope", "run", "--", sys.executable, LAUNCHED)
+        with Launcher(*command, "serve", env=env) as child:
+            child.wait_for(") ready")
+            child.send(signal.SIGTERM)
+            assert child.finish() == 0
+    assert "no watchdog pings: WATCHDOG_USEC" in child.output
+    assert "WATCHDOG=1" not in child.output
+
+
+def test_the_control_socket_survives_bad_and_vanishing_clients(tmp_path: Path) -> None:
+    control = str(tmp_path / "control")
+    with launcher(
+        "--control", control, "--ready-timeout", "0.5", behaviour="serve,hang"
+    ) as child:
+        child.wait_for(") ready")
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(control)
+            conn.sendall(b"x" * 100)
+            assert conn.makefile().readline() == "error request too long\n"
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(control)
+            conn.sendall(b"rel")
+            conn.sendall(b"oad\n")  # one request in two writes
+            child.wait_for("reload 1: generation 2")
+        # That client left before its answer; the launcher goes on.
+        child.wait_for("reload 1 failed")
+        result = reload_command("--control", control)
+        assert result.returncode == 1
+        assert "reload 2" in result.stderr
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+
+
+def _exec_launcher_with(environment: dict[str, str], fd3: str) -> Child:
+    """Exec the launcher with LISTEN_* for its own pid and ``fd3`` open at fd 3."""
+    program = f"""
+import os, socket, sys
+if {fd3!r} == "socket":
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    print("port", sock.getsockname()[1], flush=True)
+    os.dup2(sock.fileno(), 3)
+elif {fd3!r} == "file":
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 3)
+os.set_inheritable(3, True)  # dup2 onto itself keeps close-on-exec
+os.environ.update({environment!r})
+if os.environ.get("LISTEN_PID") == "self":
+    os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.executable, [sys.executable, "-m", "shutdown_scope", "run", "--",
+         sys.executable, {LAUNCHED!r}, "serve"])
+"""
+    return Launcher("-c", program)
+
+
+@pytest.mark.parametrize(
+    ("environment", "fd3", "message"),
+    [
+        ({"LISTEN_FDS": "x", "LISTEN_PID": "self"}, "socket", "LISTEN_FDS='x' is not"),
+        ({"LISTEN_FDS": "1", "LISTEN_PID": "-3"}, "socket", "LISTEN_PID='-3' is not"),
+        (
+            {"LISTEN_FDS": "1", "LISTEN_PID": "self"},
+            "file",
+            "fd 3 is not an open socket",
+        ),
+        (
+            {"LISTEN_FDS": "1", "LISTEN_PID": "self", "LISTEN_FDNAMES": "a:b"},
+            "socket",
+            "LISTEN_FDNAMES='a:b' does not name 1 sockets",
+        ),
+    ],
+)
+def test_malformed_inherited_sockets_are_clear_errors(
+    environment: dict[str, str], fd3: str, message: str
+) -> None:
+    with _exec_launcher_with(environment, fd3) as child:
+        assert child.finish() == 1
+    assert message in child.output
+
+
+def test_sockets_passed_to_another_process_are_left_alone() -> None:
+    environment = {"LISTEN_FDS": "1", "LISTEN_PID": "1"}
+    with _exec_launcher_with(environment, "socket") as child:
+        child.wait_for(") ready")
+        assert "listening on" not in child.output
+        assert "gen 1 pid" in child.output
+        assert "listening False" in child.output
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+
+
+def test_inherited_sockets_are_adopted_and_named() -> None:
+    environment = {"LISTEN_FDS": "1", "LISTEN_PID": "self", "LISTEN_FDNAMES": "web"}
+    with _exec_launcher_with(environment, "socket") as child:
+        port = int(child.wait_for("port ").split()[1])
+        child.wait_for(f"listening on 127.0.0.1:{port} (fd 3 in the child)")
+        assert ask(port).startswith("gen 1 ")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+
+
+def test_ipv6_addresses_are_written_in_brackets() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as error:
+        pytest.skip(f"no IPv6 loopback: {error}")
+    with launcher("--listen", "[::1]:0") as child:
+        line = child.wait_for("listening on [::1]:")
+        port = int(line.split("]:")[1].split()[0])
+        child.wait_for(") ready")
+        with socket.create_connection(("::1", port), timeout=10) as conn:
+            assert conn.makefile().readline().startswith("gen 1 ")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+
+
+def test_spawn_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(ValueError, match="no command"):
+        spawn([], {}, [], reset_signals=())
+    with pytest.raises(ValueError, match="must sit at fds >= 4"):
+        spawn(["true"], {}, [3], reset_signals=())
+
+
+def test_a_stop_during_the_old_generations_drain_is_not_sent_to_it_twice() -> None:
+    """A second SIGTERM would make a graceful_scope skip its drain."""
+    with launcher("--grace-period", "2", behaviour="ignore,serve") as child:
+        child.wait_for(") ready")
+        child.send(signal.SIGHUP)
+        # Ignored: generation 1 is still "draining".
+        wait_for_all(child, "reload 1: done", "gen 1 got SIGTERM")
+        child.send(signal.SIGTERM)
+        wait_for_all(child, "stopping (received SIGTERM)", "gen 2 exiting")
+        assert child.finish() == 0  # generation 2's exit code
+    assert "SIGTERM forwarded to generation 2 (pid" in child.output
+    assert child.output.count("gen 1 got SIGTERM") == 1
+    assert "still running after its grace period: SIGKILL" in child.output
+
+
+def test_a_repeated_stop_signal_reaches_every_generation() -> None:
+    options = ("--debounce", "0", "--grace-period", "20")
+    with launcher(*options, behaviour="ignore,serve") as child:
+        child.wait_for(") ready")
+        child.send(signal.SIGHUP)
+        wait_for_all(child, "reload 1: done", "gen 1 got SIGTERM")
+        child.send(signal.SIGTERM)
+        wait_for_all(child, "gen 2 got SIGTERM", "SIGTERM forwarded to generation 2")
+        child.send(signal.SIGTERM)
+        while child.output.count("gen 1 got SIGTERM") < 2:
+            child.wait_for("")
+        child.send(signal.SIGKILL)

@@ -1,7 +1,7 @@
 """The ``shutdown-scope`` command: a PID-1-safe launcher with zero-downtime reload.
 
-Stdlib only: it never imports anyio or an integration, so it starts fast and
-keeps working whatever the child does.
+It runs no event loop: a plain ``select`` over signals, notify datagrams and
+the control socket, so it keeps working whatever the child does.
 """
 
 from ._cli import main

@@ -12,9 +12,11 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+
+from shutdown_scope._sd_notify import send
 
 from ._control import ControlServer, ask_reload
 from ._sockets import FIRST_FD, Listener, adopt_inherited, bind
@@ -30,7 +32,7 @@ _LAUNCHER_ERROR = 1
 
 _RUN_EPILOG = """\
 signals: TERM, INT and QUIT are forwarded to the child's process group and begin
-the stop; USR1, USR2 and WINCH are forwarded; HUP starts a zero-downtime reload
+the stop; USR1, USR2, WINCH and ABRT are forwarded; HUP starts a zero-downtime reload
 (unless rewritten). The exit code is the child's (128 + N if signal N ended it).
 
 example:
@@ -211,6 +213,24 @@ def _prepare(
     return listeners, control
 
 
+def _upstream(environ: dict[str, str]) -> Callable[[str], None] | None:
+    """Relay to the launcher's own supervisor (systemd Type=notify), if any."""
+    if not environ.get("NOTIFY_SOCKET"):
+        return None
+    failed: list[Exception] = []
+
+    def relay(state: str) -> None:
+        if failed:
+            return
+        try:
+            send(state, environ)
+        except (OSError, ValueError) as error:
+            failed.append(error)
+            logger.warning("cannot notify the launcher's supervisor: %s", error)
+
+    return relay
+
+
 def _run(args: argparse.Namespace, command: list[str]) -> int:
     if not command:
         logger.error("no command: shutdown-scope run [options] -- CMD [ARGS...]")
@@ -237,7 +257,13 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
             ready_timeout=args.ready_timeout,
             debounce=args.debounce,
         )
-        supervisor = Supervisor(options, listeners, environ=environ, control=control)
+        supervisor = Supervisor(
+            options,
+            listeners,
+            environ=environ,
+            control=control,
+            notify_upstream=_upstream(environ),
+        )
         supervisor.register_control()
         return supervisor.run()
 

@@ -1,9 +1,9 @@
 """The launcher's loop: signals, reaping, readiness, reloads.
 
 Single-threaded and synchronous on purpose: as PID 1 it must keep working
-whatever the child does, and it never imports anyio. Signals arrive through
-``signal.set_wakeup_fd`` (the handlers themselves do nothing), so one
-``select`` waits for signals, notify datagrams and control connections at once.
+whatever the child does. Signals arrive through ``signal.set_wakeup_fd`` (the
+handlers themselves do nothing), so one ``select`` waits for signals, notify
+datagrams and control connections at once.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from shutdown_scope._sd_notify import watchdog_interval
+
 from ._control import ControlServer, Reply
 from ._generation import Generation, describe_exit, exit_code_of
 from ._sockets import Listener
@@ -32,8 +34,9 @@ __all__ = ["FORWARDED", "STOPPING", "Options", "Supervisor"]
 
 logger = logging.getLogger("shutdown_scope.launcher")
 
-# Signals the launcher handles; all but SIGHUP (reload) and SIGCHLD are forwarded.
+# Signals the launcher handles: these are forwarded; SIGHUP means reload.
 FORWARDED = (
+    signal.SIGABRT,  # systemd's watchdog signal: the hung child must get it
     signal.SIGTERM,
     signal.SIGINT,
     signal.SIGQUIT,
@@ -98,6 +101,9 @@ class Supervisor:
         self.options = options
         self.listeners = list(listeners)
         self._base_env = {k: v for k, v in environ.items() if k not in _NOT_INHERITED}
+        if notify_upstream is not None and _watched(environ):
+            # systemd watches the launcher: each generation pings it through us.
+            self._base_env["WATCHDOG_USEC"] = environ["WATCHDOG_USEC"]
         self._control = control
         self._upstream = notify_upstream or _no_upstream
         self._selector = selectors.DefaultSelector()
@@ -200,12 +206,15 @@ class Supervisor:
             self.request_reload(None)
             return
         sent = self.options.rewrite.get(sig, sig)
-        if sig in STOPPING:
+        targets = self._live()
+        if sig in STOPPING and not self.stopping:
+            # A generation already draining after a reload was asked once; the
+            # same signal again would make its scope skip to CANCELLING.
+            targets = [g for g in targets if not g.asked_to_stop]
             self._begin_stop(f"received {sig.name}")
         if sent == 0:
             logger.info("%s dropped (--rewrite)", sig.name)
             return
-        targets = self._live()
         for gen in targets:
             gen.signal_group(sent)
         names = ", ".join(str(g) for g in targets) or "no child"
@@ -271,10 +280,14 @@ class Supervisor:
         lines = gen.read_notifications()
         if gen.ready and not was_ready:
             self._on_ready(gen)
-        if gen is self.current:
-            relayed = [x for x in lines if x.startswith(("STATUS=", "WATCHDOG=1"))]
-            if relayed:
-                self._upstream("\n".join(relayed))
+        relayed = [
+            line
+            for line in lines
+            if (gen is self.current and line.startswith(("STATUS=", "WATCHDOG=1")))
+            or (self.stopping and line.startswith("EXTEND_TIMEOUT_USEC="))
+        ]
+        if relayed:
+            self._upstream("\n".join(relayed))
 
     def _on_ready(self, gen: Generation) -> None:
         if gen is self.current:
@@ -454,6 +467,14 @@ class Supervisor:
         self._wake_w.close()
         with contextlib.suppress(OSError):
             Path(self._dir).rmdir()
+
+
+def _watched(environ: dict[str, str]) -> bool:
+    try:
+        return watchdog_interval(environ) is not None
+    except ValueError as error:
+        logger.warning("no watchdog pings: %s", error)
+        return False
 
 
 def _fdname(listener: Listener) -> str:

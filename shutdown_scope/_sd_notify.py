@@ -1,0 +1,373 @@
+"""The sd_notify protocol, and the notifier that tells systemd about a scope.
+
+The protocol (``man sd_notify``): one datagram of ``KEY=VALUE`` lines to the
+AF_UNIX socket named by ``NOTIFY_SOCKET``. The scope's notifier speaks it while a
+``graceful_scope`` is open; ``shutdown_scope.systemd`` is the public face.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import socket
+import threading
+from collections import Counter, deque
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Final
+
+import anyio
+
+from ._phases import Phase
+
+if TYPE_CHECKING:
+    from ._machine import PhaseMachine
+    from ._report import ShutdownReport
+
+__all__ = [
+    "ScopeNotifier",
+    "decimal",
+    "encode_state",
+    "open_scope_notifier",
+    "send",
+    "watchdog_interval",
+]
+
+logger = logging.getLogger("shutdown_scope")
+
+_LINE: Final = re.compile(r"[A-Z][A-Z0-9_]*=[^\n\0]*")
+_DECIMAL: Final = re.compile(r"[0-9]{1,18}")  # ASCII digits; no int overflow
+# systemd reads at most PIPE_BUF bytes and drops longer datagrams.
+_MAX_DATAGRAM: Final = 4096
+# Python's sockets are non-inheritable anyway; the flag makes it atomic.
+_CLOEXEC: Final = getattr(socket, "SOCK_CLOEXEC", 0)
+# How often a heartbeat may go out during a shutdown, if there is news.
+_HEARTBEAT: Final = 1.0
+_LABELS_SHOWN: Final = 3
+_LABEL_CHARS: Final = 40
+_REASON_CHARS: Final = 200
+
+# The notify socket belongs to the process, not to a scope: the outermost open
+# scope holds this while it is open, and nested (or concurrent) ones stay quiet.
+# Module state on purpose: it is process-wide by nature.
+_CLAIM: Final = threading.Lock()
+
+
+def decimal(name: str, value: str, *, minimum: int = 0) -> int:
+    """Parse an environment variable holding a decimal integer >= ``minimum``.
+
+    Raises:
+        ValueError: anything else; the message names the variable and its value.
+    """
+    number = int(value) if _DECIMAL.fullmatch(value) else -1
+    if number < minimum:
+        msg = f"{name} must be a decimal integer >= {minimum}, not {value!r}"
+        raise ValueError(msg)
+    return number
+
+
+def encode_state(state: str) -> bytes:
+    """Check a notification and encode it.
+
+    Raises:
+        TypeError: not a str.
+        ValueError: not lines of ``KEY=VALUE`` (one trailing newline is fine),
+            or longer than systemd reads.
+    """
+    if not isinstance(state, str):
+        msg = f"state must be a str such as 'READY=1', not {state!r}"
+        raise TypeError(msg)
+    lines = state.split("\n")
+    if len(lines) > 1 and not lines[-1]:
+        lines.pop()
+    bad = next((line for line in lines if not _LINE.fullmatch(line)), None)
+    if bad is not None:
+        msg = (
+            "state must be non-empty lines of KEY=VALUE with KEY in capitals, such"
+            f" as 'READY=1' or 'STATUS=warming cache'; not {bad!r} in {state!r}"
+        )
+        raise ValueError(msg)
+    data = state.encode()
+    if len(data) > _MAX_DATAGRAM:
+        msg = f"state must be at most {_MAX_DATAGRAM} bytes, not {len(data)}"
+        raise ValueError(msg)
+    return data
+
+
+def _address(value: str) -> str:
+    if value.startswith("/"):
+        return value
+    if value.startswith("@") and len(value) > 1:
+        return "\0" + value[1:]  # Linux's abstract namespace
+    msg = (
+        "NOTIFY_SOCKET must be an absolute path or an abstract name '@name',"
+        f" not {value!r}"
+    )
+    raise ValueError(msg)
+
+
+def _failure(value: str, exc: OSError) -> OSError:
+    """The error ``exc`` as an OSError that names the socket; errno is kept."""
+    msg = f"cannot notify NOTIFY_SOCKET={value!r}: {exc.strerror or exc}"
+    return OSError(msg) if exc.errno is None else OSError(exc.errno, msg)
+
+
+def _connect(value: str) -> socket.socket:
+    """A datagram socket connected to the notify socket ``value``.
+
+    Raises:
+        ValueError: ``value`` is not an address this module can reach.
+        OSError: the socket cannot be reached (the message names it).
+    """
+    address = _address(value)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | _CLOEXEC)
+    try:
+        sock.connect(address)
+    except OSError as exc:
+        sock.close()
+        raise _failure(value, exc) from exc
+    return sock
+
+
+def send(state: str, environ: Mapping[str, str] | None = None) -> bool:
+    r"""Send ``state`` to the service manager, as ``sd_notify(0, state)`` does.
+
+    Blocks (briefly) like ``sd_notify`` if the manager's queue is full.
+
+    Args:
+        state: lines of ``KEY=VALUE``, e.g. ``"READY=1\nSTATUS=running"``.
+        environ: where to find ``NOTIFY_SOCKET``; ``os.environ`` by default.
+
+    Returns:
+        True when sent; False when ``NOTIFY_SOCKET`` is unset or empty (not
+        running under a manager that listens).
+
+    Raises:
+        TypeError, ValueError: ``state`` is not a valid notification, or
+            ``NOTIFY_SOCKET`` is neither an absolute path nor ``@name``.
+        OSError: it could not be sent; the message names the socket, the errno
+            is the system's.
+    """
+    data = encode_state(state)
+    value = (os.environ if environ is None else environ).get("NOTIFY_SOCKET", "")
+    if not value:
+        return False
+    with _connect(value) as sock:
+        try:
+            sock.send(data)
+        except OSError as exc:
+            raise _failure(value, exc) from exc
+    return True
+
+
+def watchdog_interval(environ: Mapping[str, str]) -> float | None:
+    """Seconds between ``WATCHDOG=1`` pings (half of ``WATCHDOG_USEC``), or None
+    when the watchdog is off or meant for another process (``WATCHDOG_PID``).
+
+    Raises:
+        ValueError: a malformed variable (the message names it).
+    """
+    usec = environ.get("WATCHDOG_USEC", "")
+    if not usec:
+        return None
+    interval = decimal("WATCHDOG_USEC", usec, minimum=1) / 2_000_000
+    pid = environ.get("WATCHDOG_PID", "")
+    if pid and decimal("WATCHDOG_PID", pid, minimum=1) != os.getpid():
+        return None
+    return interval
+
+
+def _printable(text: str, limit: int) -> str:
+    # A STATUS value is one line: labels and reasons come from users.
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _in_flight(labels: tuple[str, ...]) -> str:
+    """``"3 in flight (a, b x2)"``: the count and the first few labels."""
+    if not labels:
+        return "nothing in flight"
+    counts = list(Counter(labels).items())
+    shown = [
+        _printable(label, _LABEL_CHARS) + ("" if n == 1 else f" x{n}")
+        for label, n in counts[:_LABELS_SHOWN]
+    ]
+    more = ", ..." if len(counts) > _LABELS_SHOWN else ""
+    return f"{len(labels)} in flight ({', '.join(shown)}{more})"
+
+
+def _verdict(report: ShutdownReport) -> str:
+    if report.clean:
+        return "done: clean"
+    why = []
+    if report.cancelled_in_flight:
+        why.append(f"cancelled {_in_flight(report.cancelled_in_flight)}")
+    if report.errors:
+        why.append(f"{len(report.errors)} error(s)")
+    why.extend(
+        f"{s.name} abandoned" for s in report.services if s.outcome == "abandoned"
+    )
+    return _printable(f"done: NOT clean: {'; '.join(why)}", _REASON_CHARS)
+
+
+class ScopeNotifier:
+    """Tells the service manager about one scope (see ``graceful_scope``).
+
+    Messages go out at once when the manager's queue has room, else in order
+    from ``run()``'s task. A failure to send is logged once, and the scope goes
+    on without notifications.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        value: str,
+        *,
+        machine: PhaseMachine,
+        watchdog: float | None,
+    ) -> None:
+        self._sock = sock  # connected, non-blocking
+        self._value = value
+        self._machine = machine
+        self._watchdog = watchdog
+        self._outbox: deque[str] = deque()
+        self._queued = anyio.Event()
+        self._failed = False
+        self._tasks = anyio.CancelScope()  # run()'s, cancelled at DONE
+        self._last: tuple[Phase, tuple[str, ...]] | None = None
+
+    # -- what the scope tells it ------------------------------------------------
+
+    def body_returned(self) -> None:
+        """The body returned with no trigger: its services are up."""
+        self._post("READY=1\nSTATUS=running")
+
+    def phase_entered(self, phase: Phase, in_flight: tuple[str, ...]) -> None:
+        """The machine's hook: the scope entered ``phase``."""
+        if phase == Phase.DONE:
+            self._tasks.cancel()  # finish() says the last word, with the report
+            return
+        self._last = (phase, in_flight)
+        if phase == Phase.STOPPING:
+            reason = _printable(self._machine.shared.reason or "", _REASON_CHARS)
+            lines = ["STOPPING=1", f"STATUS=stopping: {reason}"]
+        else:
+            lines = [f"STATUS={phase.name.lower()}: {_in_flight(in_flight)}"]
+        self._post("\n".join(lines + self._extend()))
+
+    def finish(self, report: ShutdownReport) -> None:
+        """The scope's last status. Sent now or never: the scope is over."""
+        self._post(f"STATUS={_verdict(report)}")
+
+    # -- its task ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Send queued messages, heartbeats and watchdog pings until DONE."""
+        with self._tasks:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._write)
+                tg.start_soon(self._heartbeats)
+                if self._watchdog is not None:
+                    tg.start_soon(self._pings, self._watchdog)
+
+    async def _write(self) -> None:
+        while True:
+            await self._queued.wait()
+            self._queued = anyio.Event()
+            while self._outbox:
+                # Connected: writable once the manager's queue has room.
+                await anyio.wait_writable(self._sock)
+                self._flush()
+
+    async def _pings(self, interval: float) -> None:
+        # Timed by the event loop: a blocked loop stops them, which is the point.
+        tick = anyio.current_time()
+        while True:
+            if "WATCHDOG=1" not in self._outbox:
+                self._post("WATCHDOG=1")
+            tick += interval
+            await anyio.sleep_until(tick)
+
+    async def _heartbeats(self) -> None:
+        cell, node = self._machine.body.cell, self._machine.body.node
+        await cell.wait(Phase.STOPPING)
+        tick = anyio.current_time()
+        while True:
+            tick += _HEARTBEAT
+            await anyio.sleep_until(tick)
+            now = (cell.phase, node.snapshot())
+            if now != self._last:  # progress since the last word
+                self._last = now
+                status = f"STATUS={now[0].name.lower()}: {_in_flight(now[1])}"
+                self._post("\n".join([status, *self._extend()]))
+
+    # -- sending ------------------------------------------------------------------
+
+    def _extend(self) -> list[str]:
+        """``EXTEND_TIMEOUT_USEC=`` up to the end of the scope's budget, if any.
+
+        Rounded down: the manager is never asked to wait past the moment the
+        scope gives up (and its watchdog exits hard). None without a finite
+        budget, or once it is spent.
+        """
+        left = self._machine.shared.final_deadline - anyio.current_time()
+        usec = math.floor(left * 1_000_000) if math.isfinite(left) else 0
+        return [f"EXTEND_TIMEOUT_USEC={usec}"] if usec > 0 else []
+
+    def _post(self, state: str) -> None:
+        if self._failed:
+            return
+        self._outbox.append(state)
+        self._flush()
+        if self._outbox:
+            self._queued.set()
+
+    def _flush(self) -> None:
+        while self._outbox and not self._failed:
+            try:
+                self._sock.send(self._outbox[0].encode())
+            except BlockingIOError:
+                return  # the manager's queue is full: run() waits for room
+            except OSError as exc:
+                self._failed = True
+                self._outbox.clear()
+                self._tasks.cancel()
+                logger.warning(
+                    "shutdown_scope: %s; no more systemd notifications from this scope",
+                    _failure(self._value, exc),
+                )
+                return
+            self._outbox.popleft()
+
+
+@contextmanager
+def open_scope_notifier(
+    machine: PhaseMachine, environ: Mapping[str, str]
+) -> Iterator[ScopeNotifier | None]:
+    """The scope's notifier: None without ``NOTIFY_SOCKET``, inside a scope that
+    notifies already, or when the socket cannot be reached (logged once)."""
+    value = environ.get("NOTIFY_SOCKET", "")
+    if not value or not _CLAIM.acquire(blocking=False):
+        yield None
+        return
+    try:
+        try:
+            sock = _connect(value)
+        except (OSError, ValueError) as exc:
+            logger.warning(
+                "shutdown_scope: %s; no systemd notifications from this scope", exc
+            )
+            yield None
+            return
+        with sock:
+            sock.setblocking(False)  # noqa: FBT003 -- the stdlib signature
+            try:
+                interval = watchdog_interval(environ)
+            except ValueError as exc:
+                logger.warning("shutdown_scope: %s; no watchdog pings", exc)
+                interval = None
+            yield ScopeNotifier(sock, value, machine=machine, watchdog=interval)
+    finally:
+        _CLAIM.release()

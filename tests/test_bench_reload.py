@@ -1,0 +1,47 @@
+"""bench/reload.py, run as a real process: its table and goals, never its timings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from _spawn import Child
+
+BENCH = str(Path(__file__).parent.parent / "bench" / "reload.py")
+
+GOAL = "goal: 0 failed requests and no gap longer than the slowest request: "
+
+
+@pytest.mark.subprocess
+def test_reload_bench_quick_prints_both_methods_and_the_goals() -> None:
+    with Child(BENCH, "--quick", timeout=90) as child:
+        code = child.finish()
+        output = child.output
+    assert code == 0, output
+    header = next(
+        i
+        for i, line in enumerate(child.lines)
+        if line.split()[:2] == ["method", "reloads"]
+    )
+    columns = child.lines[header].split()
+    table = [line.split() for line in child.lines[header + 1 : header + 3]]
+    assert [row[0] for row in table] == ["launcher", "naive"], output
+    assert all(len(row) == len(columns) for row in table), output
+    rows = {row[0]: dict(zip(columns, row, strict=True)) for row in table}
+    for row in rows.values():
+        assert row["reloads"] == "3/3", output
+        assert int(row["answered"]) > 0, output
+        assert row["unanswered"] == "0", output
+        assert row["exit"] == "0", output
+    launcher = rows["launcher"]
+    failures = ("refused", "reset", "lost", "not-200")
+    assert [launcher[name] for name in failures] == ["0"] * 4, output
+    # A naive restart leaves the port closed while the new process starts.
+    assert int(rows["naive"]["refused"]) > 0, output
+    goals = [line for line in child.lines if line.startswith("goal: ")]
+    assert len(goals) == 2, output
+    assert goals[0].startswith(GOAL + "launcher "), output
+    failed = "(0 failed: 0 refused, 0 reset, 0 lost, 0 not 200; 0 unanswered;"
+    assert failed in goals[0], output
+    assert goals[0].endswith("; 3/3 reloads done; exit codes 0)"), output
+    assert goals[1].startswith(GOAL + "naive NOT MET ("), output
