@@ -10,6 +10,7 @@ that makes it a trio-only test (see ``pytest_generate_tests``).
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import pytest
@@ -88,3 +89,23 @@ def _quiet_asyncio_debug() -> Iterator[None]:
     logger.addFilter(log_filter)
     yield
     logger.removeFilter(log_filter)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _not_under_a_service_manager() -> Iterator[None]:
+    """Run as if no systemd or launcher started pytest.
+
+    Under a unit with NOTIFY_SOCKET (or inherited LISTEN_FDS), every scope a test
+    opens would notify the real manager, and children would inherit it.
+    """
+    names = (
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+    )
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    yield
+    os.environ.update(saved)
