@@ -11,10 +11,18 @@ SHUTDOWN_SCOPE_GENERATION) takes the N-th behaviour, or the last one:
 - ``orphan``: like serve, after leaving an orphan that exits at once (a zombie
   unless something reaps it); prints ``orphan P``.
 - ``exit:N``: print the signals it gets for a moment, then exit with code N.
+- ``drain``: like serve, but on SIGTERM close the listener, print ``gen N closed
+  its listener`` and exit 1.5 s later (a drain).
+- ``worker``: like serve, after starting a worker in its process group that
+  ignores SIGTERM; prints ``worker P``.
+- ``slowready``: send READY=1 1 s after the start, whatever happens; stop on
+  SIGTERM only after that.
+- ``readycrash``: send READY=1, then exit 1 after 0.3 s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -34,6 +42,12 @@ def say(text: str) -> None:
 if behaviour == "crash":
     say("crashing")
     sys.exit(3)
+if behaviour == "readycrash":
+    say("ready, then crashing")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+    time.sleep(0.3)
+    sys.exit(1)
 if behaviour.startswith("exit:"):
     say(f"will exit {behaviour[5:]}")
     time.sleep(0.3)
@@ -52,6 +66,14 @@ def on_signal(signum: int, frame: object) -> None:
 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
     signal.signal(sig, on_signal)
 
+if behaviour == "worker":
+    worker = os.fork()
+    if worker == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(60)
+        os._exit(0)
+    print(f"worker {worker}", flush=True)  # noqa: T201
+
 if behaviour == "orphan":
     middle = os.fork()
     if middle == 0:
@@ -67,6 +89,8 @@ listener = socket.socket(fileno=3) if os.environ.get("LISTEN_FDS") else None
 if listener is not None:
     listener.settimeout(0.05)
 say(f"pid {os.getpid()} listening {listener is not None}")
+if behaviour == "slowready":
+    time.sleep(1)
 if behaviour != "hang":
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.sendto(b"READY=1\nSTATUS=serving", os.environ["NOTIFY_SOCKET"])
@@ -81,7 +105,11 @@ while not stopping:
         conn, _ = listener.accept()
     except TimeoutError:
         continue
-    with conn:
+    with conn, contextlib.suppress(OSError):  # a client may leave at once
         conn.sendall(f"{tag} pid {os.getpid()}\n".encode())
+if behaviour == "drain" and listener is not None:
+    listener.close()
+    say("closed its listener")
+    time.sleep(1.5)
 say("exiting")
 sys.exit(130 if stopping[0] == signal.SIGINT else 0)

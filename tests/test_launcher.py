@@ -776,3 +776,123 @@ def test_a_repeated_stop_signal_reaches_every_generation() -> None:
         while child.output.count("gen 1 got SIGTERM") < 2:
             child.wait_for("")
         child.send(signal.SIGKILL)
+
+
+# -- found in review -------------------------------------------------------------
+
+
+def test_after_the_stop_new_connections_are_refused_not_left_to_hang() -> None:
+    """The launcher lets go of its copy of the socket when it stops."""
+    with launcher("--listen", "127.0.0.1:0", behaviour="drain") as child:
+        port = port_of(child)
+        child.wait_for(") ready")
+        child.send(signal.SIGTERM)
+        child.wait_for("gen 1 closed its listener")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        assert child.finish() == 0
+
+
+def test_a_successor_ready_after_the_stop_began_is_just_stopped() -> None:
+    with launcher(behaviour="serve,slowready") as child:
+        child.wait_for(") ready")
+        child.send(signal.SIGHUP)
+        child.wait_for("gen 2 pid")
+        child.send(signal.SIGTERM)
+        child.wait_for("ready, but the launcher is stopping")
+        assert child.finish() == 0
+    assert "Traceback" not in child.output
+    assert "gen 2 got SIGTERM" in child.output
+
+
+def test_a_successor_that_crashes_once_ready_does_not_cut_the_old_drain() -> None:
+    with launcher("--grace-period", "1", behaviour="ignore,readycrash") as child:
+        child.wait_for(") ready")
+        child.send(signal.SIGHUP)
+        wait_for_all(child, "reload 1: done", "gen 1 got SIGTERM")
+        child.wait_for("generation 2 (pid")  # its exit
+        assert child.finish() == 1  # generation 2's exit code
+    assert child.output.count("gen 1 got SIGTERM") == 1
+    assert "still running after its grace period: SIGKILL" in child.output
+
+
+def test_a_worker_left_in_the_childs_group_is_stopped_and_killed() -> None:
+    with launcher("--grace-period", "1", behaviour="worker") as child:
+        worker = int(child.wait_for("worker ").split()[1])
+        child.wait_for(") ready")
+        child.send(signal.SIGTERM)
+        child.wait_for("gen 1 exiting")
+        assert child.finish() == 0
+    assert "still running after its grace period: SIGKILL" in child.output
+    status = Path(f"/proc/{worker}/status")
+    assert not status.exists() or "State:\tZ" in status.read_text()
+
+
+def test_the_child_gets_default_sigpipe() -> None:
+    command = ("-m", "shutdown_scope", "run", "--", "sh", "-c", "yes | head -n 1")
+    with Child(*command) as child:
+        assert child.finish() == 0
+    assert "Broken pipe" not in child.output
+
+
+def test_a_rewrite_of_sigterm_to_0_ignores_it() -> None:
+    with launcher("--rewrite", "TERM:0") as child:
+        child.wait_for(") ready")
+        child.send(signal.SIGTERM)
+        child.wait_for("SIGTERM dropped (--rewrite)")
+        child.send(signal.SIGINT)
+        assert child.finish() == 130
+    assert "stopping (received SIGINT)" in child.output
+
+
+def test_a_file_that_is_not_a_program_exits_126(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_bytes(b"\x00\x01\x02")
+    data.chmod(0o755)
+    with Child("-m", "shutdown_scope", "run", "--", str(data)) as child:
+        assert child.finish() == 126
+    assert "Exec format error" in child.output
+
+
+def test_if_the_launcher_is_killed_the_child_is_asked_to_stop() -> None:
+    with launcher() as child:
+        child.wait_for(") ready")
+        child.send(signal.SIGKILL)
+        child.wait_for("gen 1 got SIGTERM")
+        child.wait_for("gen 1 exiting")
+
+
+def test_a_unix_socket_in_use_is_not_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "app.sock"
+    control = tmp_path / "control"
+    with launcher("--listen", f"unix:{path}", "--control", str(control)) as first:
+        first.wait_for(") ready")
+        with launcher("--control", str(control)) as other:
+            assert other.finish() == 1
+        assert f"--control {control}: another process listens" in other.output
+        with launcher("--listen", f"unix:{path}") as second:
+            assert second.finish() == 1
+        assert f"cannot listen on unix:{path}: another process listens" in second.output
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(path))
+            assert conn.makefile().readline().startswith("gen 1 pid")
+        assert reload_command("--control", str(control)).returncode == 0
+        first.send(signal.SIGTERM)
+        assert first.finish() == 0
+    assert not path.exists()
+    assert not control.exists()
+
+
+def test_a_client_that_half_closes_still_hears_the_outcome(tmp_path: Path) -> None:
+    control = str(tmp_path / "control")
+    with launcher("--control", control) as child:
+        child.wait_for(") ready")
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(20)
+            conn.connect(control)
+            conn.sendall(b"reload\nmore")
+            conn.shutdown(socket.SHUT_WR)
+            answer = conn.makefile().readline()
+        assert answer.startswith("ok reload 1: generation 2")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import math
 import os
 import signal
 import socket
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -175,11 +175,18 @@ def _become_subreaper() -> None:
     """Orphans of the child are reparented to us (and reaped), not to PID 1."""
     if os.getpid() == 1 or not sys.platform.startswith("linux"):
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # our own symbols, libc's among them
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         logger.warning(
             "cannot become a child subreaper: %s", os.strerror(ctypes.get_errno())
         )
+
+
+def _unlink_if_same(path: str) -> None:
+    """Remove the socket file we bound, unless another process has replaced it."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(Path(path).stat().st_mode):
+            Path(path).unlink()
 
 
 def _close_all(listeners: list[Listener]) -> None:
@@ -197,7 +204,11 @@ def _prepare(
     """
     listeners = adopt_inherited(environ)
     stack.callback(_close_all, listeners)
-    listeners.extend(bind(text, backlog=args.backlog) for text in args.listen)
+    for text in args.listen:
+        listener = bind(text, backlog=args.backlog)
+        listeners.append(listener)
+        if listener.address.startswith("unix:"):
+            stack.callback(_unlink_if_same, listener.address[len("unix:") :])
     control = None
     if args.control:
         control = ControlServer(args.control)

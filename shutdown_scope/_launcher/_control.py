@@ -11,10 +11,11 @@ import functools
 import logging
 import selectors
 import socket
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
+
+from ._sockets import remove_stale_unix_socket
 
 __all__ = ["ControlServer", "Reply", "ask_reload"]
 
@@ -28,6 +29,8 @@ class Reply(Protocol):
 
 
 _REQUEST_LIMIT = 64
+# Connections waiting at once; more are turned away (each holds an fd).
+_CLIENT_LIMIT = 64
 
 
 class ControlServer:
@@ -35,19 +38,18 @@ class ControlServer:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(Path(path).stat().st_mode):
-                Path(path).unlink()  # a stale socket of an earlier run
         self._server = socket.socket(
             socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC
         )
         try:
+            remove_stale_unix_socket(path)
             self._server.bind(path)
             self._server.listen(16)
         except OSError as error:
             self._server.close()
             msg = f"cannot listen on --control {path}: {error.strerror or error}"
             raise OSError(error.errno, msg) from None
+        self._inode = Path(path).stat().st_ino
         self._server.setblocking(False)  # noqa: FBT003 -- the stdlib signature
         self._selector: selectors.BaseSelector | None = None
         self._request: Callable[[Reply | None], None] | None = None
@@ -66,6 +68,14 @@ class ControlServer:
             client, _ = self._server.accept()
         except (BlockingIOError, InterruptedError):
             return
+        except OSError as error:  # EMFILE and the like: the launcher goes on
+            logger.warning("control socket: cannot accept: %s", error)
+            return
+        if len(self._clients) >= _CLIENT_LIMIT:
+            with contextlib.suppress(OSError):
+                client.send(b"error too many control connections\n")
+            client.close()
+            return
         client.setblocking(False)  # noqa: FBT003 -- the stdlib signature
         self._clients[client] = b""
         self._selector.register(
@@ -80,7 +90,7 @@ class ControlServer:
         except OSError:
             data = b""
         if not data:
-            self._drop(client)  # gone before asking, or before the answer
+            self._drop(client)  # gone before asking
             return
         buffered = self._clients[client] + data
         if b"\n" not in buffered:
@@ -96,8 +106,9 @@ class ControlServer:
             )
             return
         assert self._request is not None
-        # Keep listening only for the client hanging up; the answer comes later.
-        self._clients[client] = b"asked"
+        # Read no more (a client may half-close, or send more): the answer comes
+        # when the reload ends.
+        self._selector_unregister(client)
         self._request(functools.partial(self._reply, client))
 
     def _reply(self, client: socket.socket, *, ok: bool, text: str) -> None:
@@ -108,18 +119,23 @@ class ControlServer:
             client.send(line)
         self._drop(client)
 
-    def _drop(self, client: socket.socket) -> None:
-        self._clients.pop(client, None)
+    def _selector_unregister(self, client: socket.socket) -> None:
         if self._selector is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(client)
+
+    def _drop(self, client: socket.socket) -> None:
+        self._clients.pop(client, None)
+        self._selector_unregister(client)
         client.close()
 
     def close(self) -> None:
         for client in list(self._clients):
             self._drop(client)
         self._server.close()
-        Path(self.path).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            if Path(self.path).stat().st_ino == self._inode:  # still ours
+                Path(self.path).unlink()
 
 
 def ask_reload(path: str, *, timeout: float) -> tuple[bool, str]:

@@ -34,6 +34,7 @@ class Generation:
     exit_code: int | None = None
     asked_to_stop: bool = False
     kill_at: float = math.inf
+    group_gone: bool = False
     status: str = ""
 
     def __str__(self) -> str:
@@ -41,7 +42,20 @@ class Generation:
 
     @property
     def alive(self) -> bool:
-        return self.exit_code is None
+        """The leader runs, or other processes of its group still do."""
+        if self.exit_code is None:
+            return True
+        if self.group_gone:
+            return False
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            # Never checked again: the pid may be reused once the group is empty.
+            self.group_gone = True
+            return False
+        except PermissionError:
+            return True
+        return True
 
     def signal_group(self, sig: int) -> None:
         """Send ``sig`` to the generation's process group (or its pid)."""
@@ -50,8 +64,9 @@ class Generation:
         try:
             os.killpg(self.pid, sig)
         except ProcessLookupError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
+            if self.exit_code is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, sig)
 
     def read_notifications(self) -> list[str]:
         """Take the sd_notify datagrams waiting on the socket, as KEY=VALUE lines."""

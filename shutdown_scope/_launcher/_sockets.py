@@ -7,7 +7,7 @@ socket it has yet to receive.
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -15,7 +15,14 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FIRST_FD", "Listener", "adopt_inherited", "bind", "parse_address"]
+__all__ = [
+    "FIRST_FD",
+    "Listener",
+    "adopt_inherited",
+    "bind",
+    "parse_address",
+    "remove_stale_unix_socket",
+]
 
 # sd_listen_fds(3): passed file descriptors start at 3 (SD_LISTEN_FDS_START).
 FIRST_FD = 3
@@ -59,6 +66,26 @@ def parse_address(text: str) -> tuple[int, str | tuple[str, int]]:
     return socket.AF_INET, (host, int(port_text))
 
 
+def remove_stale_unix_socket(path: str) -> None:
+    """Remove a socket file left by an earlier run; refuse one still in use.
+
+    Raises:
+        OSError: a process still listens at ``path`` (EADDRINUSE).
+    """
+    try:
+        if not stat.S_ISSOCK(Path(path).stat().st_mode):
+            return  # bind() will say what is wrong
+    except FileNotFoundError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            Path(path).unlink(missing_ok=True)  # nobody listens: stale
+            return
+    raise OSError(errno.EADDRINUSE, "another process listens there")
+
+
 def _keep_high(sock: socket.socket) -> socket.socket:
     """The same socket, moved to a close-on-exec fd at or above the floor."""
     high = fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, _HIGH_FD_FLOOR)
@@ -88,9 +115,7 @@ def bind(text: str, *, backlog: int) -> Listener:
     try:
         if family == socket.AF_UNIX:
             assert isinstance(address, str)
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISSOCK(Path(address).stat().st_mode):
-                    Path(address).unlink()  # a stale socket of an earlier run
+            remove_stale_unix_socket(address)
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)

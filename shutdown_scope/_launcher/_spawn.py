@@ -9,10 +9,12 @@ close-on-exec pipe.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
 import signal
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 
 from ._sockets import FIRST_FD
@@ -20,6 +22,9 @@ from ._sockets import FIRST_FD
 __all__ = ["SpawnError", "spawn"]
 
 _HIGH_FD_FLOOR = 64
+_PR_SET_PDEATHSIG = 1
+# The process's own symbols, libc among them (find_library would run programs).
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 class SpawnError(OSError):
@@ -38,12 +43,21 @@ def _exec_child(
     env: dict[str, str],
     fds: Sequence[int],
     reset_signals: Iterable[int],
+    *,
     report_fd: int,
+    parent: int,
 ) -> None:  # pragma: no cover -- runs in the forked child, until exec
     try:
+        signal.set_wakeup_fd(-1)  # the launcher's; the child must not write to it
         os.setpgid(0, 0)
-        for sig in reset_signals:
+        # Python ignores SIGPIPE and SIGXFSZ; a command expects the defaults.
+        for sig in (*reset_signals, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
+        if _LIBC is not None:
+            # If the launcher dies (SIGKILL, OOM), the child is asked to stop.
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            if os.getppid() != parent:
+                os._exit(1)  # it died before that took effect
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         for offset, fd in enumerate(fds):
             os.dup2(fd, FIRST_FD + offset)  # inheritable: survives the exec
@@ -85,11 +99,14 @@ def spawn(
     child_env = dict(env)
     signals = list(reset_signals)
     read_end, write_end = _high_pipe()
+    parent = os.getpid()
     try:
         pid = os.fork()
         if pid == 0:  # pragma: no cover -- the child
             os.close(read_end)
-            _exec_child(argv, child_env, fds, signals, write_end)
+            _exec_child(
+                argv, child_env, fds, signals, report_fd=write_end, parent=parent
+            )
         os.close(write_end)
         write_end = -1
         # Also here, so no signal misses the new group. EACCES: the child has

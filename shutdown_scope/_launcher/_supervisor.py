@@ -49,6 +49,8 @@ STOPPING = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 # Without a finite --grace-period, a successor that failed its reload gets this
 # long to exit after SIGTERM before SIGKILL.
 _FAILED_SUCCESSOR_GRACE = 10.0
+# How often to look whether a process group whose leader exited is empty.
+_GROUP_POLL = 0.1
 # Environment variables that describe the launcher's own supervisor, never the child's.
 _NOT_INHERITED = (
     "LISTEN_FDS",
@@ -112,6 +114,8 @@ class Supervisor:
         self.current: Generation | None = None
         self.successor: Generation | None = None
         self.retiring: list[Generation] = []
+        # Leaders gone, process groups maybe not: waited for, killed at the deadline.
+        self._lingering: list[Generation] = []
         self._reload: _ReloadRequest | None = None  # the one running
         self._queued: _ReloadRequest | None = None
         self._reloads = 0
@@ -130,7 +134,10 @@ class Supervisor:
                 self.current = self._start_generation()
             except SpawnError as error:
                 logger.error("%s", error.strerror)  # noqa: TRY400 -- a clear line, no traceback
-                return 126 if error.errno == errno.EACCES else 127
+                return 126 if error.errno in {errno.EACCES, errno.ENOEXEC} else 127
+            except OSError as error:
+                logger.error("cannot start the command: %s", error)  # noqa: TRY400
+                return 1
             logger.info("%s started", self.current)
             while not self._finished():
                 self._wait_once()
@@ -144,8 +151,11 @@ class Supervisor:
         return self._exit_code is not None and not self._live()
 
     def _live(self) -> list[Generation]:
-        gens = [self.current, self.successor, *self.retiring]
-        return [g for g in gens if g is not None and g.alive]
+        live: list[Generation] = []
+        for gen in (self.current, self.successor, *self.retiring, *self._lingering):
+            if gen is not None and all(gen is not x for x in live) and gen.alive:
+                live.append(gen)
+        return live
 
     def _wait_once(self) -> None:
         timeout = self._next_deadline() - time.monotonic()
@@ -160,8 +170,12 @@ class Supervisor:
 
     def _next_deadline(self) -> float:
         deadlines = [g.kill_at for g in self._live()]
-        if self.successor is not None and not self.successor.ready:
-            deadlines.append(self.successor.started_at + self.options.ready_timeout)
+        if any(g.alive for g in self._lingering):
+            # Members of a group do not all report to us (no subreaper): poll.
+            deadlines.append(time.monotonic() + _GROUP_POLL)
+        successor = self.successor
+        if successor is not None and not successor.ready and not self.stopping:
+            deadlines.append(successor.started_at + self.options.ready_timeout)
         return min(deadlines, default=math.inf)
 
     # -- signals ---------------------------------------------------------------
@@ -206,15 +220,15 @@ class Supervisor:
             self.request_reload(None)
             return
         sent = self.options.rewrite.get(sig, sig)
+        if sent == 0:
+            logger.info("%s dropped (--rewrite)", sig.name)
+            return
         targets = self._live()
         if sig in STOPPING and not self.stopping:
             # A generation already draining after a reload was asked once; the
             # same signal again would make its scope skip to CANCELLING.
             targets = [g for g in targets if not g.asked_to_stop]
             self._begin_stop(f"received {sig.name}")
-        if sent == 0:
-            logger.info("%s dropped (--rewrite)", sig.name)
-            return
         for gen in targets:
             gen.signal_group(sent)
         names = ", ".join(str(g) for g in targets) or "no child"
@@ -227,6 +241,11 @@ class Supervisor:
         if self.stopping:
             return
         self.stopping = True
+        # No generation starts after this one: the launcher's copies would only
+        # keep the sockets open, so that connections the kernel still queued once
+        # the children close theirs would hang, then be reset.
+        for listener in self.listeners:
+            listener.sock.close()
         self._upstream("STOPPING=1")
         now = time.monotonic()
         for gen in self._live():
@@ -248,6 +267,7 @@ class Supervisor:
     def _start_generation(self) -> Generation:
         self._count += 1
         number = self._count
+        Path(self._dir).mkdir(mode=0o700, exist_ok=True)  # a tmp cleaner may take it
         path = str(Path(self._dir) / f"notify-{number}")
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         notify.bind(path)
@@ -290,6 +310,9 @@ class Supervisor:
             self._upstream("\n".join(relayed))
 
     def _on_ready(self, gen: Generation) -> None:
+        if self.stopping:
+            logger.info("%s ready, but the launcher is stopping", gen)
+            return
         if gen is self.current:
             logger.info("%s ready", gen)
             self._upstream("READY=1")
@@ -306,11 +329,15 @@ class Supervisor:
         self._reload = None
         self._start_queued()
 
+    def _grace_or_fallback(self) -> float:
+        grace = self.options.grace_period
+        return _FAILED_SUCCESSOR_GRACE if math.isinf(grace) else grace
+
     def _retire(self, gen: Generation, sig: int) -> None:
         gen.asked_to_stop = True
         grace = self.options.grace_period
-        if gen is not self.current and math.isinf(grace) and not gen.ready:
-            grace = _FAILED_SUCCESSOR_GRACE
+        if gen is not self.current and not gen.ready:
+            grace = self._grace_or_fallback()
         gen.kill_at = time.monotonic() + grace
         gen.signal_group(sig)
         self.retiring.append(gen)
@@ -346,33 +373,50 @@ class Supervisor:
             self._selector.unregister(gen.notify)
         gen.read_notifications()
         gen.close()
+        if gen.alive:  # its process group lives on
+            self._linger(gen)
         how = describe_exit(gen.exit_code)
         if gen in self.retiring:
             self.retiring.remove(gen)
             logger.info("%s exited: %s", gen, how)
-        elif gen is self.successor and self.stopping:
-            self.successor = None
-            logger.info("%s exited: %s", gen, how)
         elif gen is self.successor:
             self.successor = None
-            why = f"{gen} exited before it was ready: {how}"
-            self._fail_reload(why)
-        elif gen is self.current:
-            if self.stopping or gen.exit_code == 0:
+            if self.stopping:
                 logger.info("%s exited: %s", gen, how)
-            if not self.stopping:
-                if gen.exit_code != 0:
-                    logger.warning("%s exited on its own: %s; stopping", gen, how)
-                self._begin_stop(f"{gen} exited")
-                for other in self._live():
-                    other.signal_group(self._stop_signal())
-            self._exit_code = gen.exit_code
+            else:
+                self._fail_reload(f"{gen} exited before it was ready: {how}")
+        elif gen is self.current:
+            self._on_current_exit(gen, how)
+
+    def _linger(self, gen: Generation) -> None:
+        """The leader is gone, its group is not: stop it, kill it in time."""
+        self._lingering.append(gen)
+        if not gen.asked_to_stop:
+            gen.asked_to_stop = True
+            gen.signal_group(self._stop_signal())
+        if math.isinf(gen.kill_at):
+            gen.kill_at = time.monotonic() + self._grace_or_fallback()
+
+    def _on_current_exit(self, gen: Generation, how: str) -> None:
+        assert gen.exit_code is not None
+        if self.stopping or gen.exit_code == 0:
+            logger.info("%s exited: %s", gen, how)
+        if not self.stopping:
+            if gen.exit_code != 0:
+                logger.warning("%s exited on its own: %s; stopping", gen, how)
+            targets = [g for g in self._live() if not g.asked_to_stop]
+            self._begin_stop(f"{gen} exited")
+            for other in targets:
+                other.asked_to_stop = True
+                other.signal_group(self._stop_signal())
+        self._exit_code = gen.exit_code
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
         successor = self.successor
         if (
             successor is not None
+            and not self.stopping
             and not successor.ready
             and now >= successor.started_at + self.options.ready_timeout
         ):
@@ -424,6 +468,9 @@ class Supervisor:
         except SpawnError as error:
             self._fail_reload(error.strerror or str(error))
             return
+        except OSError as error:
+            self._fail_reload(f"cannot start generation {self._count}: {error}")
+            return
         logger.info("reload %d: %s started", self._reloads, self.successor)
 
     def _fail_reload(self, why: str) -> None:
@@ -457,7 +504,7 @@ class Supervisor:
             self._control.attach(self._selector, self.request_reload)
 
     def _close(self) -> None:
-        for gen in (self.current, self.successor, *self.retiring):
+        for gen in (self.current, self.successor, *self.retiring, *self._lingering):
             if gen is not None:
                 gen.close()
         if self._control is not None:
