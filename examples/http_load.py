@@ -46,6 +46,9 @@ class LoadStats:
     closed_by_server: int = 0  # after a response that said Connection: close
     last_answer: float = 0.0  # time.monotonic() of the last complete answer
     latencies: list[float] = dataclasses.field(default_factory=list)
+    resets: int = 0  # of ``lost``: those the server reset (ECONNRESET)
+    # (time.monotonic() at completion, status, latency) of every answer, in order.
+    answer_log: list[tuple[float, int, float]] = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
         """One line for people."""
@@ -57,11 +60,29 @@ class LoadStats:
 
 
 class _BrokenError(Exception):
-    """The connection ended; ``answered_bytes`` says whether any answer came."""
+    """The connection ended; did any byte of the answer come, was it a reset?"""
 
-    def __init__(self, *, answered_bytes: bool) -> None:
+    def __init__(self, *, answered_bytes: bool, reset: bool = False) -> None:
         super().__init__()
         self.answered_bytes = answered_bytes
+        self.reset = reset
+
+
+def _is_reset(error: BaseException) -> bool:
+    # anyio raises BrokenResourceError from the OSError on asyncio.
+    return isinstance(error, ConnectionResetError) or isinstance(
+        error.__cause__, ConnectionResetError
+    )
+
+
+async def _receive(stream: SocketStream) -> tuple[bytes, bool]:
+    """The next bytes (b"" at the end), and whether the end was a reset."""
+    try:
+        return await stream.receive(_READ), False
+    except anyio.EndOfStream:
+        return b"", False
+    except (anyio.BrokenResourceError, OSError) as error:
+        return b"", _is_reset(error)
 
 
 async def _exchange(
@@ -71,20 +92,17 @@ async def _exchange(
     data = conn.send(request) + (conn.send(h11.EndOfMessage()) or b"")
     try:
         await stream.send(data)
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        raise _BrokenError(answered_bytes=False) from None
-    got_bytes = False
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
+        raise _BrokenError(answered_bytes=False, reset=_is_reset(error)) from None
+    got_bytes = reset = False
     status, body = 0, b""
     while True:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError:
-            raise _BrokenError(answered_bytes=got_bytes) from None
+            raise _BrokenError(answered_bytes=got_bytes, reset=reset) from None
         if event is h11.NEED_DATA:
-            try:
-                chunk = await stream.receive(_READ)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                chunk = b""
+            chunk, reset = await _receive(stream)
             got_bytes = got_bytes or bool(chunk)
             conn.receive_data(chunk)
         elif isinstance(event, h11.Response):
@@ -94,7 +112,7 @@ async def _exchange(
         elif isinstance(event, h11.EndOfMessage):
             return status, body
         elif isinstance(event, h11.ConnectionClosed):
-            raise _BrokenError(answered_bytes=got_bytes)
+            raise _BrokenError(answered_bytes=got_bytes, reset=reset)
 
 
 async def _client(
@@ -120,9 +138,11 @@ async def _client(
                         stats.closed_idle += 1
                     else:
                         stats.lost += 1
+                        stats.resets += broken.reset
                     break
                 stats.last_answer = now = time.monotonic()
                 stats.latencies.append(now - started)
+                stats.answer_log.append((now, status, now - started))
                 stats.answered += 1
                 stats.statuses[status] = stats.statuses.get(status, 0) + 1
                 if (
