@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._report import ShutdownReport
 
 __all__ = [
+    "MANAGER_VARIABLES",
     "ScopeNotifier",
     "decimal",
     "encode_state",
@@ -36,6 +37,17 @@ __all__ = [
 ]
 
 logger = logging.getLogger("shutdown_scope")
+
+# What a service manager (systemd, the launcher) tells the one process it started:
+# never to be passed on to that process's own children as is.
+MANAGER_VARIABLES: Final = (
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+)
 
 _LINE: Final = re.compile(r"[A-Z][A-Z0-9_]*=[^\n\0]*")
 _DECIMAL: Final = re.compile(r"[0-9]{1,18}")  # ASCII digits; no int overflow

@@ -7,21 +7,24 @@ merged into one pipe, so the order of the child's prints and log lines is kept.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import re
+import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import signal
     from types import TracebackType
 
     from typing_extensions import Self
 
-__all__ = ["TIMEOUT", "Child"]
+__all__ = ["TIMEOUT", "Child", "Launcher", "child_pids"]
 
 # Generous: two slow CI cores running coverage must never hit it; a hung child
 # still fails its test well before pytest-timeout ends the whole run.
@@ -145,3 +148,34 @@ class Child:
                 msg = f"{fragment!r} missing after line {at} of:\n{self.output}"
                 raise AssertionError(msg)
             at = found
+
+
+class Launcher(Child):
+    """A ``shutdown-scope run`` child. On exit, the generations it has not seen
+    exit are killed too: each is a process group of its own, and a failed test
+    must not leave them holding the output pipe open."""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        started = re.findall(r"generation \d+ \(pid (\d+)\)", self.output)
+        exited = re.findall(r"generation \d+ \(pid (\d+)\) exited", self.output)
+        pids = {int(pid) for pid in set(started) - set(exited)}
+        if self.proc.poll() is None:  # and those whose lines were not read yet
+            pids |= child_pids(self.proc.pid)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        super().__exit__(exc_type, exc, tb)
+
+
+def child_pids(pid: int) -> set[int]:
+    """The child processes of ``pid`` (Linux /proc; none where it cannot tell)."""
+    found: set[int] = set()
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found.update(int(x) for x in (task / "children").read_text().split())
+    return found

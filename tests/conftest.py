@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Literal, TypeAlias
 import pytest
 from trio.testing import MockClock
 
+from shutdown_scope._sd_notify import MANAGER_VARIABLES
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -98,14 +100,8 @@ def _not_under_a_service_manager() -> Iterator[None]:
     Under a unit with NOTIFY_SOCKET (or inherited LISTEN_FDS), every scope a test
     opens would notify the real manager, and children would inherit it.
     """
-    names = (
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-        "WATCHDOG_PID",
-        "LISTEN_FDS",
-        "LISTEN_PID",
-        "LISTEN_FDNAMES",
-    )
-    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    saved = {
+        name: os.environ.pop(name) for name in MANAGER_VARIABLES if name in os.environ
+    }
     yield
     os.environ.update(saved)

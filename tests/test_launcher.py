@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _spawn import Child
+from _spawn import Child, Launcher, child_pids
 
 from shutdown_scope._launcher import main
 from shutdown_scope._launcher._cli import _parser
@@ -27,20 +27,6 @@ from shutdown_scope._launcher._spawn import spawn
 LAUNCHED = str(Path(__file__).with_name("_launched.py"))
 
 pytestmark = pytest.mark.subprocess
-
-
-class Launcher(Child):
-    """A launcher child; on exit, its generations are killed too (a failed test
-    must not leave them holding the output pipe open)."""
-
-    def __exit__(self, *exc_info: object) -> None:
-        pids = set(re.findall(r"generation \d+ \(pid (\d+)\)", self.output))
-        if self.proc.poll() is None:  # generations whose start was not read yet
-            pids.update(_child_pids(self.proc.pid))
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(int(pid), signal.SIGKILL)
-        super().__exit__(*exc_info)  # type: ignore[arg-type]
 
 
 def launcher(*options: str, behaviour: str = "serve") -> Launcher:
@@ -195,14 +181,6 @@ def _in_new_pid_namespace() -> list[str]:
     return prefix
 
 
-def _child_pids(pid: int) -> list[str]:
-    found: list[str] = []
-    with contextlib.suppress(FileNotFoundError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += (task / "children").read_text().split()
-    return found
-
-
 def test_as_pid_1_it_forwards_sigterm_and_reaps_orphans() -> None:
     prefix = _in_new_pid_namespace()
     command = [*prefix, sys.executable, "-m", "shutdown_scope", "run", "--"]
@@ -218,7 +196,7 @@ def test_as_pid_1_it_forwards_sigterm_and_reaps_orphans() -> None:
         child.wait_for(f"reaped orphan pid {orphan}")
         child.index("gen 1 pid 2 ")  # the launcher is 1, its child 2
         # The launcher, seen from here: the child of unshare's forked child.
-        (launcher_pid,) = map(int, _child_pids(child.proc.pid))
+        (launcher_pid,) = child_pids(child.proc.pid)
         assert Path(f"/proc/{launcher_pid}/status").read_text().count("NSpid:") == 1
         assert (
             "\t1\n"

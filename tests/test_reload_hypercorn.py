@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import re
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import pytest
-from _spawn import Child
+from _spawn import Child, Launcher
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -50,32 +49,6 @@ STALL = 10.0
 COUNTS = re.compile(r"lifespan: shutdown; /work requests: (\d+) read, (\d+) answered")
 EXITED = re.compile(r"shutdown-scope: generation (\d+) \(pid \d+\) exited: (.*)")
 RETIRED = re.compile(r"; (generation \d+ \(pid \d+\)) sent SIGTERM")
-
-
-class Launcher(Child):
-    """A launcher child; on exit, the generations it has not seen exit are killed
-    too: each is a process group of its own, and a failed test must not leave them
-    holding the output pipe open."""
-
-    def __exit__(self, *exc_info: object) -> None:
-        started = re.findall(r"generation \d+ \(pid (\d+)\)", self.output)
-        exited = re.findall(r"generation \d+ \(pid (\d+)\) exited", self.output)
-        pids = {int(pid) for pid in set(started) - set(exited)}
-        if self.proc.poll() is None:  # and those whose lines were not read yet
-            pids |= _children(self.proc.pid)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        super().__exit__(*exc_info)  # type: ignore[arg-type]
-
-
-def _children(pid: int) -> set[int]:
-    """The child processes of ``pid`` (Linux /proc; none where it cannot tell)."""
-    found: set[int] = set()
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found.update(int(x) for x in (task / "children").read_text().split())
-    return found
 
 
 @contextlib.contextmanager

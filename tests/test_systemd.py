@@ -22,20 +22,12 @@ import pytest
 
 from shutdown_scope import _sd_notify, systemd
 
-_SYSTEMD_VARIABLES = (
-    "NOTIFY_SOCKET",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-)
 TIMEOUT = 30.0
 
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in _SYSTEMD_VARIABLES:
+    for name in _sd_notify.MANAGER_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -284,7 +276,7 @@ for fd, name in passed:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in _sd_notify.MANAGER_VARIABLES}
     return {**env, **extra}
 
 

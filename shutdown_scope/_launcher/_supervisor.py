@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from shutdown_scope._sd_notify import watchdog_interval
+from shutdown_scope._sd_notify import MANAGER_VARIABLES, watchdog_interval
 
 from ._control import ControlServer, Reply
 from ._generation import Generation, describe_exit, exit_code_of
@@ -51,15 +51,6 @@ STOPPING = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 _FAILED_SUCCESSOR_GRACE = 10.0
 # How often to look whether a process group whose leader exited is empty.
 _GROUP_POLL = 0.1
-# Environment variables that describe the launcher's own supervisor, never the child's.
-_NOT_INHERITED = (
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-    "NOTIFY_SOCKET",
-    "WATCHDOG_PID",
-    "WATCHDOG_USEC",
-)
 
 
 @dataclass(frozen=True)
@@ -102,7 +93,9 @@ class Supervisor:
     ) -> None:
         self.options = options
         self.listeners = list(listeners)
-        self._base_env = {k: v for k, v in environ.items() if k not in _NOT_INHERITED}
+        self._base_env = {
+            k: v for k, v in environ.items() if k not in MANAGER_VARIABLES
+        }
         if notify_upstream is not None and _watched(environ):
             # systemd watches the launcher: each generation pings it through us.
             self._base_env["WATCHDOG_USEC"] = environ["WATCHDOG_USEC"]
