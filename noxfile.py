@@ -15,7 +15,7 @@ from pathlib import Path
 import nox
 
 nox.needs_version = ">=2025.10.14"  # nox.options.download_python
-nox.options.sessions = ["tests", "coverage", "lint", "typing"]
+nox.options.sessions = ["tests", "coverage", "lint", "typing", "package"]
 # virtualenv ships with nox and seeds pip from its own wheels, so it works on a
 # Python without ensurepip (Debian's python3 without python3-venv), where the
 # stdlib venv backend fails.
@@ -29,17 +29,10 @@ nox.options.download_python = "never"
 
 ROOT = Path(__file__).parent
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
-# Every extra: the tests exercise the trio backend and the hypercorn integration.
-PROJECT = ".[trio,hypercorn]"
+# The test extra pulls in every other extra (trio, hypercorn) and the test tools
+# (pytest, coverage, uvicorn, httpx, h2): pyproject.toml is their one list.
+PROJECT = ".[test]"
 COVERAGE = "coverage[toml]>=7.10.3"  # 7.10.3: [run] patch = subprocess, fixed
-# uvicorn: the ASGI middleware is also tested under a server not our own.
-TEST_DEPS = (
-    "pytest>=8.0",
-    "pytest-timeout>=2.3",
-    COVERAGE,
-    "uvicorn>=0.54",
-    "httpx>=0.28",
-)
 # Linters are pinned: a new release adds rules and must not break CI by itself.
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
@@ -56,7 +49,7 @@ def run_pytest(session: nox.Session, *default_args: str, measure: bool = False) 
         measure: run under coverage, writing this Python's own data files so
             the ``coverage`` session can combine every version's data.
     """
-    session.install(PROJECT, *TEST_DEPS)
+    session.install(PROJECT)
     args = session.posargs or list(default_args)
     if not measure:
         session.run("python", "-m", "pytest", *args)
@@ -105,7 +98,7 @@ def lint(session: nox.Session) -> None:
 def typing(session: nox.Session) -> None:
     """Type-check everything with mypy (strict); verify the public API's types."""
     # exceptiongroup: mypy checks as Python 3.10 whatever Python runs it.
-    session.install(PROJECT, MYPY, PYRIGHT, "nox", "exceptiongroup>=1.2", *TEST_DEPS)
+    session.install(PROJECT, MYPY, PYRIGHT, "nox", "exceptiongroup>=1.2")
     session.run("python", "-m", "mypy", *session.posargs)
     # Checks the installed wheel: fails without py.typed, or on any public name
     # whose type is partly unknown.
@@ -118,6 +111,22 @@ def typing(session: nox.Session) -> None:
 def examples(session: nox.Session) -> None:
     """Run the tests that drive the example programs."""
     run_pytest(session, "tests/test_examples.py")
+
+
+@nox.session
+def package(session: nox.Session) -> None:
+    """Build the sdist and wheel, check them, and import the wheel in a fresh venv."""
+    session.install("build>=1.2", "twine>=6.1")
+    dist = Path(session.create_tmp()) / "dist"
+    session.run("python", "-m", "build", "--outdir", str(dist), str(ROOT))
+    built = sorted(str(path) for path in dist.iterdir())
+    session.run("twine", "check", "--strict", *built)
+    (wheel,) = dist.glob("*.whl")
+    venv = Path(session.create_tmp()) / "fresh"
+    session.run("python", "-m", "venv", "--clear", str(venv))
+    python = str(venv / "bin" / "python")
+    session.run(python, "-m", "pip", "install", "-q", f"{wheel}[trio,hypercorn]")
+    session.run(python, str(ROOT / "tests" / "import_everything.py"), external=True)
 
 
 @nox.session
