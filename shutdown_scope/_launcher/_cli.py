@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from shutdown_scope._sd_notify import send
+from shutdown_scope._serve_args import add_serve_parser
 
 from ._control import ControlServer, ask_reload
 from ._sockets import FIRST_FD, Listener, adopt_inherited, bind
@@ -168,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="with --control, wait at most S seconds (default 120)",
     )
+    add_serve_parser(commands)
     return parser
 
 
@@ -320,6 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, command or list(args.cmd))
+        if args.command == "serve":  # imports the event loop: only when chosen
+            from shutdown_scope._serve_command import serve_command
+
+            return serve_command(args)
         return _reload(args)
     finally:
         logger.removeHandler(handler)
