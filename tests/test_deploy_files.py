@@ -31,7 +31,6 @@ from _spawn import TIMEOUT, Child
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "examples" / "deploy"
-APP = ROOT / "examples" / "hypercorn_app.py"
 DOCKERFILE = DEPLOY / "Dockerfile"
 KUBERNETES = DEPLOY / "kubernetes.yaml"
 SERVICE = DEPLOY / "app.service"
@@ -134,9 +133,13 @@ def help_options(*argv: str) -> set[str]:
 
 
 def readiness_path_of_the_app() -> str:
-    found = re.findall(r'readiness_path="([^"]+)"', APP.read_text())
+    """The ``--readiness-path`` of the app's command line, the same in every file."""
+    found = {
+        option(split_at_dashes(argv)[1], "--readiness-path")
+        for argv in command_lines().values()
+    }
     assert len(found) == 1, found
-    return str(found[0])
+    return found.pop()
 
 
 # -- the numbers ------------------------------------------------------------------
@@ -161,15 +164,20 @@ def test_the_launcher_runs_the_example_app(deployment: str) -> None:
     launcher, app = split_at_dashes(command_lines()[deployment])
     assert Path(launcher[0]).name == "shutdown-scope"
     assert launcher[1] == "run"
-    assert Path(app[0]).name == "python"
-    assert app[1] == "examples/hypercorn_app.py"
-    assert (ROOT / app[1]).is_file()
+    # `shutdown-scope serve`, with the example's App as the app factory.
+    assert Path(app[0]).name == "shutdown-scope"
+    assert app[1] == "serve"
+    assert option(app, "--app-dir") == "examples"
+    assert "--factory" in app
+    assert "hypercorn_app:App" in app
+    assert (ROOT / option(app, "--app-dir") / "hypercorn_app.py").is_file()
+    assert "--bind" not in app  # it serves the socket the launcher hands it
 
 
 def test_every_option_the_files_name_exists() -> None:
     run_options = help_options("-m", "shutdown_scope", "run")
     reload_options = help_options("-m", "shutdown_scope", "reload")
-    app_options = help_options(str(APP))
+    app_options = help_options("-m", "shutdown_scope", "serve")
     for argv in command_lines().values():
         launcher, app = split_at_dashes(argv)
         named = {word for word in launcher if word.startswith("--")}
@@ -289,7 +297,7 @@ def local(argv: list[str], runtime_dir: Path | None = None) -> list[str]:
             words += [sys.executable, "-m", "shutdown_scope"]
         elif name == "python":
             words.append(sys.executable)
-        elif word.startswith("examples/"):
+        elif word == "examples" or word.startswith("examples/"):
             words.append(str(ROOT / word))
         elif runtime_dir is not None and word.startswith("%t/"):
             words.append(str(runtime_dir / word[len("%t/") :]))
