@@ -57,44 +57,50 @@ def _require(package: str, install: str) -> None:
         raise ServeError(msg, USAGE)
 
 
-def _handed_over(args: argparse.Namespace) -> list[str] | None:
+def _handed_over() -> list[str] | None:
     """``fd://N`` for each socket of ``LISTEN_FDS`` for this process, else None."""
     try:
         fds = systemd.listen_fds()
     except (OSError, ValueError) as error:
-        raise ServeError(str(error), FAILED) from None
-    if not fds:
-        return None
+        text = error.strerror if isinstance(error, OSError) else None
+        raise ServeError(text or str(error), FAILED) from None
+    return [f"fd://{fd}" for fd in fds] or None
+
+
+def _say_handed_over(binds: list[str], ignored: list[str] | None) -> None:
     logger.info(
-        "%s: serving the %d socket(s) handed over (LISTEN_FDS: fd %s)",
+        "%s: serving the socket(s) handed over (LISTEN_FDS): %s",
         _PREFIX,
-        len(fds),
-        ", ".join(map(str, fds)),
+        ", ".join(binds),
     )
-    if args.bind:
+    if ignored:
         logger.warning(
             "%s: --bind %s ignored: serving the sockets handed over",
             _PREFIX,
-            " --bind ".join(args.bind),
+            " --bind ".join(ignored),
         )
-    return [f"fd://{fd}" for fd in fds]
 
 
-def _check_fd(bind: str) -> None:
-    """An ``fd://N`` must be an open stream socket."""
+def _check_fd(bind: str, *, handed_over: bool) -> None:
+    """An ``fd://N`` must be an open stream socket.
+
+    A bad ``--bind`` is the command line's fault (exit 2); a bad socket handed
+    over, the launcher's (exit 1).
+    """
     fd = int(bind[len("fd://") :])
+    where, code = ("LISTEN_FDS", FAILED) if handed_over else (f"--bind {bind}", USAGE)
     try:
         mode = os.fstat(fd).st_mode
     except OSError as error:
-        msg = f"--bind {bind}: fd {fd} is not open ({error.strerror})"
-        raise ServeError(msg, USAGE) from None
+        msg = f"{where}: fd {fd} is not open ({error.strerror})"
+        raise ServeError(msg, code) from None
     if not stat.S_ISSOCK(mode):
-        msg = f"--bind {bind}: fd {fd} is not a socket"
-        raise ServeError(msg, USAGE)
+        msg = f"{where}: fd {fd} is not a socket"
+        raise ServeError(msg, code)
     with socket.socket(fileno=os.dup(fd)) as sock:
         if sock.type != socket.SOCK_STREAM:
-            msg = f"--bind {bind}: fd {fd} is not a stream (TCP or unix) socket"
-            raise ServeError(msg, USAGE)
+            msg = f"{where}: fd {fd} is not a stream (TCP or unix) socket"
+            raise ServeError(msg, code)
 
 
 def _hypercorn(args: argparse.Namespace, app: Any, binds: list[str]) -> _Server:
@@ -168,10 +174,13 @@ def _prepare(args: argparse.Namespace) -> tuple[Plan, _Server]:
         raise ServeError(str(error), USAGE) from None
     if args.backend == "trio":
         _require("trio", "'shutdown-scope[trio]'")
-    binds = _handed_over(args) or args.bind or [DEFAULT_BIND]
+    handed_over = _handed_over()
+    binds = handed_over or args.bind or [DEFAULT_BIND]
     for bind in binds:
         if bind.startswith("fd://"):
-            _check_fd(bind)
+            _check_fd(bind, handed_over=bool(handed_over))
+    if handed_over:
+        _say_handed_over(handed_over, args.bind)
     app = load_app(args.app, factory=args.factory, app_dir=args.app_dir)
     make = _uvicorn if args.server == "uvicorn" else _hypercorn
     return plan, make(args, app, binds)

@@ -454,6 +454,63 @@ def test_a_port_in_use_is_one_line_and_exit_1() -> None:
     )
 
 
+# Puts a socket at fd 3, sets LISTEN_FDS=argv[1] for its own pid (kept by exec)
+# and execs the rest: a launcher that hands over something wrong.
+HAND_OVER = (
+    "import os, socket, sys\n"
+    "kind = socket.SOCK_DGRAM if sys.argv[2] == 'udp' else socket.SOCK_STREAM\n"
+    "sock = socket.socket(socket.AF_INET, kind)\n"
+    "os.dup2(sock.fileno(), 3)\n"
+    "os.set_inheritable(3, True)  # in case sock was fd 3 itself\n"
+    "os.environ.update(LISTEN_FDS=sys.argv[1], LISTEN_PID=str(os.getpid()))\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[3:]])\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("count", "kind", "message"),
+    [
+        ("1", "udp", "LISTEN_FDS: fd 3 is not a stream (TCP or unix) socket"),
+        ("2", "tcp", "LISTEN_FDS: fd 4 (unknown) is not open: Bad file descriptor"),
+        ("three", "tcp", "LISTEN_FDS must be a decimal integer >= 0, not 'three'"),
+    ],
+)
+def test_a_bad_handover_is_one_line_and_exit_1(
+    count: str, kind: str, message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", HAND_OVER, count, kind, *SERVE, "plain_app:app"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line == ERROR + message
+
+
+def test_the_app_is_imported_from_the_working_directory_by_default() -> None:
+    # As the `shutdown-scope` script runs: the working directory is not on
+    # sys.path (python -m would put it there).
+    script = (
+        "import sys; del sys.path[0]\n"
+        "from shutdown_scope._launcher import main\n"
+        "raise SystemExit(main())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, "serve", "plain_app:NOT_AN_APP"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        cwd=APPS,
+    )
+    # Imported (so the object was found), then refused: not an ASGI app.
+    assert result.returncode == 2, result.stderr
+    assert "'plain_app:NOT_AN_APP' is a str, not an ASGI" in result.stderr
+
+
 @pytest.mark.parametrize(("args", "message"), BAD_ARGUMENTS)
 def test_a_malformed_argument_is_an_argparse_error(
     args: list[str], message: str
