@@ -175,6 +175,12 @@ async def test_ordering_fits_one_drain_budget(mock_clock: MockClock) -> None:
         scope.request_shutdown()
     report = scope.report
     assert stopped_at == {"second": 0, "first": 6}
+    # Each phase once, however many services drain in it.
+    assert [(r.phase, r.started) for r in report.phases] == [
+        (Phase.STOPPING, 0),
+        (Phase.DRAINING, 0),
+        (Phase.CANCELLING, 10),
+    ]
     first, second = report.services
     assert (second.outcome, second.finished_at) == ("returned", 6)
     # first needed 8 s but only 4 were left of the drain: cancelled at 10
