@@ -59,6 +59,13 @@ def _seconds(name: str, value: object, *, allow_zero: bool = True) -> float:
     return seconds
 
 
+def _microseconds(seconds: float) -> float:
+    # Budgets are compared in whole microseconds (systemd's resolution): float
+    # sums land a hair off (0.1 + 0.2 > 0.3), which is no reason to warn.
+    micro = seconds * 1_000_000
+    return micro if math.isinf(micro) else round(micro)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     """Validated budgets, in seconds. ``math.inf`` means "never"."""
@@ -107,13 +114,16 @@ class Plan:
 
     def misfit(self) -> str | None:
         """Say why the plan does not fit the grace period, or None if it does."""
-        if self.grace_period is None or self.total <= self.grace_period:
+        if self.grace_period is None:
             return None
+        if _microseconds(self.total) <= _microseconds(self.grace_period):
+            return None
+        # 15 digits: enough to show a microsecond over, too few to show float noise.
         return (
-            f"the shutdown plan takes up to {self.total:g} s (announce_delay"
-            f" {self.announce_delay:g} + drain_timeout {self.drain_timeout:g} +"
-            f" cancel_timeout {self.cancel_timeout:g}) but grace_period is"
-            f" {self.grace_period:g} s: the orchestrator would SIGKILL the process"
+            f"the shutdown plan takes up to {self.total:.15g} s (announce_delay"
+            f" {self.announce_delay:.15g} + drain_timeout {self.drain_timeout:.15g} +"
+            f" cancel_timeout {self.cancel_timeout:.15g}) but grace_period is"
+            f" {self.grace_period:.15g} s: the orchestrator would SIGKILL the process"
             " before the plan ends; shorten the budgets or raise the grace period"
         )
 

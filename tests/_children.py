@@ -5,11 +5,14 @@ job starts its ``--work`` seconds only once the worker is asked to stop, so a
 signal always finds it in flight, however slow the machine. ``--behaviour``:
 
 - ``drain``: the job finishes if the drain gives it time;
-- ``stubborn``: on cancellation it keeps going in an (unbounded) shielded scope;
+- ``stubborn``: on cancellation it keeps going, ``--work`` seconds more, in an
+  (unbounded) shielded scope;
 - ``blocked``: once asked to stop it blocks the event loop with ``time.sleep``;
+- ``blocked-when-cancelled``: on cancellation it blocks the event loop;
 - ``hung``: the scope's body blocks the event loop before any signal.
 
-``--request`` stops the scope with ``request_shutdown()`` instead of a signal.
+``--request`` stops the scope with ``request_shutdown()`` instead of a signal;
+``--no-hard-exit`` opens it with ``hard_exit=False``.
 
 ``other-thread``: SIGTERM sent to a thread that is not the main one.
 
@@ -71,7 +74,10 @@ async def worker(
             if behaviour == "stubborn":
                 say("ignoring cancel")
                 with anyio.CancelScope(shield=True):  # unbounded on purpose
-                    await anyio.sleep(60)
+                    await anyio.sleep(work)
+            if behaviour == "blocked-when-cancelled":
+                say("blocking the loop")
+                time.sleep(60)  # noqa: ASYNC251 -- a cleanup that blocks the loop
             raise
     say("job done")
 
@@ -93,6 +99,7 @@ async def serve(opts: argparse.Namespace) -> None:
     async with graceful_scope(
         drain_timeout=opts.drain,
         cancel_timeout=opts.cancel,
+        hard_exit=not opts.no_hard_exit,
         hard_exit_code=opts.hard_exit_code,
     ) as scope:
         await scope.start(worker, opts.behaviour, opts.work, name="worker")
@@ -181,12 +188,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("program", choices=["serve", "restore", "other-thread"])
     parser.add_argument("--backend", choices=["asyncio", "trio"], required=True)
-    behaviours = ["drain", "stubborn", "blocked", "hung"]
+    behaviours = ["drain", "stubborn", "blocked", "blocked-when-cancelled", "hung"]
     parser.add_argument("--behaviour", choices=behaviours, default="drain")
     parser.add_argument("--work", type=float, default=0.3)
     parser.add_argument("--drain", type=float, default=20.0)
     parser.add_argument("--cancel", type=float, default=20.0)
     parser.add_argument("--hard-exit-code", type=int, default=None)
+    parser.add_argument("--no-hard-exit", action="store_true")
     parser.add_argument("--linger", type=float, default=0.0)
     parser.add_argument("--spy", action="store_true")
     parser.add_argument("--request", action="store_true", help="stop without a signal")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import signal
+import warnings
 from typing import Any
 
 import anyio
@@ -29,6 +30,7 @@ async def enter(**options: Any) -> None:
         ({"drain_timeout": None}, TypeError, r"not NoneType"),
         ({"grace_period": 0}, ValueError, r"grace_period must be > 0"),
         ({"signal_debounce": 1.5}, ValueError, r"under 1 second"),
+        ({"signal_debounce": 1}, ValueError, r"under 1 second"),
         ({"signal_debounce": -0.1}, ValueError, r"signal_debounce must be >= 0"),
         ({"signals": [signal.SIGKILL]}, ValueError, r"SIGKILL cannot be caught"),
         ({"signals": [9999]}, ValueError, r"unknown signal number 9999"),
@@ -73,6 +75,54 @@ async def test_a_plan_that_does_not_fit_the_grace_period_warns() -> None:
 
 async def test_a_plan_that_fits_does_not_warn() -> None:
     await enter(signals=(), drain_timeout=20, cancel_timeout=5, grace_period=30)
+
+
+@pytest.mark.parametrize(
+    ("announce_delay", "drain_timeout", "cancel_timeout", "grace_period"),
+    [
+        (5, 20, 5, 30),
+        (0, 20, 0, 20),
+        # float sums that land a hair above the grace period: 0.1 + 0.2 is
+        # 0.30000000000000004, a rounding error, not a plan that does not fit
+        (0.1, 0.2, 0, 0.3),
+        (1.1, 2.2, 0, 3.3),
+        (0.1, 3.2, 0.0, 3.3),
+    ],
+)
+async def test_a_plan_exactly_equal_to_the_grace_period_fits(
+    announce_delay: float,
+    drain_timeout: float,
+    cancel_timeout: float,
+    grace_period: float,
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        await enter(
+            signals=(),
+            announce_delay=announce_delay,
+            drain_timeout=drain_timeout,
+            cancel_timeout=cancel_timeout,
+            grace_period=grace_period,
+        )
+
+
+@pytest.mark.parametrize(
+    ("over", "total"), [(1e-6, "30.000001"), (0.001, "30.001"), (1, "31")]
+)
+async def test_a_plan_a_microsecond_over_the_grace_period_warns(
+    over: float, total: str
+) -> None:
+    with pytest.warns(ShutdownPlanWarning) as warned:
+        await enter(
+            signals=(),
+            announce_delay=5,
+            drain_timeout=20 + over,
+            cancel_timeout=5,
+            grace_period=30,
+        )
+    (warning,) = warned
+    assert str(warning.message).startswith(f"the shutdown plan takes up to {total} s")
+    assert "grace_period is 30 s" in str(warning.message)
 
 
 async def test_infinite_drain_never_fits_a_grace_period() -> None:

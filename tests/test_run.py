@@ -45,6 +45,28 @@ def test_lost_work_exits_1(backend: str) -> None:
     assert exited.value.code == 1
 
 
+async def abandon_idle_service() -> None:
+    async def stubborn(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        with anyio.CancelScope(shield=True):  # ignores cancellation, holds nothing
+            await anyio.sleep(0.05)
+
+    async with graceful_scope(
+        signals=(), hard_exit=False, drain_timeout=0, cancel_timeout=0
+    ) as scope:
+        await scope.start(stubborn)
+        scope.request_shutdown()
+    assert [s.outcome for s in scope.report.services] == ["abandoned"]
+    assert scope.report.cancelled_in_flight == ()
+
+
+@BACKENDS
+def test_an_abandoned_service_exits_1_even_with_nothing_lost(backend: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(abandon_idle_service, backend=backend)
+    assert exited.value.code == 1
+
+
 def test_the_outermost_scope_decides() -> None:
     async def main() -> None:
         async with graceful_scope(signals=(), hard_exit=False) as outer:

@@ -175,6 +175,12 @@ async def test_ordering_fits_one_drain_budget(mock_clock: MockClock) -> None:
         scope.request_shutdown()
     report = scope.report
     assert stopped_at == {"second": 0, "first": 6}
+    # Each phase once, however many services drain in it.
+    assert [(r.phase, r.started) for r in report.phases] == [
+        (Phase.STOPPING, 0),
+        (Phase.DRAINING, 0),
+        (Phase.CANCELLING, 10),
+    ]
     first, second = report.services
     assert (second.outcome, second.finished_at) == ("returned", 6)
     # first needed 8 s but only 4 were left of the drain: cancelled at 10
@@ -205,6 +211,81 @@ async def test_ignoring_cancellation_is_reported_as_abandoned(
     assert report.services[0].outcome == "abandoned"
     assert report.services[0].finished_at == 50
     assert report.exit_code == 1
+
+
+async def test_an_abandoned_service_with_nothing_in_flight_is_not_clean(
+    mock_clock: MockClock,
+) -> None:
+    """No work was lost, but a service ignored cancellation past the budget."""
+
+    async def stubborn(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(50)
+
+    async with graceful_scope(
+        drain_timeout=10, cancel_timeout=2, **NO_SIGNALS
+    ) as scope:
+        await scope.start(stubborn)
+        scope.request_shutdown()
+    report = scope.report
+    assert report.cancelled_in_flight == ()
+    assert report.errors == ()
+    (record,) = report.services
+    assert (record.outcome, record.finished_at) == ("abandoned", 50)
+    assert report.phase(Phase.EXITING) is not None
+    assert not report.clean
+    assert report.exit_code == 1
+    assert report.as_dict()["clean"] is False
+
+
+async def test_past_the_deadline_the_other_services_are_still_waited_for(
+    mock_clock: MockClock,
+) -> None:
+    """With hard_exit=False, once one service is abandoned the budget is gone:
+    the services stopped after it are cancelled and waited for, and they are
+    not called abandoned for a cleanup that ends."""
+
+    async def slow_cleanup(
+        token: ShutdownToken, *, task_status: TaskStatus[None]
+    ) -> None:
+        task_status.started()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(1)
+
+    async def stubborn(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(50)
+
+    async with graceful_scope(
+        drain_timeout=10, cancel_timeout=2, **NO_SIGNALS
+    ) as scope:
+        await scope.start(slow_cleanup)
+        await scope.start(stubborn)  # stopped first
+        scope.request_shutdown()
+    outcomes = [(s.name, s.outcome, s.finished_at) for s in scope.report.services]
+    assert outcomes == [
+        ("slow_cleanup", "stopped", 51),
+        ("stubborn", "abandoned", 50),
+    ]
+
+
+async def test_a_body_that_returns_during_its_drain_is_reported(
+    mock_clock: MockClock,
+) -> None:
+    async with graceful_scope(announce_delay=2, **NO_SIGNALS) as scope:
+        with scope.token.in_flight("body work"):
+            scope.request_shutdown()
+            await scope.token.wait_phase(Phase.DRAINING)
+            await anyio.sleep(1)
+    body = scope.report.services[-1]
+    assert (body.name, body.outcome) == ("body", "returned")
+    assert (body.stop_requested_at, body.finished_at) == (0, 3)
+    assert scope.report.clean
 
 
 async def test_shield_cleanup_is_bounded_by_the_budget(mock_clock: MockClock) -> None:

@@ -15,6 +15,7 @@ from types import FrameType
 import anyio
 import pytest
 from anyio.abc import TaskStatus
+from trio.testing import MockClock
 
 from shutdown_scope import Phase, ShutdownToken, graceful_scope
 
@@ -140,3 +141,92 @@ async def test_a_failed_install_restores_what_it_changed() -> None:
         async with graceful_scope(signals=[signal.SIGUSR2, 0], hard_exit=False):
             pass  # pragma: no cover
     assert signal.getsignal(signal.SIGUSR2) is before
+
+
+# -- escalation moves the final deadline (virtual time) ------------------------------
+# Two signals at most: in this process a third one (or a second in CANCELLING)
+# would make the watchdog end pytest, whatever hard_exit says.
+
+
+async def test_after_escalation_shield_cleanup_ends_at_the_new_deadline(
+    mock_clock: MockClock,
+) -> None:
+    """The second signal (at 1) ends the budget at 1 + cancel_timeout = 4; a
+    cleanup started at 3 gets until 4, not until 3 + cancel_timeout or the
+    original final deadline (23)."""
+    cleanup: list[tuple[float, float]] = []
+
+    async def svc(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            with token.in_flight("request"):
+                await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(2)  # a first cleanup step: from 1 to 3
+            with token.shield_cleanup() as late:
+                await anyio.sleep(100)
+            cleanup.append((anyio.current_time(), late.deadline))
+
+    async with graceful_scope(
+        signals=[signal.SIGUSR1],
+        signal_debounce=0,
+        drain_timeout=20,
+        cancel_timeout=3,
+        hard_exit=False,
+    ) as scope:
+        await scope.start(svc)
+        signal.raise_signal(signal.SIGUSR1)
+        await anyio.sleep(1)
+        signal.raise_signal(signal.SIGUSR1)
+    assert cleanup == [(4, 4)]
+    report = scope.report
+    assert [(p.phase, p.started) for p in report.phases] == [
+        (Phase.STOPPING, 0),
+        (Phase.DRAINING, 0),
+        (Phase.CANCELLING, 1),
+    ]
+    (record,) = report.services
+    assert (record.outcome, record.finished_at) == ("cancelled", 4)
+
+
+async def test_escalation_cuts_the_cancel_wait_of_an_idle_service(
+    mock_clock: MockClock,
+) -> None:
+    """An idle service that ignores its cancellation is waited for until the
+    final deadline (0 + 20 + 3); the second signal (at 1) moves that wait, and
+    the service's token deadline, to 1 + 3."""
+    seen: list[tuple[float, Phase, float]] = []
+
+    async def stubborn(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            await anyio.sleep_forever()  # nothing in flight
+        finally:
+            with anyio.CancelScope(shield=True):
+                await token.wait_phase(Phase.CANCELLING)
+                seen.append((anyio.current_time(), token.phase, token.deadline))
+                await anyio.sleep(50)
+
+    async with graceful_scope(
+        signals=[signal.SIGUSR1],
+        signal_debounce=0,
+        drain_timeout=20,
+        cancel_timeout=3,
+        hard_exit=False,
+    ) as scope:
+        await scope.start(stubborn)
+        signal.raise_signal(signal.SIGUSR1)
+        await anyio.sleep(1)
+        signal.raise_signal(signal.SIGUSR1)
+    assert seen == [(1, Phase.CANCELLING, 4)]
+    report = scope.report
+    assert [(p.phase, p.started) for p in report.phases] == [
+        (Phase.STOPPING, 0),
+        (Phase.DRAINING, 0),
+        (Phase.CANCELLING, 1),
+        (Phase.EXITING, 4),
+    ]
+    (record,) = report.services
+    assert (record.outcome, record.finished_at) == ("abandoned", 51)
+    assert not report.clean

@@ -57,12 +57,50 @@ async def test_child_needs_a_name() -> None:
             scope.token.child("")
 
 
-async def test_wait_phase_returns_at_once_when_reached() -> None:
-    async with graceful_scope(signals=(), hard_exit=False) as scope:
-        await scope.token.wait_phase(Phase.RUNNING)
+async def test_wait_phase_returns_at_once_when_reached(mock_clock: MockClock) -> None:
+    """A phase reached (or passed) returns without waiting for the next one, and
+    is still a checkpoint."""
+    async with graceful_scope(announce_delay=5, signals=(), hard_exit=False) as scope:
+        token = scope.token
+        t0 = anyio.current_time()
+        with anyio.fail_after(1):  # virtual: a wait for a later phase jumps here
+            await token.wait_phase(Phase.RUNNING)
+            assert anyio.current_time() == t0
+            scope.request_shutdown()
+            await token.wait_phase(Phase.STOPPING)  # DRAINING is 5 s away
+            await token.wait_phase(Phase.RUNNING)
+            assert anyio.current_time() == t0
+        assert token.phase == Phase.STOPPING
+        for phase in (Phase.RUNNING, Phase.STOPPING):
+            with anyio.CancelScope() as cancelled:
+                cancelled.cancel()
+                await token.wait_phase(phase)
+            assert cancelled.cancelled_caught, phase
+
+
+async def test_cancel_on_the_current_phase_cancels_at_once(
+    mock_clock: MockClock,
+) -> None:
+    """Entered in exactly the phase it names (not only a later one), the scope
+    is cancelled at once: its first checkpoint raises."""
+    seen: list[tuple[Phase, float, bool]] = []
+
+    async def svc(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        with token.cancel_on(Phase.RUNNING) as running:
+            await anyio.sleep(1)
+        seen.append((Phase.RUNNING, anyio.current_time(), running.cancelled_caught))
+        await token.wait_phase(Phase.STOPPING)
+        with token.cancel_on(Phase.STOPPING) as stopping:  # DRAINING is 5 s away
+            await anyio.sleep(1)
+        seen.append((Phase.STOPPING, anyio.current_time(), stopping.cancelled_caught))
+
+    async with graceful_scope(announce_delay=5, signals=(), hard_exit=False) as scope:
+        await scope.start(svc)
+        await anyio.sleep(10)
         scope.request_shutdown()
-        await scope.token.wait_phase(Phase.STOPPING)
-        await scope.token.wait_phase(Phase.STOPPING)
+    assert seen == [(Phase.RUNNING, 0, True), (Phase.STOPPING, 10, True)]
+    assert scope.report.services[0].outcome == "returned"
 
 
 async def test_many_waiters_on_one_phase(mock_clock: MockClock) -> None:
@@ -123,3 +161,60 @@ async def test_children_are_not_kept_once_dropped() -> None:
             assert len(scope.token._node.children) == 1
             assert scope.token.in_flight_labels() == ("busy/request",)
         scope.request_shutdown()
+
+
+async def test_shield_cleanup_allows_cancel_timeout_from_now(
+    mock_clock: MockClock,
+) -> None:
+    """Before the final deadline is near, a cleanup gets ``cancel_timeout`` from
+    the moment it starts: also while running, when there is no final deadline."""
+    bounds: list[tuple[float, float]] = []
+
+    async def svc(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        with token.shield_cleanup() as early:
+            await anyio.sleep(100)
+        bounds.append((anyio.current_time(), early.deadline))
+        await token.wait_phase(Phase.STOPPING)
+        with token.shield_cleanup() as on_stop:
+            await anyio.sleep(100)
+        bounds.append((anyio.current_time(), on_stop.deadline))
+
+    async with graceful_scope(
+        drain_timeout=20, cancel_timeout=3, signals=(), hard_exit=False
+    ) as scope:
+        await scope.start(svc)
+        await anyio.sleep(10)
+        scope.request_shutdown()
+    assert bounds == [(3, 3), (13, 13)]  # the final deadline is 33
+    assert scope.report.clean
+
+
+async def test_shield_cleanup_started_late_ends_at_the_final_deadline(
+    mock_clock: MockClock,
+) -> None:
+    """A cleanup started in CANCELLING, one second before the end of the budget,
+    gets that second, not a fresh ``cancel_timeout``."""
+    cleanup: list[tuple[float, float]] = []
+
+    async def svc(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            with token.in_flight("request"):
+                await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(2)  # a first cleanup step: from 4 to 6
+            with token.shield_cleanup() as late:
+                await anyio.sleep(100)
+            cleanup.append((anyio.current_time(), late.deadline))
+
+    async with graceful_scope(
+        drain_timeout=4, cancel_timeout=3, signals=(), hard_exit=False
+    ) as scope:
+        await scope.start(svc)
+        scope.request_shutdown()
+    assert cleanup == [(7, 7)]
+    (record,) = scope.report.services
+    assert (record.outcome, record.finished_at) == ("cancelled", 7)
+    assert scope.report.phase(Phase.EXITING) is None
