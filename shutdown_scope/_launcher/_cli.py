@@ -254,7 +254,6 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     if args.control_group is not None and not args.control:
         logger.error("--control-group needs --control PATH")
         return 2
-    name_this_process()  # what `reload --pid` checks
     environ = dict(os.environ)
     with ExitStack() as stack:
         try:
@@ -270,6 +269,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
                 FIRST_FD + index,
             )
         _become_subreaper()
+        name_this_process()  # what `reload --pid` checks
         options = Options(
             command=command,
             rewrite=dict(args.rewrite),

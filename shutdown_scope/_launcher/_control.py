@@ -126,7 +126,8 @@ class ControlServer:
             self._server.close()
             msg = f"cannot listen on --control {path}: {error.strerror or error}"
             raise OSError(error.errno, msg) from None
-        self._inode = Path(path).stat().st_ino
+        bound = os.lstat(path)
+        self._identity = (bound.st_dev, bound.st_ino)
         self._server.setblocking(False)  # noqa: FBT003 -- the stdlib signature
         self._selector: selectors.BaseSelector | None = None
         self._request: Callable[[Reply | None], None] | None = None
@@ -303,7 +304,8 @@ class ControlServer:
                 "control socket: %d connections refused in all", self._refused
             )
         with contextlib.suppress(OSError):
-            if Path(self.path).stat().st_ino == self._inode:  # still ours
+            now = os.lstat(self.path)
+            if (now.st_dev, now.st_ino) == self._identity:  # not replaced since
                 Path(self.path).unlink()
 
 
@@ -312,6 +314,7 @@ def _connect(path: str, deadline: float) -> socket.socket:
     told = False
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)  # noqa: FBT003 -- a full backlog: EAGAIN, not a wait
         try:
             sock.connect(path)
         except BlockingIOError:  # the launcher is busy: its backlog is full
@@ -339,8 +342,9 @@ def ask_reload(path: str, *, timeout: float) -> tuple[bool, str]:
     """
     deadline = time.monotonic() + timeout
     with _connect(path, deadline) as sock:
-        if not math.isinf(timeout):
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
+        sock.settimeout(
+            None if math.isinf(timeout) else max(0.001, deadline - time.monotonic())
+        )
         answer = b""
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(b"reload\n")  # if refused, its answer is still to be read
