@@ -31,6 +31,8 @@ from test_launcher import (
     reload_command,
 )
 
+from shutdown_scope._launcher import main
+
 pytestmark = pytest.mark.subprocess
 
 NOBODY = 65534
@@ -336,6 +338,26 @@ def test_a_file_that_is_not_a_pid_file_is_not_replaced(
     assert [x.name for x in tmp_path.iterdir()] == ["launcher.pid"]
 
 
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "device"])
+def test_reload_reads_a_pid_only_from_a_regular_file(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pid_file = tmp_path / "launcher.pid"
+    if kind == "symlink":
+        holder = tmp_path / "real.pid"
+        holder.write_text(f"{os.getpid()}\n")
+        pid_file.symlink_to(holder)
+    elif kind == "fifo":
+        os.mkfifo(pid_file)
+    else:
+        pid_file = Path(os.devnull)
+    assert main(["reload", "--pid-file", str(pid_file)]) == 1
+    reason = "a symbolic link" if kind == "symlink" else "not a regular file"
+    assert f"cannot read a pid from {pid_file}: it is {reason}" in (
+        capsys.readouterr().err
+    )
+
+
 def test_a_stale_pid_file_is_replaced_and_the_new_one_locked(tmp_path: Path) -> None:
     pid_file = tmp_path / "launcher.pid"
     pid_file.write_text("12345\n")
@@ -572,6 +594,30 @@ def test_a_runtime_directory_remade_by_another_user_is_not_used(
     assert list(public_dir.iterdir()) == [runtime]
     assert runtime.stat().st_uid == NOBODY
     assert sorted(x.name for x in runtime.iterdir()) == ["notify-1", "notify-2"]
+
+
+def test_no_usable_temporary_directory_is_a_clear_error() -> None:
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        pytest.skip("needs root and unshare, to mount read-only /tmp and /var/tmp")
+    script = (
+        "mount -t tmpfs -o ro none /tmp && mount -t tmpfs -o ro none /var/tmp"
+        ' && cd /proc && exec "$@"'
+    )
+    launch = [sys.executable, "-m", "shutdown_scope", "run", "--", "true"]
+    done = subprocess.run(
+        [unshare, "--mount", "sh", "-c", script, "-", *launch],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "TMPDIR": "/proc"},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "shutdown-scope: cannot make the launcher's runtime directory" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
 
 
 def test_the_runtime_directory_is_removed_at_exit(public_dir: Path) -> None:

@@ -277,13 +277,17 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
             ready_timeout=args.ready_timeout,
             debounce=args.debounce,
         )
-        supervisor = Supervisor(
-            options,
-            listeners,
-            environ=environ,
-            control=control,
-            notify_upstream=_upstream(environ),
-        )
+        try:
+            supervisor = Supervisor(
+                options,
+                listeners,
+                environ=environ,
+                control=control,
+                notify_upstream=_upstream(environ),
+            )
+        except OSError as error:
+            logger.error("%s", error.strerror or error)  # noqa: TRY400
+            return _LAUNCHER_ERROR
         supervisor.register_control()
         return supervisor.run()
 

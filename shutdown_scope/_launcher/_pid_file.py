@@ -93,18 +93,17 @@ def _open_regular(path: str) -> int:
     Raises:
         OSError: the reason, as a short phrase.
     """
-    try:
+    kind = os.lstat(path).st_mode  # opening a device could do something
+    if stat.S_ISLNK(kind):
+        msg = "it is a symbolic link (not followed)"
+        raise OSError(errno.ELOOP, msg)
+    if stat.S_ISREG(kind):
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            msg = "it is a symbolic link (not followed)"
-            raise OSError(errno.ELOOP, msg) from None
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # still, after the lstat
+            return fd
         os.close(fd)
-        msg = "it is not a regular file"
-        raise OSError(errno.EINVAL, msg)
-    return fd
+    msg = "it is not a regular file"
+    raise OSError(errno.EINVAL, msg)
 
 
 class PidFile:
@@ -134,13 +133,9 @@ class PidFile:
 
     def _check_replaceable(self) -> None:
         try:
-            kind = os.lstat(self.path).st_mode
+            fd = _open_regular(self.path)
         except FileNotFoundError:
             return
-        if stat.S_ISLNK(kind):
-            msg = "it is a symbolic link (not followed)"
-            raise OSError(errno.ELOOP, msg)
-        fd = _open_regular(self.path)  # only now: opening a FIFO could block
         try:
             holder = _lock_holder(fd)
             if holder is not None:

@@ -51,7 +51,11 @@ class RuntimeDir:
         return self._made[-1][0]
 
     def _make(self) -> None:
-        path = tempfile.mkdtemp(prefix="shutdown-scope-")
+        try:
+            path = tempfile.mkdtemp(prefix="shutdown-scope-")
+        except OSError as error:
+            msg = f"cannot make the launcher's runtime directory: {error}"
+            raise OSError(error.errno, msg) from None
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         os.fchmod(fd, _MODE)  # mkdtemp's 0700 less the umask: a umask 0700 leaves 0
         self._made.append((path, fd))
