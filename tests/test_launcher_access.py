@@ -6,6 +6,7 @@ Real processes, signals, sockets and uids: another user is uid 65534 through
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -260,6 +261,15 @@ def test_a_launcher_that_is_pid_1_can_be_reloaded_by_pid_and_pid_file(
     assert "reload 3" not in child.output
 
 
+_HOLD_A_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
 @pytest.mark.parametrize("lock", ["unlocked", "locked by another process"])
 def test_a_stale_pid_file_is_refused_and_its_pid_not_signalled(
     tmp_path: Path, lock: str
@@ -269,23 +279,11 @@ def test_a_stale_pid_file_is_refused_and_its_pid_not_signalled(
     pid_file = tmp_path / "launcher.pid"
     pid_file.write_text(f"{other.pid}\n")
     locker = None
-    if lock != "unlocked":
-        locker = Child(
-            "-c",
-            "import fcntl, os, sys, time\n"
-            "fd = os.open(sys.argv[1], os.O_RDWR)\n"
-            "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
-            "print('locked', flush=True)\n"
-            "time.sleep(60)\n",
-            str(pid_file),
-        )
-        locker.wait_for("locked")
-    try:
+    with contextlib.ExitStack() as stack:
+        if lock != "unlocked":
+            locker = stack.enter_context(Child("-c", _HOLD_A_LOCK, str(pid_file)))
+            locker.wait_for("locked")
         result = reload_command("--pid-file", str(pid_file))
-    finally:
-        if locker is not None:
-            locker.proc.kill()
-            locker.__exit__(None, None, None)
     assert signal_that_ended(other) == signal.SIGTERM
     assert result.returncode == 1
     if locker is None:
@@ -343,15 +341,17 @@ def test_reload_reads_a_pid_only_from_a_regular_file(
     tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pid_file = tmp_path / "launcher.pid"
+    other = sleeper()
     if kind == "symlink":
         holder = tmp_path / "real.pid"
-        holder.write_text(f"{os.getpid()}\n")
+        holder.write_text(f"{other.pid}\n")
         pid_file.symlink_to(holder)
     elif kind == "fifo":
         os.mkfifo(pid_file)
     else:
         pid_file = Path(os.devnull)
     assert main(["reload", "--pid-file", str(pid_file)]) == 1
+    assert signal_that_ended(other) == signal.SIGTERM
     reason = "a symbolic link" if kind == "symlink" else "not a regular file"
     assert f"cannot read a pid from {pid_file}: it is {reason}" in (
         capsys.readouterr().err
