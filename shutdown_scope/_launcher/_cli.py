@@ -19,7 +19,8 @@ from pathlib import Path
 from shutdown_scope._sd_notify import send
 from shutdown_scope._serve_args import add_serve_parser
 
-from ._control import ControlServer, ask_reload
+from ._control import ControlServer, ask_reload, parse_group
+from ._pid_file import PidFile, name_this_process, parse_pid, signal_launcher
 from ._sockets import FIRST_FD, Listener, adopt_inherited, bind
 from ._supervisor import Options, Supervisor
 
@@ -142,7 +143,15 @@ def _parser() -> argparse.ArgumentParser:
         help="the same signal again within S seconds counts once (default 0.2)",
     )
     run.add_argument(
-        "--control", metavar="PATH", help="unix socket for `shutdown-scope reload`"
+        "--control",
+        metavar="PATH",
+        help="unix socket for `shutdown-scope reload` (mode 0600: this uid and root)",
+    )
+    run.add_argument(
+        "--control-group",
+        type=parse_group,
+        metavar="GROUP",
+        help="also let members of GROUP (name or gid) use --control (mode 0660)",
     )
     run.add_argument("--pid-file", metavar="PATH", help="write the launcher's pid here")
     run.add_argument(
@@ -160,7 +169,9 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument(
         "--control", metavar="PATH", help="the launcher's --control socket"
     )
-    target.add_argument("--pid", type=int, help="the launcher's pid (sends SIGHUP)")
+    target.add_argument(
+        "--pid", type=parse_pid, help="the launcher's pid (sends SIGHUP)"
+    )
     target.add_argument("--pid-file", metavar="PATH", help="the launcher's --pid-file")
     reload.add_argument(
         "--timeout",
@@ -213,16 +224,10 @@ def _prepare(
             stack.callback(_unlink_if_same, listener.address[len("unix:") :])
     control = None
     if args.control:
-        control = ControlServer(args.control)
+        control = ControlServer(args.control, group=args.control_group)
         stack.callback(control.close)
     if args.pid_file:
-        pid_file = Path(args.pid_file)
-        try:
-            pid_file.write_text(f"{os.getpid()}\n", encoding="ascii")
-        except OSError as error:
-            msg = f"cannot write --pid-file {pid_file}: {error.strerror}"
-            raise OSError(error.errno, msg) from None
-        stack.callback(pid_file.unlink, missing_ok=True)
+        stack.callback(PidFile(args.pid_file).release)
     return listeners, control
 
 
@@ -248,6 +253,9 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     if not command:
         logger.error("no command: shutdown-scope run [options] -- CMD [ARGS...]")
         return 2
+    if args.control_group is not None and not args.control:
+        logger.error("--control-group needs --control PATH")
+        return 2
     environ = dict(os.environ)
     with ExitStack() as stack:
         try:
@@ -263,6 +271,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
                 FIRST_FD + index,
             )
         _become_subreaper()
+        name_this_process()  # what `reload --pid` checks
         options = Options(
             command=command,
             rewrite=dict(args.rewrite),
@@ -270,13 +279,17 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
             ready_timeout=args.ready_timeout,
             debounce=args.debounce,
         )
-        supervisor = Supervisor(
-            options,
-            listeners,
-            environ=environ,
-            control=control,
-            notify_upstream=_upstream(environ),
-        )
+        try:
+            supervisor = Supervisor(
+                options,
+                listeners,
+                environ=environ,
+                control=control,
+                notify_upstream=_upstream(environ),
+            )
+        except OSError as error:
+            logger.error("%s", error.strerror or error)  # noqa: TRY400
+            return _LAUNCHER_ERROR
         supervisor.register_control()
         return supervisor.run()
 
@@ -290,17 +303,10 @@ def _reload(args: argparse.Namespace) -> int:
             return _LAUNCHER_ERROR
         (logger.info if ok else logger.error)("%s", text)
         return 0 if ok else _LAUNCHER_ERROR
-    pid = args.pid
-    if args.pid_file:
-        try:
-            pid = int(Path(args.pid_file).read_text(encoding="ascii").strip())
-        except (OSError, ValueError) as error:
-            logger.error("cannot read a pid from %s: %s", args.pid_file, error)  # noqa: TRY400
-            return _LAUNCHER_ERROR
     try:
-        os.kill(pid, signal.SIGHUP)
+        pid = signal_launcher(pid=args.pid, pid_file=args.pid_file)
     except OSError as error:
-        logger.error("cannot signal pid %d: %s", pid, error.strerror)  # noqa: TRY400
+        logger.error("%s", error.strerror or error)  # noqa: TRY400
         return _LAUNCHER_ERROR
     logger.info("SIGHUP sent to pid %d", pid)
     return 0

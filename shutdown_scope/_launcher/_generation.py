@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 
 __all__ = ["Generation", "exit_code_of"]
 
@@ -88,8 +87,8 @@ class Generation:
                     self.status = line[len("STATUS=") :][:_STATUS_LIMIT]
 
     def close(self) -> None:
+        """Close our end; the socket file is the runtime directory's to remove."""
         self.notify.close()
-        Path(self.notify_path).unlink(missing_ok=True)
 
 
 def describe_exit(code: int) -> str:

@@ -16,17 +16,16 @@ import os
 import selectors
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 
 from shutdown_scope._sd_notify import MANAGER_VARIABLES, watchdog_interval
 
 from ._control import ControlServer, Reply
 from ._generation import Generation, describe_exit, exit_code_of
+from ._runtime_dir import RuntimeDir
 from ._sockets import Listener
 from ._spawn import SpawnError, spawn
 
@@ -102,7 +101,7 @@ class Supervisor:
         self._control = control
         self._upstream = notify_upstream or _no_upstream
         self._selector = selectors.DefaultSelector()
-        self._dir = tempfile.mkdtemp(prefix="shutdown-scope-")
+        self._runtime = RuntimeDir()  # the generations' notify sockets
         self._count = 0
         self.current: Generation | None = None
         self.successor: Generation | None = None
@@ -169,6 +168,8 @@ class Supervisor:
         successor = self.successor
         if successor is not None and not successor.ready and not self.stopping:
             deadlines.append(successor.started_at + self.options.ready_timeout)
+        if self._control is not None:
+            deadlines.append(self._control.next_deadline())
         return min(deadlines, default=math.inf)
 
     # -- signals ---------------------------------------------------------------
@@ -260,10 +261,7 @@ class Supervisor:
     def _start_generation(self) -> Generation:
         self._count += 1
         number = self._count
-        Path(self._dir).mkdir(mode=0o700, exist_ok=True)  # a tmp cleaner may take it
-        path = str(Path(self._dir) / f"notify-{number}")
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        notify.bind(path)
+        notify, path = self._runtime.bind_datagram(f"notify-{number}")
         notify.setblocking(False)  # noqa: FBT003 -- the stdlib signature
         env = dict(self._base_env)
         env["NOTIFY_SOCKET"] = path
@@ -280,7 +278,7 @@ class Supervisor:
             )
         except BaseException:
             notify.close()
-            Path(path).unlink()
+            self._runtime.remove(path)
             raise
         gen = Generation(number, pid, notify, path, started_at=time.monotonic())
         self._selector.register(
@@ -366,6 +364,7 @@ class Supervisor:
             self._selector.unregister(gen.notify)
         gen.read_notifications()
         gen.close()
+        self._runtime.remove(gen.notify_path)
         if gen.alive:  # its process group lives on
             self._linger(gen)
         how = describe_exit(gen.exit_code)
@@ -406,6 +405,8 @@ class Supervisor:
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
+        if self._control is not None:
+            self._control.check_deadlines(now)
         successor = self.successor
         if (
             successor is not None
@@ -505,8 +506,7 @@ class Supervisor:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
-        with contextlib.suppress(OSError):
-            Path(self._dir).rmdir()
+        self._runtime.close()  # with the generations' sockets
 
 
 def _watched(environ: dict[str, str]) -> bool:

@@ -1,0 +1,128 @@
+"""The launcher's private directory, where the generations' notify sockets live.
+
+Made fresh by ``mkdtemp`` (mode 0700, a name nobody can guess in advance) and
+removed at exit. Before each socket is bound, the path is checked to still be
+that directory, owned by us: a tmp cleaner may have removed it, and another user
+may have made one of the same name since, to block every reload. Then a new
+directory is made; the other is neither used nor touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import stat
+import tempfile
+from pathlib import Path
+
+__all__ = ["RuntimeDir"]
+
+logger = logging.getLogger("shutdown_scope.launcher")
+
+_MODE = 0o700
+
+
+def _is_socket(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISSOCK(
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        )
+    except FileNotFoundError:
+        return False
+
+
+class RuntimeDir:
+    """Private directories for unix sockets; the last one made is in use."""
+
+    def __init__(self) -> None:
+        """Make the directory (in ``$TMPDIR``, else /tmp).
+
+        Raises:
+            OSError: it cannot be made.
+        """
+        self._made: list[tuple[str, int]] = []  # path, and an fd of the directory
+        self._make()
+
+    @property
+    def path(self) -> str:
+        """The directory in use."""
+        return self._made[-1][0]
+
+    def _make(self) -> None:
+        try:
+            path = tempfile.mkdtemp(prefix="shutdown-scope-")
+        except OSError as error:
+            msg = f"cannot make the launcher's runtime directory: {error}"
+            raise OSError(error.errno, msg) from None
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        os.fchmod(fd, _MODE)  # mkdtemp's 0700 less the umask: a umask 0700 leaves 0
+        self._made.append((path, fd))
+
+    @staticmethod
+    def _intact(path: str, fd: int) -> bool:
+        """``path`` is still our directory: same inode, our uid, mode 0700."""
+        try:
+            seen = os.lstat(path)
+        except OSError:
+            return False
+        ours = os.fstat(fd)
+        return (
+            (seen.st_dev, seen.st_ino) == (ours.st_dev, ours.st_ino)
+            and seen.st_uid == os.geteuid()
+            and stat.S_IMODE(seen.st_mode) == _MODE
+        )
+
+    def bind_datagram(self, name: str) -> tuple[socket.socket, str]:
+        """A datagram socket bound at ``name`` in our directory, and its path.
+
+        Raises:
+            OSError: it cannot be bound.
+        """
+        for _ in range(2):  # once more in a new directory if it was swapped
+            path, fd = self._made[-1]
+            if not self._intact(path, fd):
+                self._make()
+                logger.warning(
+                    "the runtime directory %s is gone or no longer ours; now using %s",
+                    path,
+                    self.path,
+                )
+                path, fd = self._made[-1]
+            sock_path = str(Path(path) / name)
+            sock = socket.socket(
+                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+            )
+            try:
+                sock.bind(sock_path)
+            except BaseException:
+                sock.close()
+                raise
+            # The bind went through ``path``: was that our directory, and is it now?
+            if _is_socket(name, fd) and self._intact(path, fd):
+                return sock, sock_path
+            sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=fd)
+        msg = f"the runtime directory {self.path} keeps being replaced"
+        raise OSError(msg)
+
+    def remove(self, sock_path: str) -> None:
+        """Unlink a socket made by ``bind_datagram``: in our directory only."""
+        directory, name = os.path.split(sock_path)
+        for path, fd in self._made:
+            if path == directory:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=fd)
+
+    def close(self) -> None:
+        """Remove each directory made, with what is left in it, where still ours."""
+        for path, fd in self._made:
+            with contextlib.suppress(OSError):
+                if self._intact(path, fd):
+                    for name in os.listdir(fd):  # noqa: PTH208 -- of the fd, not the path
+                        os.unlink(name, dir_fd=fd)
+                    Path(path).rmdir()
+            os.close(fd)
+        self._made.clear()
