@@ -13,7 +13,7 @@ import os
 import re
 import socket
 import threading
-from collections import Counter, deque
+from collections import ChainMap, Counter, deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
@@ -31,8 +31,11 @@ __all__ = [
     "ScopeNotifier",
     "decimal",
     "encode_state",
+    "manager_environ",
+    "notify_address",
     "open_scope_notifier",
     "send",
+    "take_notify_variables",
     "watchdog_interval",
 ]
 
@@ -65,6 +68,15 @@ _REASON_CHARS: Final = 200
 # scope holds this while it is open, and nested (or concurrent) ones stay quiet.
 # Module state on purpose: it is process-wide by nature.
 _CLAIM: Final = threading.Lock()
+
+# What a scope takes out of os.environ so that its child processes do not inherit
+# it (sd_notify's unset_environment), with the launcher's SHUTDOWN_SCOPE_*.
+_NOTIFY_VARIABLES: Final = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+_OWN_PREFIX: Final = "SHUTDOWN_SCOPE_"
+# Their values once taken: this process still uses them. Process-wide, as the
+# environment they came from; written under the lock.
+_TAKEN: Final[dict[str, str]] = {}
+_TAKEN_LOCK: Final = threading.Lock()
 
 
 def decimal(name: str, value: str, *, minimum: int = 0) -> int:
@@ -106,6 +118,42 @@ def encode_state(state: str) -> bytes:
         msg = f"state must be at most {_MAX_DATAGRAM} bytes, not {len(data)}"
         raise ValueError(msg)
     return data
+
+
+def take_notify_variables() -> None:
+    """Move NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID and SHUTDOWN_SCOPE_* out of
+    ``os.environ``: child processes do not inherit them, and ``manager_environ``
+    still has them for this process. Variables set again later are taken anew."""
+    with _TAKEN_LOCK:
+        names = [
+            name
+            for name in list(os.environ)
+            if name in _NOTIFY_VARIABLES or name.startswith(_OWN_PREFIX)
+        ]
+        if "NOTIFY_SOCKET" in names:
+            _TAKEN.clear()  # a new manager's variables do not mix with the old's
+        for name in names:
+            value = os.environ.pop(name, None)
+            if value is not None:
+                _TAKEN[name] = value
+
+
+def manager_environ(environ: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """Where to read the manager's variables: ``environ``; for ``os.environ``
+    (the default), with those a scope took out of it."""
+    if environ is None or environ is os.environ:
+        with _TAKEN_LOCK:
+            return ChainMap(dict(os.environ), dict(_TAKEN))
+    return environ
+
+
+def notify_address(value: str) -> str:
+    """The socket address for NOTIFY_SOCKET's ``value`` (``@name``: abstract).
+
+    Raises:
+        ValueError: neither an absolute path nor ``@name``.
+    """
+    return _address(value)
 
 
 def _address(value: str) -> str:
@@ -150,7 +198,8 @@ def send(state: str, environ: Mapping[str, str] | None = None) -> bool:
 
     Args:
         state: lines of ``KEY=VALUE``, e.g. ``"READY=1\nSTATUS=running"``.
-        environ: where to find ``NOTIFY_SOCKET``; ``os.environ`` by default.
+        environ: where to find ``NOTIFY_SOCKET``; ``os.environ`` by default
+            (where a scope may have taken it from: it is still found).
 
     Returns:
         True when sent; False when ``NOTIFY_SOCKET`` is unset or empty (not
@@ -163,7 +212,7 @@ def send(state: str, environ: Mapping[str, str] | None = None) -> bool:
             is the system's.
     """
     data = encode_state(state)
-    value = (os.environ if environ is None else environ).get("NOTIFY_SOCKET", "")
+    value = manager_environ(environ).get("NOTIFY_SOCKET", "")
     if not value:
         return False
     with _connect(value) as sock:
@@ -359,7 +408,14 @@ def open_scope_notifier(
     machine: PhaseMachine, environ: Mapping[str, str]
 ) -> Iterator[ScopeNotifier | None]:
     """The scope's notifier: None without ``NOTIFY_SOCKET``, inside a scope that
-    notifies already, or when the socket cannot be reached (logged once)."""
+    notifies already, or when the socket cannot be reached (logged once).
+
+    From ``os.environ``, the variables are taken (``take_notify_variables``):
+    the scope's child processes do not inherit them.
+    """
+    if environ is os.environ:
+        take_notify_variables()
+        environ = manager_environ()
     value = environ.get("NOTIFY_SOCKET", "")
     if not value or not _CLAIM.acquire(blocking=False):
         yield None

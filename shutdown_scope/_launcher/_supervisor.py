@@ -27,6 +27,7 @@ from shutdown_scope._sd_notify import MANAGER_VARIABLES, watchdog_interval
 
 from ._control import ControlServer, Reply
 from ._generation import Generation, describe_exit, exit_code_of
+from ._notify import NotifyAccess, NotifyInbox
 from ._sockets import Listener
 from ._spawn import SpawnError, spawn
 
@@ -62,6 +63,7 @@ class Options:
     grace_period: float = math.inf
     ready_timeout: float = 30.0
     debounce: float = 0.2
+    notify_access: NotifyAccess = "main"
 
 
 def _no_upstream(state: str) -> None:
@@ -262,9 +264,7 @@ class Supervisor:
         number = self._count
         Path(self._dir).mkdir(mode=0o700, exist_ok=True)  # a tmp cleaner may take it
         path = str(Path(self._dir) / f"notify-{number}")
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        notify.bind(path)
-        notify.setblocking(False)  # noqa: FBT003 -- the stdlib signature
+        inbox = NotifyInbox.bind(path, self.options.notify_access)
         env = dict(self._base_env)
         env["NOTIFY_SOCKET"] = path
         env["SHUTDOWN_SCOPE_GENERATION"] = str(number)
@@ -279,28 +279,28 @@ class Supervisor:
                 reset_signals=(*FORWARDED, signal.SIGHUP, signal.SIGCHLD),
             )
         except BaseException:
-            notify.close()
-            Path(path).unlink()
+            inbox.close()
             raise
-        gen = Generation(number, pid, notify, path, started_at=time.monotonic())
+        gen = Generation(number, pid, inbox, started_at=time.monotonic())
         self._selector.register(
-            notify, selectors.EVENT_READ, lambda: self._on_notify(gen)
+            inbox.sock, selectors.EVENT_READ, lambda: self._on_notify(gen)
         )
         return gen
 
     def _on_notify(self, gen: Generation) -> None:
         was_ready = gen.ready
-        lines = gen.read_notifications()
+        datagrams = gen.read_notifications()
         if gen.ready and not was_ready:
             self._on_ready(gen)
-        relayed = [
-            line
-            for line in lines
-            if (gen is self.current and line.startswith(("STATUS=", "WATCHDOG=1")))
-            or (self.stopping and line.startswith("EXTEND_TIMEOUT_USEC="))
-        ]
-        if relayed:
-            self._upstream("\n".join(relayed))
+        for lines in datagrams:  # one by one: each fits a datagram
+            relayed = [
+                line
+                for line in lines
+                if (gen is self.current and line.startswith(("STATUS=", "WATCHDOG=1")))
+                or (self.stopping and line.startswith("EXTEND_TIMEOUT_USEC="))
+            ]
+            if relayed:
+                self._upstream("\n".join(relayed))
 
     def _on_ready(self, gen: Generation) -> None:
         if self.stopping:
@@ -363,7 +363,7 @@ class Supervisor:
     def _on_exit(self, gen: Generation) -> None:
         assert gen.exit_code is not None
         with contextlib.suppress(KeyError):
-            self._selector.unregister(gen.notify)
+            self._selector.unregister(gen.inbox.sock)
         gen.read_notifications()
         gen.close()
         if gen.alive:  # its process group lives on
@@ -377,7 +377,9 @@ class Supervisor:
             if self.stopping:
                 logger.info("%s exited: %s", gen, how)
             else:
-                self._fail_reload(f"{gen} exited before it was ready: {how}")
+                self._fail_reload(
+                    f"{gen} exited before it was ready: {how}{gen.not_ready_because()}"
+                )
         elif gen is self.current:
             self._on_current_exit(gen, how)
 
@@ -418,6 +420,7 @@ class Supervisor:
             self._fail_reload(
                 f"{successor} not ready within --ready-timeout "
                 f"{self.options.ready_timeout:g} s (stopped)"
+                f"{successor.not_ready_because()}"
             )
         for gen in self._live():
             if now >= gen.kill_at:
