@@ -21,6 +21,7 @@ from pathlib import Path
 import anyio
 import pytest
 from _services import NO_SIGNALS, idle
+from _spawn import fill_queue
 from anyio.abc import TaskStatus
 from trio.testing import MockClock
 
@@ -512,12 +513,7 @@ async def test_a_bad_address_is_logged_once(
 
 def fill(manager: Manager) -> None:
     """Fill the manager's queue: the next message would block."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
-        filler.connect(manager.sock.getsockname())
-        filler.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                filler.send(b"FILLER=1")
+    fill_queue(manager.sock.getsockname())
 
 
 async def test_a_full_queue_delays_messages_in_order(manager: Manager) -> None:

@@ -32,6 +32,7 @@ class Generation:
     asked_to_stop: bool = False
     kill_at: float = math.inf
     group_gone: bool = False
+    refusal_told: bool = False  # the supervisor's STATUS= said refusal()
 
     def __post_init__(self) -> None:
         self.inbox.started(f"generation {self.number}", self.pid)
@@ -75,13 +76,13 @@ class Generation:
             self.ready = True
         return datagrams
 
-    def not_ready_because(self) -> str:
-        """Why READY=1 was not heard, when a process other than the main one sent it."""
+    def refusal(self) -> str:
+        """Why READY=1 went unheard, if a process other than the main one sent it."""
         sender = self.inbox.refused_ready
         if sender is None:
             return ""
         return (
-            f"; READY=1 from pid {sender} was dropped: not its main process"
+            f"READY=1 from pid {sender} was dropped: not its main process"
             f" (pid {self.inbox.main_pid}), see --notify-access"
         )
 

@@ -292,6 +292,10 @@ class Supervisor:
         datagrams = gen.read_notifications()
         if gen.ready and not was_ready:
             self._on_ready(gen)
+        elif gen.refusal() and not gen.refusal_told:
+            # Under systemd, `systemctl status` shows why the service is not ready.
+            gen.refusal_told = True
+            self._upstream(f"STATUS={gen}: {gen.refusal()}")
         for lines in datagrams:  # one by one: each fits a datagram
             relayed = [
                 line
@@ -378,7 +382,7 @@ class Supervisor:
                 logger.info("%s exited: %s", gen, how)
             else:
                 self._fail_reload(
-                    f"{gen} exited before it was ready: {how}{gen.not_ready_because()}"
+                    f"{gen} exited before it was ready: {how}{_also(gen.refusal())}"
                 )
         elif gen is self.current:
             self._on_current_exit(gen, how)
@@ -420,7 +424,7 @@ class Supervisor:
             self._fail_reload(
                 f"{successor} not ready within --ready-timeout "
                 f"{self.options.ready_timeout:g} s (stopped)"
-                f"{successor.not_ready_because()}"
+                f"{_also(successor.refusal())}"
             )
         for gen in self._live():
             if now >= gen.kill_at:
@@ -518,6 +522,10 @@ def _watched(environ: dict[str, str]) -> bool:
     except ValueError as error:
         logger.warning("no watchdog pings: %s", error)
         return False
+
+
+def _also(text: str) -> str:
+    return f"; {text}" if text else ""
 
 
 def _fdname(listener: Listener) -> str:
