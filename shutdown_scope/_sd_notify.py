@@ -31,6 +31,7 @@ __all__ = [
     "ScopeNotifier",
     "decimal",
     "encode_state",
+    "is_state_line",
     "manager_environ",
     "notify_address",
     "open_scope_notifier",
@@ -90,6 +91,11 @@ def decimal(name: str, value: str, *, minimum: int = 0) -> int:
         msg = f"{name} must be a decimal integer >= {minimum}, not {value!r}"
         raise ValueError(msg)
     return number
+
+
+def is_state_line(line: str) -> bool:
+    """Whether ``line`` is one ``KEY=VALUE`` line (KEY in capitals, no NUL)."""
+    return _LINE.fullmatch(line) is not None
 
 
 def encode_state(state: str) -> bytes:

@@ -15,8 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _spawn import Child, Launcher, child_pids, fill_queue
-from test_launcher import LAUNCHED, ask, launcher, port_of, reload_command
+from _spawn import Child, Launcher, fill_queue
+from test_launcher import (
+    LAUNCHED,
+    ask,
+    launcher,
+    port_of,
+    reload_command,
+    wait_for_all,
+)
 
 pytestmark = pytest.mark.subprocess
 
@@ -32,7 +39,7 @@ def supervisor_socket() -> Iterator[tuple[str, socket.socket]]:
 
 def heard(sock: socket.socket) -> list[bytes]:
     """The datagrams waiting on ``sock``."""
-    sock.setblocking(False)  # noqa: FBT003 -- the stdlib signature
+    sock.setblocking(False)
     datagrams = []
     with contextlib.suppress(BlockingIOError):
         while True:
@@ -41,8 +48,9 @@ def heard(sock: socket.socket) -> list[bytes]:
 
 
 def pid_after(child: Child, marker: str) -> int:
-    """The number after ``marker`` on the first line that has it."""
-    match = re.search(rf"{re.escape(marker)}(\d+)", child.wait_for(marker))
+    """The number after ``marker`` in the output (read up to it if need be)."""
+    wait_for_all(child, marker)
+    match = re.search(rf"{re.escape(marker)}(\d+)", child.output)
     assert match is not None
     return int(match.group(1))
 
@@ -70,24 +78,25 @@ def test_only_the_main_process_can_make_a_generation_ready(
         port = port_of(child)
         child.wait_for(") ready")
         result = reload_command("--control", control)
-        sender = pid_after(child, "helper " if "helper" in behaviour else "worker ")
         if took_over:
             assert result.returncode == 0, result.stderr
-            child.wait_for("gen 1 exiting")
+            wait_for_all(child, "gen 1 exiting")
         else:
             assert result.returncode == 1, result.stderr
             assert "generation 2 (pid" in result.stderr
             assert "exited before it was ready: exit code 3" in result.stderr
-            assert f"READY=1 from pid {sender} was dropped" in result.stderr
             assert ask(port).startswith("gen 1 ")
             assert "gen 1 got SIGTERM" not in child.output
-        child.send(signal.SIGTERM)
-        code = child.finish()
-    if behaviour == "helperready" and took_over:
-        # --notify-access all: the helper retired generation 1, then the app failed.
-        assert code == 3
-    else:
-        assert code == 0
+        if behaviour == "helperready" and took_over:
+            # --notify-access all: the helper retired generation 1, then the app
+            # failed: the outage that NotifyAccess=main prevents.
+            assert child.finish() == 3
+        else:
+            child.send(signal.SIGTERM)
+            assert child.finish() == 0
+    if not took_over:
+        sender = pid_after(child, "helper " if "helper" in behaviour else "worker ")
+        assert f"READY=1 from pid {sender} was dropped" in result.stderr
 
 
 def test_a_process_outside_the_generation_cannot_make_it_ready(
@@ -111,3 +120,46 @@ def test_a_process_outside_the_generation_cannot_make_it_ready(
         assert ask(port).startswith("gen 1 ")
         child.send(signal.SIGTERM)
         assert child.finish() == 0
+
+
+# -- the relay to the launcher's own supervisor -------------------------------------
+
+
+def test_a_supervisor_that_reads_nothing_never_stops_the_launcher() -> None:
+    """With systemd's queue full, the launcher still forwards, reaps and kills."""
+    with supervisor_socket() as (address, sock):
+        fill_queue(sock.getsockname())
+        command = ("-m", "shutdown_scope", "run", "--grace-period", "1", "--")
+        env = {"NOTIFY_SOCKET": address}
+        with Launcher(*command, sys.executable, LAUNCHED, "ignore", env=env) as child:
+            child.wait_for(") ready")  # READY=1 for the supervisor: dropped
+            child.send(signal.SIGTERM)  # STOPPING=1: dropped too
+            child.wait_for("gen 1 got SIGTERM")
+            assert child.finish() == 128 + signal.SIGKILL  # at the grace period
+        assert set(heard(sock)) == {b"FILLER=1"}
+    assert "still running after its grace period: SIGKILL" in child.output
+
+
+def test_long_statuses_do_not_stop_the_relay() -> None:
+    """Each datagram is relayed on its own, cut to fit; malformed ones are not."""
+    with supervisor_socket() as (address, sock):
+        command = ("-m", "shutdown_scope", "run", "--")
+        env = {"NOTIFY_SOCKET": address}
+        with Launcher(
+            *command, sys.executable, LAUNCHED, "bigstatus", env=env
+        ) as child:
+            child.wait_for(") ready")
+            child.send(signal.SIGTERM)
+            assert child.finish() == 0
+        datagrams = heard(sock)
+    assert all(len(x) <= 4096 for x in datagrams)  # what systemd reads whole
+    lines = [line for x in datagrams for line in x.decode().split("\n")]
+    assert lines.index("READY=1") < lines.index("STOPPING=1")
+    statuses = [x[len("STATUS=") :] for x in lines if x.startswith("STATUS=")]
+    assert statuses[:2] == ["a" * 2500, "b" * 2500]
+    # 3000 bytes that are not UTF-8 decode to 9000 bytes: cut to one datagram.
+    assert set(statuses[2]) == {"\ufffd"}
+    assert 4000 < len(statuses[2].encode()) <= 4096 - len("STATUS=")
+    # The datagram with a NUL inside was dropped whole, as systemd drops it.
+    assert not any("nul" in x for x in statuses)
+    assert "serving" in statuses

@@ -18,7 +18,7 @@ import struct
 from pathlib import Path
 from typing import Final, Literal
 
-from shutdown_scope._sd_notify import encode_state, notify_address
+from shutdown_scope._sd_notify import is_state_line, notify_address
 
 __all__ = ["NOTIFY_ACCESS", "NotifyAccess", "NotifyInbox", "Upstream", "senders_known"]
 
@@ -171,7 +171,7 @@ class NotifyInbox:
         # Most often a shell that ran the program without `exec`: the program is
         # then out of reach of PR_SET_PDEATHSIG if the launcher is SIGKILLed.
         if sender is not None and self._in_group(sender):
-            return "; a shell or wrapper that did not `exec` the program?"
+            return "; a helper, or a shell or wrapper that did not `exec` the program?"
         return ""
 
     def _log_once(self, sender: int | None, text: str) -> None:
@@ -283,7 +283,7 @@ def _fit(lines: list[str]) -> bytes | None:
     Lines that are not ``KEY=VALUE`` (a NUL, an empty line) are left out; a
     STATUS= too long is cut (systemd keeps only the last one anyway).
     """
-    valid = [line for line in lines if _is_state(line)]
+    valid = [line for line in lines if is_state_line(line)]
     whole = "\n".join(valid).encode()
     if len(whole) <= _MAX_DATAGRAM:
         return whole or None
@@ -299,11 +299,3 @@ def _fit(lines: list[str]) -> bytes | None:
     if len(status) <= len("STATUS="):
         return head or None
     return head + b"\n" + status if head else status
-
-
-def _is_state(line: str) -> bool:
-    try:
-        encode_state(line)
-    except ValueError:
-        return False
-    return True
