@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _spawn import Child, Launcher, fill_queue
+from _spawn import Child, Launcher, child_pids, fill_queue
 from test_launcher import (
     LAUNCHED,
+    _in_new_pid_namespace,
     ask,
     launcher,
     port_of,
@@ -163,3 +164,65 @@ def test_long_statuses_do_not_stop_the_relay() -> None:
     # The datagram with a NUL inside was dropped whole, as systemd drops it.
     assert not any("nul" in x for x in statuses)
     assert "serving" in statuses
+
+
+# -- a program that is not the process the launcher started -------------------------
+
+
+def test_a_shell_that_did_not_exec_the_program_is_named(tmp_path: Path) -> None:
+    """``sh -c "python app.py; ..."``: the shell is the main process, not the app.
+
+    If the launcher were SIGKILLed, only the shell would be told to stop and the
+    app would keep the socket: the launcher says so where it is seen, in the
+    supervisor's STATUS= and in the failed reload, not only in its log.
+    """
+    control = str(tmp_path / "control")
+    script = f'"{sys.executable}" "{LAUNCHED}" serve,readycrash; exit $?'
+    options = ("--listen", "127.0.0.1:0", "--control", control)
+    with supervisor_socket() as (address, sock):
+        command = ("-m", "shutdown_scope", "run", *options, "--", "sh", "-c", script)
+        with Launcher(*command, env={"NOTIFY_SOCKET": address}) as child:
+            port = port_of(child)
+            shell = pid_after(child, "generation 1 (pid ")
+            program = pid_after(child, "gen 1 pid ")
+            assert ask(port) == f"gen 1 pid {program}"  # it serves, under a shell
+            result = reload_command("--control", control)
+            assert result.returncode == 1
+            shell_2 = pid_after(child, "generation 2 (pid ")
+            why = re.search(r"READY=1 from pid (\d+) was dropped", result.stderr)
+            assert why is not None, result.stderr
+            assert int(why.group(1)) not in {shell_2, program}
+            assert f"not its main process (pid {shell_2})" in result.stderr
+            child.send(signal.SIGTERM)
+            assert child.finish() == 128 + signal.SIGTERM  # the shell's
+        told = [x.decode() for x in heard(sock)]
+    assert told[0] == (
+        f"STATUS=generation 1 (pid {shell}): READY=1 from pid {program} was"
+        f" dropped: not its main process (pid {shell}), see --notify-access"
+    )
+    assert told.index("RELOADING=1" + told[1][len("RELOADING=1") :]) == 1
+    assert "READY=1" not in told[:2]  # the supervisor never heard it was ready
+
+
+def test_as_pid_1_a_killed_launcher_takes_every_process_with_it() -> None:
+    """The limit above does not apply in a container: when PID 1 dies, the
+    kernel kills its PID namespace, the app under the shell included."""
+    prefix = _in_new_pid_namespace()
+    script = f'"{sys.executable}" "{LAUNCHED}" serve; exit $?'
+    command = [*prefix, sys.executable, "-m", "shutdown_scope", "run", "--"]
+    with Child(
+        "-c",
+        "import os, sys; os.execvp(sys.argv[1], sys.argv[1:])",
+        *command,
+        "sh",
+        "-c",
+        script,
+    ) as child:
+        child.wait_for(") started")
+        child.wait_for("gen 1 pid")
+        (launcher_pid,) = child_pids(child.proc.pid)  # unshare's child: PID 1
+        (shell,) = child_pids(launcher_pid)
+        (program,) = child_pids(shell)
+        os.kill(launcher_pid, signal.SIGKILL)
+        assert child.finish() != 0
+    assert not Path(f"/proc/{program}").exists()
