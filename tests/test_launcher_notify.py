@@ -141,6 +141,24 @@ def test_a_supervisor_that_reads_nothing_never_stops_the_launcher() -> None:
     assert "still running after its grace period: SIGKILL" in child.output
 
 
+def test_a_supervisor_socket_that_comes_back_hears_the_next_messages() -> None:
+    """A failed send (systemd re-executing, say) never turns the relay off."""
+    name = f"shutdown-scope-test-{uuid.uuid4().hex}"
+    command = ("-m", "shutdown_scope", "run", "--", sys.executable, LAUNCHED, "serve")
+    with Launcher(*command, env={"NOTIFY_SOCKET": f"@{name}"}) as child:
+        child.wait_for("cannot notify the launcher's supervisor")  # READY=1: lost
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(f"\0{name}")
+            child.send(signal.SIGHUP)
+            child.wait_for("reload 1: done")
+            child.send(signal.SIGTERM)
+            assert child.finish() == 0
+            told = [x.decode().split("\n")[0] for x in heard(sock)]
+    # Generation 1's STATUS= may have been sent before or after the bind.
+    after = told[told.index("RELOADING=1") :]
+    assert after == ["RELOADING=1", "READY=1", "STATUS=serving", "STOPPING=1"]
+
+
 def test_long_statuses_do_not_stop_the_relay() -> None:
     """Each datagram is relayed on its own, cut to fit; malformed ones are not."""
     with supervisor_socket() as (address, sock):

@@ -78,11 +78,12 @@ class Generation:
 
     def refusal(self) -> str:
         """Why READY=1 went unheard, if a process other than the main one sent it."""
-        sender = self.inbox.refused_ready
-        if sender is None:
+        if not self.inbox.ready_refused:
             return ""
+        sender = self.inbox.refused_ready
+        who = "an unknown process" if sender is None else f"pid {sender}"
         return (
-            f"READY=1 from pid {sender} was dropped: not its main process"
+            f"READY=1 from {who} was dropped: not its main process"
             f" (pid {self.inbox.main_pid}), see --notify-access"
         )
 

@@ -36,6 +36,7 @@ _SENDERS_LOGGED: Final = 3
 _CREDENTIALS: Final = struct.Struct("iII")  # struct ucred: pid, uid, gid
 _PASSCRED: Final[int | None] = getattr(socket, "SO_PASSCRED", None)
 _LINE_BREAK: Final = re.compile(r"[\r\n]")
+_PID_DIGITS: Final = 9  # Linux pids stay below 2**22: no overflow, ever
 
 
 class NotifyInbox:
@@ -53,7 +54,8 @@ class NotifyInbox:
         self.group = 0  # the generation's process group: its leader's pid
         self.main_pid = 0
         self.dropped = 0  # from other processes, oversize or malformed
-        self.refused_ready: int | None = None  # a sender whose READY=1 was dropped
+        self.ready_refused = False  # a READY=1 from another process was dropped
+        self.refused_ready: int | None = None  # its sender, if known
         self._senders_logged: set[int] = set()
 
     @classmethod
@@ -117,8 +119,8 @@ class NotifyInbox:
         what = f"{'READY=1' if ready else 'a notification'} from {who}"
         if self.access == "main":
             self.dropped += 1
-            if ready and self.refused_ready is None:
-                self.refused_ready = sender
+            if ready and not self.ready_refused:
+                self.ready_refused, self.refused_ready = True, sender
             self._log_once(
                 sender,
                 f"{what}, not its main process (pid {self.main_pid}): dropped"
@@ -139,7 +141,8 @@ class NotifyInbox:
                 kept.append(line)
                 continue
             value = line[len("MAINPID=") :]
-            pid = int(value) if value.isascii() and value.isdigit() else 0
+            digits = value.isascii() and value.isdigit() and len(value) <= _PID_DIGITS
+            pid = int(value) if digits else 0
             if pid == self.main_pid:
                 continue
             if self._in_group(pid):
@@ -164,7 +167,7 @@ class NotifyInbox:
             return False
         try:
             return os.getpgid(pid) == self.group
-        except OSError:
+        except (OSError, OverflowError):
             return False
 
     def _hint(self, sender: int | None) -> str:
@@ -237,12 +240,13 @@ class Upstream:
         if data is None:
             self._drop(errno.EMSGSIZE, f"nothing of {state[:40]!r}... fits a datagram")
             return
-        if len(data) < len(state.encode()):
+        if len(data) < len(state.encode(errors="replace")):
             self.cut += 1
             if self.cut == 1:
                 logger.warning(
-                    "a message to the supervisor was cut to fit one datagram"
-                    " (%d bytes; counted, logged once)",
+                    "a message to the supervisor was shortened: lines that are not"
+                    " KEY=VALUE left out, or a STATUS= cut to %d bytes (counted,"
+                    " logged once)",
                     _MAX_DATAGRAM,
                 )
         try:
@@ -270,7 +274,7 @@ class Upstream:
         self._sock.close()
         if self.dropped or self.cut:
             logger.warning(
-                "messages to the supervisor: %d sent (%d of them cut), %d dropped",
+                "messages to the supervisor: %d sent (%d shortened), %d dropped",
                 self.sent,
                 self.cut,
                 self.dropped,
@@ -284,18 +288,19 @@ def _fit(lines: list[str]) -> bytes | None:
     STATUS= too long is cut (systemd keeps only the last one anyway).
     """
     valid = [line for line in lines if is_state_line(line)]
-    whole = "\n".join(valid).encode()
+    whole = "\n".join(valid).encode(errors="replace")
     if len(whole) <= _MAX_DATAGRAM:
         return whole or None
     others = [line for line in valid if not line.startswith("STATUS=")]
     statuses = [line for line in valid if line.startswith("STATUS=")]
-    head = "\n".join(others).encode()
+    head = "\n".join(others).encode(errors="replace")
     if len(head) > _MAX_DATAGRAM:
         return None
     if not statuses:
         return head or None
     room = _MAX_DATAGRAM - len(head) - (1 if head else 0)
-    status = statuses[-1].encode()[:room].decode(errors="ignore").encode()
+    status = statuses[-1].encode(errors="replace")[:room]
+    status = status.decode(errors="ignore").encode()
     if len(status) <= len("STATUS="):
         return head or None
     return head + b"\n" + status if head else status
