@@ -13,13 +13,14 @@ import os
 import re
 import socket
 import threading
-from collections import ChainMap, Counter, deque
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
 
 import anyio
 
+from ._manager_environ import manager_environ, take_notify_variables
 from ._phases import Phase
 
 if TYPE_CHECKING:
@@ -32,11 +33,9 @@ __all__ = [
     "decimal",
     "encode_state",
     "is_state_line",
-    "manager_environ",
     "notify_address",
     "open_scope_notifier",
     "send",
-    "take_notify_variables",
     "watchdog_interval",
 ]
 
@@ -69,15 +68,6 @@ _REASON_CHARS: Final = 200
 # scope holds this while it is open, and nested (or concurrent) ones stay quiet.
 # Module state on purpose: it is process-wide by nature.
 _CLAIM: Final = threading.Lock()
-
-# What a scope takes out of os.environ so that its child processes do not inherit
-# it (sd_notify's unset_environment), with the launcher's SHUTDOWN_SCOPE_*.
-_NOTIFY_VARIABLES: Final = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-_OWN_PREFIX: Final = "SHUTDOWN_SCOPE_"
-# Their values once taken: this process still uses them. Process-wide, as the
-# environment they came from; written under the lock.
-_TAKEN: Final[dict[str, str]] = {}
-_TAKEN_LOCK: Final = threading.Lock()
 
 
 def decimal(name: str, value: str, *, minimum: int = 0) -> int:
@@ -126,43 +116,12 @@ def encode_state(state: str) -> bytes:
     return data
 
 
-def take_notify_variables() -> None:
-    """Move NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID and SHUTDOWN_SCOPE_* out of
-    ``os.environ``: child processes do not inherit them, and ``manager_environ``
-    still has them for this process. Variables set again later are taken anew."""
-    with _TAKEN_LOCK:
-        names = [
-            name
-            for name in list(os.environ)
-            if name in _NOTIFY_VARIABLES or name.startswith(_OWN_PREFIX)
-        ]
-        if "NOTIFY_SOCKET" in names:
-            _TAKEN.clear()  # a new manager's variables do not mix with the old's
-        for name in names:
-            value = os.environ.pop(name, None)
-            if value is not None:
-                _TAKEN[name] = value
-
-
-def manager_environ(environ: Mapping[str, str] | None = None) -> Mapping[str, str]:
-    """Where to read the manager's variables: ``environ``; for ``os.environ``
-    (the default), with those a scope took out of it."""
-    if environ is None or environ is os.environ:
-        with _TAKEN_LOCK:
-            return ChainMap(dict(os.environ), dict(_TAKEN))
-    return environ
-
-
 def notify_address(value: str) -> str:
     """The socket address for NOTIFY_SOCKET's ``value`` (``@name``: abstract).
 
     Raises:
         ValueError: neither an absolute path nor ``@name``.
     """
-    return _address(value)
-
-
-def _address(value: str) -> str:
     if value.startswith("/"):
         return value
     if value.startswith("@") and len(value) > 1:
@@ -187,7 +146,7 @@ def _connect(value: str) -> socket.socket:
         ValueError: ``value`` is not an address this module can reach.
         OSError: the socket cannot be reached (the message names it).
     """
-    address = _address(value)
+    address = notify_address(value)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | _CLOEXEC)
     try:
         sock.connect(address)
