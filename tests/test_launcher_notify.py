@@ -26,6 +26,9 @@ from test_launcher import (
     wait_for_all,
 )
 
+from shutdown_scope._launcher import main
+from shutdown_scope._launcher._cli import _parser
+
 pytestmark = pytest.mark.subprocess
 
 
@@ -98,6 +101,14 @@ def test_only_the_main_process_can_make_a_generation_ready(
     if not took_over:
         sender = pid_after(child, "helper " if "helper" in behaviour else "worker ")
         assert f"READY=1 from pid {sender} was dropped" in result.stderr
+
+
+def test_notify_access_takes_main_or_all(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _parser().parse_args(["run"]).notify_access == "main"
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--notify-access", "any", "--", "true"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'any' (choose from" in capsys.readouterr().err
 
 
 def test_a_process_outside_the_generation_cannot_make_it_ready(
