@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
+from ._manager_environ import manager_environ, take_notify_variables
 from ._phases import Phase
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ __all__ = [
     "ScopeNotifier",
     "decimal",
     "encode_state",
+    "is_state_line",
+    "notify_address",
     "open_scope_notifier",
     "send",
     "watchdog_interval",
@@ -80,6 +83,11 @@ def decimal(name: str, value: str, *, minimum: int = 0) -> int:
     return number
 
 
+def is_state_line(line: str) -> bool:
+    """Whether ``line`` is one ``KEY=VALUE`` line (KEY in capitals, no NUL)."""
+    return _LINE.fullmatch(line) is not None
+
+
 def encode_state(state: str) -> bytes:
     """Check a notification and encode it.
 
@@ -108,7 +116,12 @@ def encode_state(state: str) -> bytes:
     return data
 
 
-def _address(value: str) -> str:
+def notify_address(value: str) -> str:
+    """The socket address for NOTIFY_SOCKET's ``value`` (``@name``: abstract).
+
+    Raises:
+        ValueError: neither an absolute path nor ``@name``.
+    """
     if value.startswith("/"):
         return value
     if value.startswith("@") and len(value) > 1:
@@ -133,7 +146,7 @@ def _connect(value: str) -> socket.socket:
         ValueError: ``value`` is not an address this module can reach.
         OSError: the socket cannot be reached (the message names it).
     """
-    address = _address(value)
+    address = notify_address(value)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | _CLOEXEC)
     try:
         sock.connect(address)
@@ -150,7 +163,8 @@ def send(state: str, environ: Mapping[str, str] | None = None) -> bool:
 
     Args:
         state: lines of ``KEY=VALUE``, e.g. ``"READY=1\nSTATUS=running"``.
-        environ: where to find ``NOTIFY_SOCKET``; ``os.environ`` by default.
+        environ: where to find ``NOTIFY_SOCKET``; ``os.environ`` by default
+            (where a scope may have taken it from: it is still found).
 
     Returns:
         True when sent; False when ``NOTIFY_SOCKET`` is unset or empty (not
@@ -163,7 +177,7 @@ def send(state: str, environ: Mapping[str, str] | None = None) -> bool:
             is the system's.
     """
     data = encode_state(state)
-    value = (os.environ if environ is None else environ).get("NOTIFY_SOCKET", "")
+    value = manager_environ(environ).get("NOTIFY_SOCKET", "")
     if not value:
         return False
     with _connect(value) as sock:
@@ -359,7 +373,14 @@ def open_scope_notifier(
     machine: PhaseMachine, environ: Mapping[str, str]
 ) -> Iterator[ScopeNotifier | None]:
     """The scope's notifier: None without ``NOTIFY_SOCKET``, inside a scope that
-    notifies already, or when the socket cannot be reached (logged once)."""
+    notifies already, or when the socket cannot be reached (logged once).
+
+    From ``os.environ``, the variables are taken (``take_notify_variables``):
+    the scope's child processes do not inherit them.
+    """
+    if environ is os.environ:
+        take_notify_variables()
+        environ = manager_environ()
     value = environ.get("NOTIFY_SOCKET", "")
     if not value or not _CLAIM.acquire(blocking=False):
         yield None

@@ -59,6 +59,8 @@ def notify(state: str) -> bool:
         notify("READY=1\nSTATUS=serving on :8000")
 
     Not a checkpoint; it does not block unless the manager stops reading.
+    Inside a ``graceful_scope``, which takes ``NOTIFY_SOCKET`` out of
+    ``os.environ`` so that child processes do not inherit it, it still finds it.
 
     Returns:
         True when sent; False when ``NOTIFY_SOCKET`` is unset or empty (not

@@ -18,6 +18,16 @@ SHUTDOWN_SCOPE_GENERATION) takes the N-th behaviour, or the last one:
 - ``slowready``: send READY=1 1 s after the start, whatever happens; stop on
   SIGTERM only after that.
 - ``readycrash``: send READY=1, then exit 1 after 0.3 s.
+- ``helperready``: a helper process of its group sends READY=1 (and prints
+  ``helper P``), then the main process exits 3: an app that fails after a helper
+  said it was ready.
+- ``mainpid``: the main process names a worker of its group with ``MAINPID=``,
+  then the worker sends READY=1 (and prints ``worker P``); otherwise like serve.
+- ``launchermainpid``: MAINPID= names the launcher; the worker sends READY=1,
+  then the main process exits 3.
+- ``bigstatus``: with the launcher stopped (SIGSTOP, so that it reads them all
+  at once), send two 2.5 KB STATUS=, a STATUS= of 3000 bytes that are not
+  UTF-8 and a datagram with a NUL inside, then READY=1; otherwise like serve.
 """
 
 from __future__ import annotations
@@ -39,15 +49,71 @@ def say(text: str) -> None:
     print(f"{tag} {text}", flush=True)  # noqa: T201 -- the markers tests wait for
 
 
+def notify(data: bytes) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(data, os.environ["NOTIFY_SOCKET"])
+
+
+def in_a_helper(send: bytes, *, wait: bool = False, name: str = "helper") -> int:
+    """Fork a process of our group that sends ``send``, once told to with
+    ``go()`` if ``wait``; ``sent()`` returns once it has."""
+    helper = os.fork()
+    if helper == 0:
+        if wait:
+            os.read(go_read, 1)
+        notify(send)
+        print(f"{name} {os.getpid()}", flush=True)  # noqa: T201
+        os.write(sent_write, b"x")
+        time.sleep(60)  # stopped with the group
+        os._exit(0)
+    return helper
+
+
+go_read, go_write = os.pipe()
+sent_read, sent_write = os.pipe()
+
+
+def go() -> None:
+    os.write(go_write, b"x")
+
+
+def sent() -> None:
+    os.read(sent_read, 1)
+
+
 if behaviour == "crash":
     say("crashing")
     sys.exit(3)
 if behaviour == "readycrash":
     say("ready, then crashing")
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+    notify(b"READY=1")
     time.sleep(0.3)
     sys.exit(1)
+
+
+if behaviour == "helperready":
+    in_a_helper(b"READY=1")
+    sent()
+    say("failing after its helper said ready")
+    sys.exit(3)
+if behaviour in {"mainpid", "launchermainpid"}:
+    worker = in_a_helper(b"READY=1", wait=True, name="worker")
+    named = worker if behaviour == "mainpid" else os.getppid()
+    notify(f"MAINPID={named}".encode())
+    go()  # the worker's READY=1 comes after MAINPID=
+    if behaviour == "launchermainpid":
+        sent()
+        say("failing after its worker said ready")
+        sys.exit(3)
+if behaviour == "bigstatus":
+    os.kill(os.getppid(), signal.SIGSTOP)
+    try:
+        notify(b"STATUS=" + b"a" * 2500)
+        notify(b"STATUS=" + b"b" * 2500)
+        notify(b"STATUS=" + b"\xff" * 3000)
+        notify(b"READY=1\nSTATUS=nul\0inside")
+    finally:
+        os.kill(os.getppid(), signal.SIGCONT)
 if behaviour.startswith("exit:"):
     say(f"will exit {behaviour[5:]}")
     time.sleep(0.3)
@@ -91,12 +157,10 @@ if listener is not None:
 say(f"pid {os.getpid()} listening {listener is not None}")
 if behaviour == "slowready":
     time.sleep(1)
-if behaviour != "hang":
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.sendto(b"READY=1\nSTATUS=serving", os.environ["NOTIFY_SOCKET"])
+if behaviour not in {"hang", "mainpid"}:
+    notify(b"READY=1\nSTATUS=serving")
     if os.environ.get("WATCHDOG_USEC"):
-        notify.sendto(b"WATCHDOG=1", os.environ["NOTIFY_SOCKET"])
-    notify.close()
+        notify(b"WATCHDOG=1")
 while not stopping:
     if listener is None:
         time.sleep(0.05)

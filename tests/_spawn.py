@@ -12,6 +12,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-__all__ = ["TIMEOUT", "Child", "Launcher", "child_pids"]
+__all__ = ["TIMEOUT", "Child", "Launcher", "child_pids", "fill_queue"]
 
 # Generous: two slow CI cores running coverage must never hit it; a hung child
 # still fails its test well before pytest-timeout ends the whole run.
@@ -179,3 +180,14 @@ def child_pids(pid: int) -> set[int]:
         for task in Path(f"/proc/{pid}/task").iterdir():
             found.update(int(x) for x in (task / "children").read_text().split())
     return found
+
+
+def fill_queue(address: str | bytes) -> None:
+    """Fill the queue of the datagram socket bound at ``address`` (a path, or
+    an abstract name): the next message sent to it would block."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+        filler.connect(address)
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                filler.send(b"FILLER=1")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal, TypeAlias
 import pytest
 from trio.testing import MockClock
 
+from shutdown_scope import _manager_environ
 from shutdown_scope._sd_notify import MANAGER_VARIABLES
 
 if TYPE_CHECKING:
@@ -105,3 +106,12 @@ def _not_under_a_service_manager() -> Iterator[None]:
     }
     yield
     os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _forget_taken_notify_variables() -> Iterator[None]:
+    """A scope takes NOTIFY_SOCKET out of os.environ and keeps it for the process;
+    each test sets its own (monkeypatch), so none may see an earlier test's."""
+    yield
+    with _manager_environ._TAKEN_LOCK:
+        _manager_environ._TAKEN.clear()

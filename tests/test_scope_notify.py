@@ -8,6 +8,7 @@ sent, so the trio-only tests assert exact times.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -21,10 +22,11 @@ from pathlib import Path
 import anyio
 import pytest
 from _services import NO_SIGNALS, idle
+from _spawn import fill_queue
 from anyio.abc import TaskStatus
 from trio.testing import MockClock
 
-from shutdown_scope import Phase, ShutdownScope, ShutdownToken, graceful_scope
+from shutdown_scope import Phase, ShutdownScope, ShutdownToken, graceful_scope, systemd
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -448,6 +450,41 @@ async def test_the_next_scope_notifies_again(manager: Manager) -> None:
     ]
 
 
+# -- what child processes inherit -------------------------------------------------
+
+_SHOW_ENVIRON = "import json, os; print(json.dumps(dict(os.environ)))"
+
+
+async def test_child_processes_of_a_scope_do_not_inherit_the_managers_variables(
+    manager: Manager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper the app starts must not notify for it (nor take its generation)."""
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    monkeypatch.setenv("SHUTDOWN_SCOPE_GENERATION", "2")
+    async with manager.reading(), graceful_scope(**NO_SIGNALS) as scope:
+        child = await anyio.run_process([sys.executable, "-c", _SHOW_ENVIRON])
+        # This process still reaches its manager.
+        assert systemd.notify("STATUS=still told") is True
+        scope.request_shutdown("deploy")
+    inherited = json.loads(child.stdout)
+    manager_variables = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+    assert [name for name in inherited if name in manager_variables] == []
+    assert [name for name in inherited if name.startswith("SHUTDOWN_SCOPE_")] == []
+    assert "PATH" in inherited  # the rest is passed on
+    assert "STATUS=still told" in manager.messages
+    assert "NOTIFY_SOCKET" not in os.environ
+    assert manager.messages[-1] == "STATUS=done: clean"
+
+
+async def test_without_systemd_notify_the_environment_is_left_alone(
+    manager: Manager,
+) -> None:
+    async with graceful_scope(systemd_notify=False, **NO_SIGNALS) as scope:
+        scope.request_shutdown("deploy")
+    assert os.environ["NOTIFY_SOCKET"].startswith("@shutdown-scope-test-")
+
+
 # -- failures -------------------------------------------------------------------
 
 
@@ -512,12 +549,7 @@ async def test_a_bad_address_is_logged_once(
 
 def fill(manager: Manager) -> None:
     """Fill the manager's queue: the next message would block."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
-        filler.connect(manager.sock.getsockname())
-        filler.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                filler.send(b"FILLER=1")
+    fill_queue(manager.sock.getsockname())
 
 
 async def test_a_full_queue_delays_messages_in_order(manager: Manager) -> None:

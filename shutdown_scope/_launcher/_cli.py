@@ -12,14 +12,14 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from shutdown_scope._sd_notify import send
 from shutdown_scope._serve_args import add_serve_parser
 
 from ._control import ControlServer, ask_reload, parse_group
+from ._notify import NOTIFY_ACCESS, Upstream, senders_known
 from ._pid_file import PidFile, name_this_process, parse_pid, signal_launcher
 from ._sockets import FIRST_FD, Listener, adopt_inherited, bind
 from ._supervisor import Options, Supervisor
@@ -143,6 +143,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the same signal again within S seconds counts once (default 0.2)",
     )
     run.add_argument(
+        "--notify-access",
+        choices=NOTIFY_ACCESS,
+        default="main",
+        help="whose sd_notify messages count: the main process of each generation "
+        "(main, the default, as systemd's NotifyAccess=main) or any process that "
+        "reaches its NOTIFY_SOCKET (all)",
+    )
+    run.add_argument(
         "--control",
         metavar="PATH",
         help="unix socket for `shutdown-scope reload` (mode 0600: this uid and root)",
@@ -231,22 +239,18 @@ def _prepare(
     return listeners, control
 
 
-def _upstream(environ: dict[str, str]) -> Callable[[str], None] | None:
+def _upstream(environ: dict[str, str], stack: ExitStack) -> Upstream | None:
     """Relay to the launcher's own supervisor (systemd Type=notify), if any."""
-    if not environ.get("NOTIFY_SOCKET"):
+    value = environ.get("NOTIFY_SOCKET")
+    if not value:
         return None
-    failed: list[Exception] = []
-
-    def relay(state: str) -> None:
-        if failed:
-            return
-        try:
-            send(state, environ)
-        except (OSError, ValueError) as error:
-            failed.append(error)
-            logger.warning("cannot notify the launcher's supervisor: %s", error)
-
-    return relay
+    try:
+        upstream = Upstream(value)
+    except ValueError as error:
+        logger.warning("cannot notify the launcher's supervisor: %s", error)
+        return None
+    stack.callback(upstream.close)
+    return upstream
 
 
 def _run(args: argparse.Namespace, command: list[str]) -> int:
@@ -278,14 +282,21 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
             grace_period=args.grace_period,
             ready_timeout=args.ready_timeout,
             debounce=args.debounce,
+            notify_access=args.notify_access,
         )
+        if args.notify_access == "main" and not senders_known():
+            logger.warning(
+                "this system does not tell notify senders apart:"
+                " --notify-access main acts as all"
+            )
+        upstream = _upstream(environ, stack)
         try:
             supervisor = Supervisor(
                 options,
                 listeners,
                 environ=environ,
                 control=control,
-                notify_upstream=_upstream(environ),
+                notify_upstream=None if upstream is None else upstream.send,
             )
         except OSError as error:
             logger.error("%s", error.strerror or error)  # noqa: TRY400

@@ -6,12 +6,11 @@ import contextlib
 import math
 import os
 import signal
-import socket
 from dataclasses import dataclass
 
-__all__ = ["Generation", "exit_code_of"]
+from ._notify import NotifyInbox
 
-_STATUS_LIMIT = 200
+__all__ = ["Generation", "exit_code_of"]
 
 
 def exit_code_of(status: int) -> int:
@@ -26,15 +25,17 @@ class Generation:
 
     number: int
     pid: int
-    notify: socket.socket  # the launcher's end of its NOTIFY_SOCKET
-    notify_path: str
+    inbox: NotifyInbox  # the launcher's end of its NOTIFY_SOCKET
     started_at: float
     ready: bool = False
     exit_code: int | None = None
     asked_to_stop: bool = False
     kill_at: float = math.inf
     group_gone: bool = False
-    status: str = ""
+    refusal_told: bool = False  # the supervisor's STATUS= said refusal()
+
+    def __post_init__(self) -> None:
+        self.inbox.started(f"generation {self.number}", self.pid)
 
     def __str__(self) -> str:
         return f"generation {self.number} (pid {self.pid})"
@@ -67,28 +68,28 @@ class Generation:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, sig)
 
-    def read_notifications(self) -> list[str]:
-        """Take the sd_notify datagrams waiting on the socket, as KEY=VALUE lines."""
-        lines: list[str] = []
-        while True:
-            try:
-                data = self.notify.recv(4096)
-            except (BlockingIOError, InterruptedError):
-                return lines
-            except OSError:
-                return lines
-            for line in data.decode("utf-8", "replace").splitlines():
-                if "=" not in line:
-                    continue
-                lines.append(line)
-                if line == "READY=1":
-                    self.ready = True
-                elif line.startswith("STATUS="):
-                    self.status = line[len("STATUS=") :][:_STATUS_LIMIT]
+    def read_notifications(self) -> list[list[str]]:
+        """Take the notifications its main process sent (see ``NotifyInbox``):
+        each datagram as its ``KEY=VALUE`` lines."""
+        datagrams = self.inbox.receive()
+        if any("READY=1" in lines for lines in datagrams):
+            self.ready = True
+        return datagrams
+
+    def refusal(self) -> str:
+        """Why READY=1 went unheard, if a process other than the main one sent it."""
+        if not self.inbox.ready_refused:
+            return ""
+        sender = self.inbox.refused_ready
+        who = "an unknown process" if sender is None else f"pid {sender}"
+        return (
+            f"READY=1 from {who} was dropped: not its main process"
+            f" (pid {self.inbox.main_pid}), see --notify-access"
+        )
 
     def close(self) -> None:
         """Close our end; the socket file is the runtime directory's to remove."""
-        self.notify.close()
+        self.inbox.close()
 
 
 def describe_exit(code: int) -> str:

@@ -25,6 +25,7 @@ from shutdown_scope._sd_notify import MANAGER_VARIABLES, watchdog_interval
 
 from ._control import ControlServer, Reply
 from ._generation import Generation, describe_exit, exit_code_of
+from ._notify import NotifyAccess, NotifyInbox
 from ._runtime_dir import RuntimeDir
 from ._sockets import Listener
 from ._spawn import SpawnError, spawn
@@ -61,6 +62,7 @@ class Options:
     grace_period: float = math.inf
     ready_timeout: float = 30.0
     debounce: float = 0.2
+    notify_access: NotifyAccess = "main"
 
 
 def _no_upstream(state: str) -> None:
@@ -261,8 +263,12 @@ class Supervisor:
     def _start_generation(self) -> Generation:
         self._count += 1
         number = self._count
-        notify, path = self._runtime.bind_datagram(f"notify-{number}")
-        notify.setblocking(False)  # noqa: FBT003 -- the stdlib signature
+        sock, path = self._runtime.bind_datagram(f"notify-{number}")
+        try:
+            inbox = NotifyInbox.adopt(sock, path, self.options.notify_access)
+        except BaseException:
+            self._runtime.remove(path)
+            raise
         env = dict(self._base_env)
         env["NOTIFY_SOCKET"] = path
         env["SHUTDOWN_SCOPE_GENERATION"] = str(number)
@@ -277,28 +283,33 @@ class Supervisor:
                 reset_signals=(*FORWARDED, signal.SIGHUP, signal.SIGCHLD),
             )
         except BaseException:
-            notify.close()
+            inbox.close()
             self._runtime.remove(path)
             raise
-        gen = Generation(number, pid, notify, path, started_at=time.monotonic())
+        gen = Generation(number, pid, inbox, started_at=time.monotonic())
         self._selector.register(
-            notify, selectors.EVENT_READ, lambda: self._on_notify(gen)
+            inbox.sock, selectors.EVENT_READ, lambda: self._on_notify(gen)
         )
         return gen
 
     def _on_notify(self, gen: Generation) -> None:
         was_ready = gen.ready
-        lines = gen.read_notifications()
+        datagrams = gen.read_notifications()
         if gen.ready and not was_ready:
             self._on_ready(gen)
-        relayed = [
-            line
-            for line in lines
-            if (gen is self.current and line.startswith(("STATUS=", "WATCHDOG=1")))
-            or (self.stopping and line.startswith("EXTEND_TIMEOUT_USEC="))
-        ]
-        if relayed:
-            self._upstream("\n".join(relayed))
+        elif gen.refusal() and not gen.refusal_told:
+            # Under systemd, `systemctl status` shows why the service is not ready.
+            gen.refusal_told = True
+            self._upstream(f"STATUS={gen}: {gen.refusal()}")
+        for lines in datagrams:  # one by one: each fits a datagram
+            relayed = [
+                line
+                for line in lines
+                if (gen is self.current and line.startswith(("STATUS=", "WATCHDOG=1")))
+                or (self.stopping and line.startswith("EXTEND_TIMEOUT_USEC="))
+            ]
+            if relayed:
+                self._upstream("\n".join(relayed))
 
     def _on_ready(self, gen: Generation) -> None:
         if self.stopping:
@@ -361,10 +372,10 @@ class Supervisor:
     def _on_exit(self, gen: Generation) -> None:
         assert gen.exit_code is not None
         with contextlib.suppress(KeyError):
-            self._selector.unregister(gen.notify)
+            self._selector.unregister(gen.inbox.sock)
         gen.read_notifications()
         gen.close()
-        self._runtime.remove(gen.notify_path)
+        self._runtime.remove(gen.inbox.path)
         if gen.alive:  # its process group lives on
             self._linger(gen)
         how = describe_exit(gen.exit_code)
@@ -376,7 +387,9 @@ class Supervisor:
             if self.stopping:
                 logger.info("%s exited: %s", gen, how)
             else:
-                self._fail_reload(f"{gen} exited before it was ready: {how}")
+                self._fail_reload(
+                    f"{gen} exited before it was ready: {how}{_also(gen.refusal())}"
+                )
         elif gen is self.current:
             self._on_current_exit(gen, how)
 
@@ -419,6 +432,7 @@ class Supervisor:
             self._fail_reload(
                 f"{successor} not ready within --ready-timeout "
                 f"{self.options.ready_timeout:g} s (stopped)"
+                f"{_also(successor.refusal())}"
             )
         for gen in self._live():
             if now >= gen.kill_at:
@@ -515,6 +529,10 @@ def _watched(environ: dict[str, str]) -> bool:
     except ValueError as error:
         logger.warning("no watchdog pings: %s", error)
         return False
+
+
+def _also(text: str) -> str:
+    return f"; {text}" if text else ""
 
 
 def _fdname(listener: Listener) -> str:
