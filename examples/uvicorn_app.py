@@ -56,7 +56,14 @@ async def main(
     """Serve until a signal stops the scope; print the URLs, then the report."""
     app = streaming_app.App(verbose=options.verbose)
     config = uvicorn.Config(
-        app, host=options.host, port=options.port, log_config=None, access_log=False
+        app,
+        host=options.host,
+        port=options.port,
+        log_config=None,
+        access_log=False,
+        # Longer than a load balancer's idle timeout, as they recommend: only
+        # the drain closes an idle keep-alive connection here.
+        timeout_keep_alive=75,
     )
     async with graceful_scope(
         announce_delay=options.announce_delay,

@@ -210,36 +210,8 @@ async def serve(
         listeners = [listener]
     started = _Started(task_status, [f"http://{describe_socket(s)}" for s in listeners])
 
-    async def after_connections() -> None:
-        await server.wait_requests()
-        await server.lifespan.stop()
-
     try:
-        # "closing connections" stays in flight until this returns: the scope
-        # stops a service the moment nothing is in flight.
-        with ExitStack() as closing:
-            async with anyio.create_task_group() as background:
-                background.start_soon(server.keep_headers_fresh)
-                try:
-                    await server.lifespan.start(background)
-                    await serve_sockets(
-                        token,
-                        listeners,
-                        server.handle,
-                        on_drain=server.drain,
-                        after_connections=after_connections,
-                        hold=closing,
-                        task_status=started,
-                    )
-                finally:
-                    # Cut short (the deadline, an error): the app's requests
-                    # are cancelled, and it still gets its lifespan shutdown,
-                    # within the cleanup budget.
-                    with token.shield_cleanup():
-                        server.cancel_requests()
-                        await server.wait_requests()
-                        await server.lifespan.stop()
-                    server.end()
+        failed = await _serve_until_drained(token, server, listeners, started)
     finally:
         for sock in listeners:
             sock.close()
@@ -250,3 +222,49 @@ async def serve(
                 info = path.lstat()
                 if (info.st_dev, info.st_ino) == inode:
                     path.unlink()
+    if failed is not None:
+        raise failed
+
+
+async def _serve_until_drained(
+    token: ShutdownToken,
+    server: UvicornServer,
+    listeners: list[socket.socket],
+    started: _Started,
+) -> LifespanStartupError | None:
+    """Serve until the drain is over; a failed lifespan startup is returned, so
+    that it reaches the caller as it is, not inside the task group's."""
+
+    async def after_connections() -> None:
+        await server.wait_requests()
+        await server.lifespan.stop()
+
+    # "closing connections" stays in flight until this returns: the scope
+    # stops a service the moment nothing is in flight.
+    with ExitStack() as closing:
+        async with anyio.create_task_group() as background:
+            background.start_soon(server.keep_headers_fresh)
+            try:
+                try:
+                    await server.lifespan.start(background)
+                except LifespanStartupError as error:
+                    return error
+                await serve_sockets(
+                    token,
+                    listeners,
+                    server.handle,
+                    on_drain=server.drain,
+                    after_connections=after_connections,
+                    hold=closing,
+                    task_status=started,
+                )
+            finally:
+                # Cut short (the deadline, an error): the app's requests are
+                # cancelled, and it still gets its lifespan shutdown, within
+                # the cleanup budget.
+                with token.shield_cleanup():
+                    server.cancel_requests()
+                    await server.wait_requests()
+                    await server.lifespan.stop()
+                server.end()
+    return None
