@@ -173,6 +173,36 @@ def _reporting_loss(
     return Reporting
 
 
+def _closing_after_the_app(
+    base: type[asyncio.Protocol],
+    draining: anyio.Event,
+    answer_wait: Callable[[], float],
+) -> type[asyncio.Protocol]:
+    """``base`` (one of uvicorn's websocket protocol classes), closing its
+    connection soon after the app has returned during the drain.
+
+    uvicorn waits up to 10 s for the client to answer a close frame, which
+    would hold the drain; a client that vanished never answers. The client
+    gets ``answer_wait()`` seconds to answer (uvicorn closes at once when it
+    does): closing before its answer could reset the connection under a
+    close frame it has not read yet.
+    """
+
+    class ClosingAfterTheApp(base):  # type: ignore[valid-type,misc]
+        transport: asyncio.BaseTransport
+
+        async def run_asgi(self) -> None:
+            try:
+                await super().run_asgi()
+            finally:
+                if draining.is_set() and not self.transport.is_closing():
+                    loop = asyncio.get_running_loop()
+                    loop.call_later(max(0.0, answer_wait()), self.transport.close)
+
+    ClosingAfterTheApp.__name__ = ClosingAfterTheApp.__qualname__ = base.__name__
+    return ClosingAfterTheApp
+
+
 def _kernel_has_bytes(conn: socket.socket) -> bool:
     try:
         pending = conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
@@ -253,12 +283,15 @@ class UvicornServer:
     """uvicorn's protocols for each accepted connection, and the app's lifespan.
 
     ``handle`` serves one connection until it closes; ``drain`` tells every
-    connection the drain has begun; ``wait_requests`` and ``cancel_requests``
-    deal with the app's request tasks, which uvicorn starts outside any task
-    group.
+    connection the drain has begun (a websocket whose app has returned then
+    waits ``close_answer_wait()`` seconds for the client's close frame);
+    ``wait_requests`` and ``cancel_requests`` deal with the app's request
+    tasks, which uvicorn starts outside any task group.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, *, close_answer_wait: Callable[[], float]
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._config = config
         self.state = ServerState()
@@ -269,6 +302,9 @@ class UvicornServer:
         # The protocol an upgraded connection is handed to comes from the config.
         ws_class = config.ws_protocol_class
         if ws_class is not None:
+            ws_class = _closing_after_the_app(
+                ws_class, self._draining, close_answer_wait
+            )
             config.ws_protocol_class = _reporting_loss(ws_class, self._on_lost)
         self._refresh_headers()
         self._headers_scope = anyio.CancelScope()

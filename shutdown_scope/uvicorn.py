@@ -53,6 +53,10 @@ from .tcp import _clear_stale_socket, _inherited
 
 __all__ = ["LifespanStartupError", "serve"]
 
+# How long a websocket client may take to answer the close frame 1001 at the
+# drain (ShutdownMiddleware's own wait): at most this, and a quarter of the
+# drain left.
+_CLOSE_ANSWER_WAIT = 2.0
 _UNIX_SOCKET_MODE = 0o666  # what uvicorn gives the socket file it binds
 
 
@@ -203,7 +207,15 @@ async def serve(
     listeners = _inherited(sockets) if sockets is not None else None
     if not isinstance(app, ShutdownMiddleware):
         app = ShutdownMiddleware(app, token, readiness_path=readiness_path)
-    server = UvicornServer(loaded_copy(config, app))
+
+    def close_answer_wait() -> float:
+        # As ShutdownMiddleware waits for the answer to its own close frame.
+        left = token.deadline - anyio.current_time()
+        return min(_CLOSE_ANSWER_WAIT, left / 4)
+
+    server = UvicornServer(
+        loaded_copy(config, app), close_answer_wait=close_answer_wait
+    )
     socket_file: _SocketFile | None = None
     if listeners is None:
         listener, socket_file = _listen(config)

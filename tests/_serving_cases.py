@@ -330,3 +330,26 @@ def request_past_the_drain_deadline_is_cancelled(server: Server) -> None:
     (answer,) = outcome
     assert isinstance(answer, Exception) or answer == 500, answer
     child.assert_in_order("shutdown_scope: CANCELLING", "lifespan: shutdown")
+
+
+def unanswered_websocket_close_does_not_hold_the_drain(server: Server) -> None:
+    # A client that vanished never answers the close frame 1001: after a
+    # quarter of the drain (at most 2 s), the connection is closed, long
+    # before the drain deadline.
+    with server.running("--drain-timeout", "4") as (child, url):
+        sock = connect(url)
+        ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        sock.sendall(ws.send(wsproto.events.Request(host="x", target="/ws")))
+        ws_events(sock, ws, wsproto.events.AcceptConnection)
+        child.send(signal.SIGTERM)
+        events = ws_events(sock, ws, wsproto.events.CloseConnection)
+        assert isinstance(events[-1], wsproto.events.CloseConnection)
+        assert events[-1].code == 1001
+        # No answer. The server closes the connection itself.
+        while sock.recv(65536):
+            pass
+        assert child.finish() == 0, child.output
+        sock.close()
+    report = report_of(child)
+    assert report["clean"] is True
+    assert [p["phase"] for p in report["phases"]] == ["STOPPING", "DRAINING"]

@@ -55,6 +55,7 @@ subprocess_test = pytest.mark.subprocess
         cases.connections_in_the_accept_queue_are_served,
         cases.idle_connections_do_not_hold_the_drain,
         cases.websocket_gets_going_away,
+        cases.unanswered_websocket_close_does_not_hold_the_drain,
         cases.event_stream_ends_with_a_last_event_at_the_drain,
         cases.request_past_the_drain_deadline_is_cancelled,
     ],
