@@ -37,7 +37,12 @@ from uvicorn.lifespan.on import LifespanOn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
-__all__ = ["LifespanStartupError", "UvicornServer", "check_config", "loaded_copy"]
+__all__ = [
+    "LifespanStartupError",
+    "UvicornServer",
+    "is_http_protocol",
+    "loaded_copy",
+]
 
 # Rounds of the scheduler an idle connection gives its reader before it is
 # closed at the drain: bytes already received must be parsed first.
@@ -78,64 +83,9 @@ def _http_protocols() -> tuple[type[asyncio.Protocol], ...]:
     return tuple(known)
 
 
-def check_config(config: Config) -> None:
-    """Refuse what ``serve()`` does not do, with the reason and what to do instead.
-
-    Raises:
-        ValueError: the first unsupported setting.
-    """
-    refusals = [
-        (
-            config.is_ssl,
-            (
-                "serve() does not terminate TLS; terminate TLS in front of the service"
-                " (ingress, load balancer) and bind plain HTTP"
-            ),
-        ),
-        (
-            config.http2 or config.http == "zttp",
-            (
-                "serve() serves HTTP/1.1 with uvicorn's h11 or httptools protocol;"
-                " for HTTP/2 use shutdown_scope.hypercorn.serve"
-            ),
-        ),
-        (
-            config.workers > 1 or config.reload,
-            (
-                "config.workers and config.reload start processes, which serve() does"
-                " not manage; run one process per worker, and reload through the"
-                " shutdown-scope launcher"
-            ),
-        ),
-        (
-            config.limit_max_requests is not None,
-            (
-                "config.limit_max_requests restarts uvicorn's worker, which serve()"
-                " does not manage; restart through the launcher's reload"
-            ),
-        ),
-        (
-            config.factory,
-            "config.factory: call the factory yourself and pass the app it makes",
-        ),
-        (
-            config.interface in ("asgi2", "wsgi"),
-            f"config.interface={config.interface!r}: serve() serves ASGI 3 apps",
-        ),
-        (
-            config.fd is not None and config.uds is not None,
-            "config.fd and config.uds are both set: give one",
-        ),
-    ]
-    for refused, msg in refusals:
-        if refused:
-            raise ValueError(msg)
-    if isinstance(config.http, type) and not issubclass(config.http, _http_protocols()):
-        msg = (
-            f"config.http={config.http!r}: serve() drives uvicorn's own HTTP"
-            " protocols only ('auto', 'h11', 'httptools')"
-        )
-        raise ValueError(msg)  # noqa: TRY004 -- an unsupported setting
+def is_http_protocol(cls: type) -> bool:
+    """Whether ``cls`` is one of uvicorn's HTTP/1.1 protocols (or a subclass)."""
+    return issubclass(cls, _http_protocols())
 
 
 def loaded_copy(config: Config, app: Callable[..., Any]) -> Config:

@@ -45,7 +45,7 @@ from ._token import ShutdownToken
 from ._uvicorn_compat import (
     LifespanStartupError,
     UvicornServer,
-    check_config,
+    is_http_protocol,
     loaded_copy,
 )
 from .asgi import ShutdownMiddleware
@@ -93,7 +93,67 @@ def _check(token: object, app: object, config: object) -> None:
     if not isinstance(config, Config):
         msg = f"config must be a uvicorn.Config, not {config!r}"
         raise TypeError(msg)
-    check_config(config)
+    _check_config(config)
+
+
+def _check_config(config: Config) -> None:
+    """Refuse what ``serve()`` does not do, with the reason and what to do instead.
+
+    Raises:
+        ValueError: the first unsupported setting.
+    """
+    refusals = [
+        (
+            config.is_ssl,
+            (
+                "serve() does not terminate TLS; terminate TLS in front of the service"
+                " (ingress, load balancer) and bind plain HTTP"
+            ),
+        ),
+        (
+            config.http2 or config.http == "zttp",
+            (
+                "serve() serves HTTP/1.1 with uvicorn's h11 or httptools protocol;"
+                " for HTTP/2 use shutdown_scope.hypercorn.serve"
+            ),
+        ),
+        (
+            config.workers > 1 or config.reload,
+            (
+                "config.workers and config.reload start processes, which serve() does"
+                " not manage; run one process per worker, and reload through the"
+                " shutdown-scope launcher"
+            ),
+        ),
+        (
+            config.limit_max_requests is not None,
+            (
+                "config.limit_max_requests restarts uvicorn's worker, which serve()"
+                " does not manage; restart through the launcher's reload"
+            ),
+        ),
+        (
+            config.factory,
+            "config.factory: call the factory yourself and pass the app it makes",
+        ),
+        (
+            config.interface in ("asgi2", "wsgi"),
+            f"config.interface={config.interface!r}: serve() serves ASGI 3 apps",
+        ),
+        (
+            config.fd is not None and config.uds is not None,
+            "config.fd and config.uds are both set: give one",
+        ),
+    ]
+    for refused, msg in refusals:
+        if refused:
+            raise ValueError(msg)
+    if isinstance(config.http, type) and not is_http_protocol(config.http):
+        msg = (
+            f"config.http={config.http!r}: serve() drives uvicorn's own HTTP"
+            " protocols only ('auto', 'h11', 'httptools')"
+        )
+        raise ValueError(msg)
 
 
 _SocketFile = tuple[Path, tuple[int, int]]  # a unix socket's path, device and inode
@@ -204,7 +264,6 @@ async def serve(
             ``started()``.
     """
     _check(token, app, config)
-    listeners = _inherited(sockets) if sockets is not None else None
     if not isinstance(app, ShutdownMiddleware):
         app = ShutdownMiddleware(app, token, readiness_path=readiness_path)
 
@@ -217,12 +276,14 @@ async def serve(
         loaded_copy(config, app), close_answer_wait=close_answer_wait
     )
     socket_file: _SocketFile | None = None
-    if listeners is None:
+    if sockets is not None:
+        listeners = _inherited(sockets)
+    else:
         listener, socket_file = _listen(config)
         listeners = [listener]
-    started = _Started(task_status, [f"http://{describe_socket(s)}" for s in listeners])
-
     try:
+        urls = [f"http://{describe_socket(sock)}" for sock in listeners]
+        started = _Started(task_status, urls)
         failed = await _serve_until_drained(token, server, listeners, started)
     finally:
         for sock in listeners:
