@@ -1,7 +1,8 @@
 """uvicorn's protocols and lifespan, under our accept loop and our task groups.
 
-Supported: uvicorn >=0.54,<0.60 (the ``uvicorn`` extra pins it; tested with
-0.54). This module is the only one that knows uvicorn beyond its documented
+Supported: uvicorn >=0.54,<0.55, the minors tested (0.54.0, the newest
+release); the ``uvicorn`` extra pins it. This module is the only one that knows
+uvicorn beyond its documented
 ``Config``: ``Config.load()`` and the attributes it sets
 (``http_protocol_class``, ``ws_protocol_class``, ``lifespan_class``,
 ``encoded_headers``), ``ServerState``, the constructor uvicorn's own
