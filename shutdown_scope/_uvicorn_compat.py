@@ -2,14 +2,14 @@
 
 Supported: uvicorn >=0.54,<0.55, the minors tested (0.54.0, the newest
 release); the ``uvicorn`` extra pins it. This module is the only one that knows
-uvicorn beyond its documented
-``Config``: ``Config.load()`` and the attributes it sets
-(``http_protocol_class``, ``ws_protocol_class``, ``lifespan_class``,
+uvicorn beyond its documented ``Config``: ``Config.load()`` and the attributes
+it sets (``http_protocol_class``, ``ws_protocol_class``, ``lifespan_class``,
 ``encoded_headers``), ``ServerState``, the constructor uvicorn's own
 ``Server.startup()`` uses for a protocol (``config=, server_state=,
-app_state=, _loop=``), a protocol's ``cycle``, ``cycle.response_complete`` and
-``shutdown()``, and ``LifespanOn``'s ``main()``, ``receive_queue``,
-``startup_event`` and failure flags.
+app_state=, _loop=``), an HTTP protocol's ``cycle``,
+``cycle.response_complete`` and ``shutdown()``, a websocket protocol's
+``run_asgi()``, and ``LifespanOn``'s ``main()``, ``send()``,
+``receive_queue``, ``startup_event``, ``error_occurred`` and ``shutdown()``.
 
 uvicorn's ``Server`` is not used: it captures SIGTERM and SIGINT itself (and
 raises them again once it is done), closes its listeners with clients still in
