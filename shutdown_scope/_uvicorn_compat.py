@@ -294,6 +294,11 @@ class UvicornServer:
         Cancelled (the drain deadline): the connection is cut at once.
         """
         try:
+            if conn.family in (socket.AF_INET, socket.AF_INET6):
+                # As uvicorn's own server has it (asyncio sets it only for
+                # sockets made with proto=IPPROTO_TCP): a response written in
+                # two parts must not wait for the client's delayed ACK.
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             transport, _ = await self._loop.connect_accepted_socket(
                 self._new_protocol, conn
             )

@@ -396,3 +396,28 @@ async def test_a_shutdown_during_the_lifespan_startup_stops_the_start() -> None:
     assert caught.value.by_shutdown
     assert startup_cancelled.is_set()
     assert scope.report.clean
+
+
+async def test_accepted_tcp_connections_do_not_wait_for_delayed_acks() -> None:
+    # uvicorn writes a response's head and body separately: with Nagle's
+    # algorithm on, the body waits for the client's delayed ACK (40 ms).
+    from shutdown_scope._uvicorn_compat import UvicornServer, loaded_copy
+
+    server = UvicornServer(loaded_copy(config_for(), hello), close_answer_wait=float)
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname()) as client,
+    ):
+        conn, _ = listener.accept()
+        conn.setblocking(False)
+        assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.handle, conn)
+            await anyio.wait_all_tasks_blocked()
+            assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := await anyio.to_thread.run_sync(client.recv, 65536):
+                answer += chunk
+        assert answer.endswith(b"5\r\nhello\r\n0\r\n\r\n")
+    server.end()
