@@ -159,12 +159,13 @@ def config_for(app: Any = hello, **options: Any) -> uvicorn.Config:
     return uvicorn.Config(app, log_config=None, **{"port": 0, **options})
 
 
-async def fetch(family: int, address: Any) -> bytes:
+async def fetch(family: int, address: Any, path: str = "/") -> bytes:
     """One request over a blocking socket, in a thread."""
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.settimeout(10)
         await anyio.to_thread.run_sync(sock.connect, address)
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        sock.sendall(request.encode())
         chunks = []
         while chunk := await anyio.to_thread.run_sync(sock.recv, 65536):
             chunks.append(chunk)
@@ -421,3 +422,63 @@ async def test_accepted_tcp_connections_do_not_wait_for_delayed_acks() -> None:
                 answer += chunk
         assert answer.endswith(b"5\r\nhello\r\n0\r\n\r\n")
     server.end()
+
+
+async def test_lifespan_off_and_no_websocket_protocol() -> None:
+    async def app(scope: Message, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"  # no lifespan scope with lifespan="off"
+        await hello(scope, receive, send)
+
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        config = config_for(app, lifespan="off", ws="none")
+        (url,) = await scope.start(serve, app, config)
+        answer = await fetch(socket.AF_INET, ("127.0.0.1", port_of(url)))
+        assert answer.endswith(b"5\r\nhello\r\n0\r\n\r\n")
+        scope.request_shutdown("test over")
+    assert scope.report.clean
+
+
+async def test_an_app_already_wrapped_keeps_its_middleware() -> None:
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        wrapped = ShutdownMiddleware(hello, scope.token, readiness_path="/ready")
+        service = functools.partial(serve, readiness_path="/other")
+        (url,) = await scope.start(service, wrapped, config_for())
+        address = ("127.0.0.1", port_of(url))
+        ready = await fetch(socket.AF_INET, address, "/ready")
+        other = await fetch(socket.AF_INET, address, "/other")
+        scope.request_shutdown("test over")
+    assert ready.startswith(b"HTTP/1.1 200 ")
+    assert ready.endswith(b"\r\n\r\nready\n")
+    assert other.endswith(b"5\r\nhello\r\n0\r\n\r\n")  # not a readiness path
+
+
+@pytest.mark.parametrize("kind", ["udp", "pipe"])
+async def test_an_fd_that_is_not_a_listening_socket_is_refused(kind: str) -> None:
+    error: type[Exception]
+    if kind == "udp":
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        fd, other = udp.detach(), -1
+        error, message = ValueError, f"config.fd={fd} is not a stream socket"
+    else:
+        fd, other = os.pipe()
+        error, message = OSError, f"uvicorn cannot listen on fd {fd}: "
+    try:
+        async with graceful_scope(**NO_SIGNALS) as scope:
+            with pytest.raises(error, match=re.escape(message)):
+                await serve(scope.token, hello, config_for(fd=fd))
+            scope.request_shutdown("test over")
+        os.fstat(fd)  # left open: it was not taken over
+    finally:
+        for each in (fd, other):
+            if each >= 0:
+                os.close(each)
+
+
+async def test_a_unix_socket_that_cannot_be_bound_names_its_path(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "missing" / "http.sock"
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        with pytest.raises(FileNotFoundError, match=f"cannot listen on unix:{path}"):
+            await serve(scope.token, hello, config_for(uds=str(path)))
+        scope.request_shutdown("test over")
