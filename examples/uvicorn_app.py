@@ -59,6 +59,7 @@ async def main(
         app,
         host=options.host,
         port=options.port,
+        http=options.http,
         log_config=None,
         access_log=False,
         # Longer than a load balancer's idle timeout, as they recommend: only
@@ -86,6 +87,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto")
     parser.add_argument("--announce-delay", type=float, default=0.0)
     parser.add_argument("--drain-timeout", type=float, default=10.0)
     parser.add_argument("--cancel-timeout", type=float, default=2.0)

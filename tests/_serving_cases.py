@@ -63,7 +63,14 @@ class Server:
             yield child, child.wait_for("listening http://").split()[-1]
 
 
-UVICORN = Server("uvicorn", (str(EXAMPLES / "uvicorn_app.py"),), ("--port", "0"))
+UVICORN_H11, UVICORN_HTTPTOOLS = (
+    Server(
+        f"uvicorn-{http}",
+        (str(EXAMPLES / "uvicorn_app.py"), "--http", http),
+        ("--port", "0"),
+    )
+    for http in ("h11", "httptools")
+)
 HYPERCORN_ASYNCIO, HYPERCORN_TRIO = (
     Server(
         f"hypercorn-{backend}",

@@ -8,6 +8,7 @@ tests check arguments, binding and the lifespan, on asyncio (uvicorn's loop).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import re
@@ -33,7 +34,16 @@ from shutdown_scope.uvicorn import LifespanStartupError, serve
 if sys.version_info < (3, 11):  # pragma: no cover -- only on 3.10
     from exceptiongroup import ExceptionGroup
 
-SERVER = cases.UVICORN
+SERVER = cases.UVICORN_H11
+HTTPTOOLS = importlib.util.find_spec("httptools") is not None
+# uvicorn's two HTTP/1.1 protocols (httptools, uvicorn's choice when installed).
+SERVERS = [
+    SERVER,
+    pytest.param(
+        cases.UVICORN_HTTPTOOLS,
+        marks=pytest.mark.skipif(not HTTPTOOLS, reason="httptools is not installed"),
+    ),
+]
 WARNING_LINE = re.compile(r"^.+:\d+: (?P<category>\w+): ", re.MULTILINE)
 
 Message = MutableMapping[str, Any]
@@ -61,8 +71,11 @@ subprocess_test = pytest.mark.subprocess
     ],
     ids=lambda case: case.__name__,
 )
-def test_serving_case(case: Callable[[cases.Server], None]) -> None:
-    case(SERVER)
+@pytest.mark.parametrize("server", SERVERS, ids=lambda server: server.name)
+def test_serving_case(
+    case: Callable[[cases.Server], None], server: cases.Server
+) -> None:
+    case(server)
 
 
 @subprocess_test
