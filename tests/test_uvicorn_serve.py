@@ -331,9 +331,13 @@ async def test_lifespan_shutdown_runs_before_dependencies_stop() -> None:
             events.append("db closed")
 
     async def app(scope: Message, receive: Receive, send: Send) -> None:
-        assert scope["type"] == "lifespan"
+        if scope["type"] == "http":  # the lifespan's state reaches each request
+            body = scope["state"]["db"].encode()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+            return
         await receive()
-        scope["state"]["db"] = "pool"  # reaches every request's scope
+        scope["state"]["db"] = "pool"
         await send({"type": "lifespan.startup.complete"})
         await receive()
         events.append("lifespan shutdown")
@@ -341,8 +345,10 @@ async def test_lifespan_shutdown_runs_before_dependencies_stop() -> None:
 
     async with graceful_scope(**NO_SIGNALS) as scope:
         await scope.start(db)
-        await scope.start(serve, app, config_for(lifespan="on"))
+        (url,) = await scope.start(serve, app, config_for(app, lifespan="on"))
+        answer = await fetch(socket.AF_INET, ("127.0.0.1", port_of(url)))
         scope.request_shutdown("test over")
+    assert answer.endswith(b"4\r\npool\r\n0\r\n\r\n")
     assert events == ["lifespan shutdown", "db closed"]
     assert [s.outcome for s in scope.report.services] == ["stopped", "returned"]
 
