@@ -4,12 +4,15 @@ Served by ``examples/uvicorn_app.py``; the routes it adds to ``/work?ms=N``:
 
 * ``/events``: a server-sent event stream, a tick every 100 ms; when the drain
   begins it sends a final ``bye`` event and ends (the early notice: it does not
-  wait to be cut at the deadline);
+  wait to be cut at the deadline); ``/events?bye_after_ms=N`` first takes N
+  more milliseconds (at most 60 s), as a stream finishing its current work;
 * ``/ws``: a websocket echo; at the drain it gets a close frame 1001 and prints
   the code the server reports when it is closed.
 """
 
 from __future__ import annotations
+
+from urllib.parse import parse_qs
 
 import anyio
 import work_app
@@ -38,6 +41,10 @@ class App(work_app.App):
 
 async def _events(scope: Scope, send: Send) -> None:
     token = token_from_scope(scope)
+    bye_after = parse_qs(scope["query_string"].decode()).get("bye_after_ms", ["0"])
+    if not bye_after[0].isdigit() or int(bye_after[0]) > work_app.MAX_WORK_MS:
+        await work_app.respond(send, 400, b"bye_after_ms must be 0..60000\n")
+        return
     await send(
         {
             "type": "http.response.start",
@@ -52,6 +59,7 @@ async def _events(scope: Scope, send: Send) -> None:
             chunk = f"data: tick {n}\n\n".encode()
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await anyio.sleep(TICK)
+    await anyio.sleep(int(bye_after[0]) / 1000)
     final = b"event: bye\ndata: server shutting down\n\n"
     await send({"type": "http.response.body", "body": final})
 

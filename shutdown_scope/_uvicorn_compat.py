@@ -7,8 +7,8 @@ it sets (``http_protocol_class``, ``ws_protocol_class``, ``lifespan_class``,
 ``encoded_headers``), ``ServerState``, the constructor uvicorn's own
 ``Server.startup()`` uses for a protocol (``config=, server_state=,
 app_state=, _loop=``), an HTTP protocol's ``cycle``,
-``cycle.response_complete`` and ``shutdown()``, a websocket protocol's
-``run_asgi()``, and ``LifespanOn``'s ``main()``, ``send()``,
+``cycle.response_complete``, ``on_response_complete()`` and ``shutdown()``, a
+websocket protocol's ``run_asgi()``, and ``LifespanOn``'s ``main()``, ``send()``,
 ``receive_queue``, ``startup_event``, ``error_occurred`` and ``shutdown()``.
 
 uvicorn's ``Server`` is not used: it captures SIGTERM and SIGINT itself (and
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import socket
 import time
 from collections.abc import Callable
@@ -124,6 +125,26 @@ def _reporting_loss(
     return Reporting
 
 
+def _reporting_responses(
+    base: type[asyncio.Protocol], responded: Callable[[asyncio.BaseTransport], None]
+) -> type[asyncio.Protocol]:
+    """``base`` (one of uvicorn's HTTP protocol classes), telling ``responded``
+    when a response is complete (after uvicorn has begun a request that was
+    pipelined behind it)."""
+
+    class ReportingResponses(base):  # type: ignore[valid-type,misc]
+        transport: asyncio.BaseTransport
+
+        def on_response_complete(self) -> None:
+            try:
+                super().on_response_complete()
+            finally:
+                responded(self.transport)
+
+    ReportingResponses.__name__ = ReportingResponses.__qualname__ = base.__name__
+    return ReportingResponses
+
+
 def _closing_after_the_app(
     base: type[asyncio.Protocol],
     draining: anyio.Event,
@@ -160,6 +181,14 @@ def _kernel_has_bytes(conn: socket.socket) -> bool:
     except OSError:  # nothing to read (EAGAIN), or already closed or reset
         return False
     return bool(pending)
+
+
+def _set_event_of(
+    events: dict[asyncio.BaseTransport, anyio.Event], transport: asyncio.BaseTransport
+) -> None:
+    event = events.get(transport)
+    if event is not None:
+        event.set()
 
 
 class _Lifespan:
@@ -248,8 +277,12 @@ class UvicornServer:
         self.state = ServerState()
         self.lifespan = _Lifespan(config)
         self._lost: dict[asyncio.BaseTransport, anyio.Event] = {}
+        self._responded: dict[asyncio.BaseTransport, anyio.Event] = {}
         self._draining = anyio.Event()
-        self._http_class = _reporting_loss(config.http_protocol_class, self._on_lost)
+        self._http_class = _reporting_responses(
+            _reporting_loss(config.http_protocol_class, self._on_lost),
+            functools.partial(_set_event_of, self._responded),
+        )
         # The protocol an upgraded connection is handed to comes from the config.
         ws_class = config.ws_protocol_class
         if ws_class is not None:
@@ -261,9 +294,7 @@ class UvicornServer:
         self._headers_scope = anyio.CancelScope()
 
     def _on_lost(self, transport: asyncio.BaseTransport) -> None:
-        event = self._lost.get(transport)
-        if event is not None:
-            event.set()
+        _set_event_of(self._lost, transport)
 
     def _refresh_headers(self) -> None:
         config = self._config
@@ -316,6 +347,7 @@ class UvicornServer:
                 tasks.cancel_scope.cancel()
         finally:
             del self._lost[transport]
+            self._responded.pop(transport, None)
             if not lost.is_set():
                 transport.abort()
 
@@ -330,11 +362,11 @@ class UvicornServer:
     ) -> None:
         """At the drain: close the connection once it is idle.
 
-        uvicorn's ``shutdown()`` closes an idle connection at once and ends a
-        busy one after its response. Before calling it: a connection that has
-        not sent a request yet gets a moment to send one (it connected while we
-        listened), and bytes already received are parsed first, so that no
-        request that reached us is dropped unanswered.
+        A connection that has not sent a request yet gets a moment to send one
+        (it connected while we listened); bytes already received are parsed
+        first; a response in progress (begun before the stop, it may lack
+        ``Connection: close``) is awaited, and a request pipelined behind it is
+        served; then uvicorn's ``shutdown()`` closes the idle connection.
         """
         await self._draining.wait()
         protocol = self._http(transport)
@@ -345,13 +377,19 @@ class UvicornServer:
                 if protocol is None or protocol.cycle is not None:
                     break
                 await anyio.sleep(_FIRST_REQUEST_POLL)
-        for _ in range(_READER_ROUNDS):
-            await anyio.lowlevel.checkpoint()
-            if not _kernel_has_bytes(conn):
-                break
-        protocol = self._http(transport)
-        if protocol is not None and not transport.is_closing():
-            protocol.shutdown()
+        while True:
+            for _ in range(_READER_ROUNDS):
+                await anyio.lowlevel.checkpoint()
+                if not _kernel_has_bytes(conn):
+                    break
+            protocol = self._http(transport)
+            if protocol is None or transport.is_closing():
+                return
+            if protocol.cycle is None or protocol.cycle.response_complete:
+                protocol.shutdown()  # idle: closes it at once
+                return
+            responded = self._responded[transport] = anyio.Event()
+            await responded.wait()
 
     async def drain(self) -> None:
         """The drain has begun: idle connections close, busy ones after their

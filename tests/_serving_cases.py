@@ -360,3 +360,91 @@ def unanswered_websocket_close_does_not_hold_the_drain(server: Server) -> None:
     report = report_of(child)
     assert report["clean"] is True
     assert [p["phase"] for p in report["phases"]] == ["STOPPING", "DRAINING"]
+
+
+def request_buffered_behind_a_response_begun_earlier_is_served(
+    server: Server, stream: str = "/events"
+) -> None:
+    # The event stream's response began before the shutdown, so it carries no
+    # Connection: close; the request pipelined behind it has reached the server
+    # and must be answered once the stream ends at the drain.
+    with server.running("--drain-timeout", "60") as (child, url):
+        sock = connect(url)
+        conn = h11.Connection(h11.CLIENT)
+        requests = [
+            h11.Request(method="GET", target=target, headers=[("Host", "x")])
+            for target in (stream, "/work?ms=0")
+        ]
+        pipelined = conn.send(requests[0]) + (conn.send(h11.EndOfMessage()) or b"")
+        # h11 sends one request per cycle: the second one's bytes by hand.
+        sock.sendall(pipelined + b"GET /work?ms=0 HTTP/1.1\r\nhost: x\r\n\r\n")
+        responses: list[tuple[h11.Response, bytes]] = []
+        body = b""
+        response: h11.Response | None = None
+        signalled = False
+        while len(responses) < 2:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = sock.recv(65536)
+                assert data, f"closed after {len(responses)} response(s)"
+                conn.receive_data(data)
+            elif isinstance(event, h11.Response):
+                response, body = event, b""
+            elif isinstance(event, h11.Data):
+                body += bytes(event.data)
+                if b"tick 2" in body and not signalled:
+                    child.send(signal.SIGTERM)
+                    signalled = True
+            elif isinstance(event, h11.EndOfMessage):
+                assert response is not None
+                responses.append((response, body))
+                if len(responses) == 1:
+                    conn.start_next_cycle()
+                    conn.send(requests[1])  # already sent: moves h11's state only
+                    conn.send(h11.EndOfMessage())
+        sock.close()
+        assert child.finish() == 0, child.output
+    (events, first_body), (work, work_body) = responses
+    assert header(events, b"connection") is None
+    assert first_body.endswith(b"event: bye\ndata: server shutting down\n\n")
+    assert work.status_code == 200
+    assert work_body == b"done 0\n"
+    assert header(work, b"connection") == b"close"
+
+
+def keep_alive_response_begun_before_the_stop_ends_its_connection(
+    server: Server,
+) -> None:
+    # A long response begun while RUNNING has no Connection: close; once it
+    # ends during the drain, its idle connection is closed, not kept for a
+    # next request that would hold the drain.
+    with server.running("--drain-timeout", "60") as (child, url):
+        sock = connect(url)
+        sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn = h11.Connection(h11.CLIENT)
+        conn.send(h11.Request(method="GET", target="/events", headers=[("Host", "x")]))
+        conn.send(h11.EndOfMessage())
+        signalled = False
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, h11.Data):
+                if not signalled:
+                    child.send(signal.SIGTERM)
+                    signalled = True
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        assert sock.recv(1) == b""  # closed by the server, idle
+        sock.close()
+        assert child.finish() == 0, child.output
+    assert report_of(child)["clean"] is True
+
+
+def request_buffered_behind_a_stream_that_ends_late_is_served(server: Server) -> None:
+    # The same, with a stream that takes 300 ms into the drain to end: the
+    # server must not decide at the start of the drain that the connection
+    # ends with that response.
+    request_buffered_behind_a_response_begun_earlier_is_served(
+        server, "/events?bye_after_ms=300"
+    )

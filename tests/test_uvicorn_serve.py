@@ -68,6 +68,9 @@ subprocess_test = pytest.mark.subprocess
         cases.unanswered_websocket_close_does_not_hold_the_drain,
         cases.event_stream_ends_with_a_last_event_at_the_drain,
         cases.request_past_the_drain_deadline_is_cancelled,
+        cases.request_buffered_behind_a_response_begun_earlier_is_served,
+        cases.request_buffered_behind_a_stream_that_ends_late_is_served,
+        cases.keep_alive_response_begun_before_the_stop_ends_its_connection,
     ],
     ids=lambda case: case.__name__,
 )
