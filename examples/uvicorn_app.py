@@ -1,6 +1,7 @@
 """An ASGI app served by uvicorn under a graceful scope: SIGTERM loses nothing.
 
-Run ``python examples/uvicorn_app.py --port 0``. It prints ``listening
+Run ``python examples/uvicorn_app.py --port 0 [--http h11|httptools]``. It
+prints ``listening
 http://HOST:PORT`` when ready and, once stopped, its ``ShutdownReport`` (as JSON
 with ``--json``). Routes (``examples/streaming_app.py``, in plain ASGI):
 ``/work?ms=N``, ``/events`` (a stream that ends itself at the drain), ``/ws`` (a
