@@ -1,9 +1,8 @@
 """An ASGI app served by uvicorn under a graceful scope: SIGTERM loses nothing.
 
 Run ``python examples/uvicorn_app.py --port 0 [--http h11|httptools]``. It
-prints ``listening
-http://HOST:PORT`` when ready and, once stopped, its ``ShutdownReport`` (as JSON
-with ``--json``). Routes (``examples/streaming_app.py``, in plain ASGI):
+prints ``listening http://HOST:PORT`` when ready and, once stopped, its
+``ShutdownReport`` (as JSON with ``--json``). Routes (``examples/streaming_app.py``, in plain ASGI):
 ``/work?ms=N``, ``/events`` (a stream that ends itself at the drain), ``/ws`` (a
 websocket echo, closed with 1001 at the drain) and ``/readyz`` (200 while ready,
 503 once the shutdown has begun).
