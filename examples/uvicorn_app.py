@@ -2,10 +2,11 @@
 
 Run ``python examples/uvicorn_app.py --port 0 [--http h11|httptools]``. It
 prints ``listening http://HOST:PORT`` when ready and, once stopped, its
-``ShutdownReport`` (as JSON with ``--json``). Routes (``examples/streaming_app.py``, in plain ASGI):
-``/work?ms=N``, ``/events`` (a stream that ends itself at the drain), ``/ws`` (a
-websocket echo, closed with 1001 at the drain) and ``/readyz`` (200 while ready,
-503 once the shutdown has begun).
+``ShutdownReport`` (as JSON with ``--json``). Routes
+(``examples/streaming_app.py``, in plain ASGI): ``/work?ms=N``, ``/events`` (a
+stream that ends itself at the drain), ``/ws`` (a websocket echo, closed with
+1001 at the drain) and ``/readyz`` (200 while ready, 503 once the shutdown has
+begun).
 
 Two services, stopped in reverse order: ``pool`` (a stand-in for a database
 pool, started first) and ``http``. The app's lifespan shutdown runs once the

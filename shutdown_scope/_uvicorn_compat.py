@@ -39,19 +39,13 @@ from uvicorn.lifespan.on import LifespanOn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
-__all__ = [
-    "LifespanStartupError",
-    "UvicornServer",
-    "is_http_protocol",
-    "loaded_copy",
-]
+__all__ = ["LifespanStartupError", "UvicornServer", "is_http_protocol", "loaded_copy"]
 
 # Rounds of the scheduler an idle connection gives its reader before it is
 # closed at the drain: bytes already received must be parsed first.
 _READER_ROUNDS = 10
-# A connection that has not sent a request yet when the drain begins: how long
-# after its accept it may still send its first one (it connected while we were
-# listening, perhaps from the accept queue as the listener closed).
+# A connection with no request yet at the drain: how long after its accept it
+# may send its first one (it connected while we listened, or queued).
 _FIRST_REQUEST_GRACE = 1.0
 _FIRST_REQUEST_POLL = 0.01
 # uvicorn's Server refreshes its default headers (Date) once a second.
@@ -105,12 +99,17 @@ def loaded_copy(config: Config, app: Callable[..., Any]) -> Config:
     return loaded
 
 
-def _reporting_loss(
-    base: type[asyncio.Protocol], lost: Callable[[asyncio.BaseTransport], None]
+_Report = Callable[[asyncio.BaseTransport], None]
+
+
+def _reporting(
+    base: type[asyncio.Protocol], lost: _Report, responded: _Report | None = None
 ) -> type[asyncio.Protocol]:
     """``base`` (one of uvicorn's protocol classes), telling ``lost`` when its
-    connection is gone. A websocket upgrade hands the transport to a protocol of
-    the websocket class, which then tells it instead."""
+    connection is gone and, for HTTP, ``responded`` when a response is complete
+    (after uvicorn has begun a request pipelined behind it). A websocket
+    upgrade hands the transport to a protocol of the websocket class, which
+    then tells ``lost`` instead."""
 
     class Reporting(base):  # type: ignore[valid-type,misc]
         transport: asyncio.BaseTransport
@@ -121,28 +120,15 @@ def _reporting_loss(
             finally:
                 lost(self.transport)
 
-    Reporting.__name__ = Reporting.__qualname__ = base.__name__
-    return Reporting
-
-
-def _reporting_responses(
-    base: type[asyncio.Protocol], responded: Callable[[asyncio.BaseTransport], None]
-) -> type[asyncio.Protocol]:
-    """``base`` (one of uvicorn's HTTP protocol classes), telling ``responded``
-    when a response is complete (after uvicorn has begun a request that was
-    pipelined behind it)."""
-
-    class ReportingResponses(base):  # type: ignore[valid-type,misc]
-        transport: asyncio.BaseTransport
-
         def on_response_complete(self) -> None:
             try:
                 super().on_response_complete()
             finally:
-                responded(self.transport)
+                if responded is not None:
+                    responded(self.transport)
 
-    ReportingResponses.__name__ = ReportingResponses.__qualname__ = base.__name__
-    return ReportingResponses
+    Reporting.__name__ = Reporting.__qualname__ = base.__name__
+    return Reporting
 
 
 def _closing_after_the_app(
@@ -279,8 +265,9 @@ class UvicornServer:
         self._lost: dict[asyncio.BaseTransport, anyio.Event] = {}
         self._responded: dict[asyncio.BaseTransport, anyio.Event] = {}
         self._draining = anyio.Event()
-        self._http_class = _reporting_responses(
-            _reporting_loss(config.http_protocol_class, self._on_lost),
+        self._http_class = _reporting(
+            config.http_protocol_class,
+            self._on_lost,
             functools.partial(_set_event_of, self._responded),
         )
         # The protocol an upgraded connection is handed to comes from the config.
@@ -289,7 +276,7 @@ class UvicornServer:
             ws_class = _closing_after_the_app(
                 ws_class, self._draining, close_answer_wait
             )
-            config.ws_protocol_class = _reporting_loss(ws_class, self._on_lost)
+            config.ws_protocol_class = _reporting(ws_class, self._on_lost)
         self._refresh_headers()
         self._headers_scope = anyio.CancelScope()
 
