@@ -125,7 +125,8 @@ def package(session: nox.Session) -> None:
     venv = Path(session.create_tmp()) / "fresh"
     session.run("python", "-m", "venv", "--clear", str(venv))
     python = str(venv / "bin" / "python")
-    session.run(python, "-m", "pip", "install", "-q", f"{wheel}[trio,hypercorn]")
+    extras = "trio,hypercorn,uvicorn"
+    session.run(python, "-m", "pip", "install", "-q", f"{wheel}[{extras}]")
     session.run(python, str(ROOT / "tests" / "import_everything.py"), external=True)
 
 

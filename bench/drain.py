@@ -1,4 +1,4 @@
-"""SIGTERM under load: bare hypercorn versus shutdown_scope.hypercorn.serve.
+"""SIGTERM under load: bare hypercorn and uvicorn versus shutdown_scope's serve().
 
 ``python bench/drain.py [--quick] [--rounds N] [--seconds S] [--verbose]`` runs,
 in one go, four servers as child processes on 127.0.0.1 (each on a free port the
@@ -9,7 +9,11 @@ kernel picks), all with the same ``/work?ms=N`` ASGI route:
   ``examples/work_app.py``;
 * **ours-asyncio**, **ours-trio**: ``examples/hypercorn_app.py --backend
   asyncio|trio --drain-timeout 10``: ``shutdown_scope.hypercorn.serve`` under a
-  ``graceful_scope``.
+  ``graceful_scope``;
+* **bare-uvicorn**: the uvicorn CLI, ``python -m uvicorn
+  --timeout-graceful-shutdown 10``, serving the same plain app, and
+  **ours-uvicorn**: ``examples/uvicorn_app.py --drain-timeout 10``
+  (``shutdown_scope.uvicorn.serve``); both on asyncio, when uvicorn is installed.
 
 Both apps print, at their lifespan shutdown, how many ``/work`` requests they
 read and answered, so both sides are counted the same way. The load is
@@ -69,6 +73,7 @@ from http_load import LoadStats, run_load  # noqa: E402
 
 BARE_APP = Path(__file__).resolve().parent.parent / "examples" / "work_app.py"
 OURS_APP = EXAMPLES / "hypercorn_app.py"
+OURS_UVICORN_APP = EXAMPLES / "uvicorn_app.py"
 
 CLIENTS = 32
 STEADY_TARGET = "/work?ms=0"
@@ -86,7 +91,7 @@ EXIT_TIMEOUT = DRAIN_TIMEOUT + 20.0
 OUTPUT_TIMEOUT = 5.0
 
 READY = {
-    "bare": re.compile(r"Running on (http://\S+)"),
+    "bare": re.compile(r"[Rr]unning on (http://\S+)"),  # hypercorn's, uvicorn's
     "ours": re.compile(r"^listening (http://\S+)$"),
 }
 COUNTS = re.compile(r"lifespan: shutdown; /work requests: (\d+) read, (\d+) answered")
@@ -123,6 +128,8 @@ class Server:
         self._reader.start()
 
     def _argv(self) -> list[str]:
+        if self.worker == "uvicorn":
+            return self._uvicorn_argv()
         if self.kind == "bare":
             return [
                 sys.executable,
@@ -143,6 +150,30 @@ class Server:
             "127.0.0.1:0",
             "--backend",
             self.worker,
+            "--drain-timeout",
+            f"{DRAIN_TIMEOUT:g}",
+        ]
+
+    def _uvicorn_argv(self) -> list[str]:
+        if self.kind == "bare":
+            return [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(EXAMPLES),
+                "--port",
+                "0",
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                f"{DRAIN_TIMEOUT:.0f}",
+                "work_app:app",
+            ]
+        return [
+            sys.executable,
+            str(OURS_UVICORN_APP),
+            "--port",
+            "0",
             "--drain-timeout",
             f"{DRAIN_TIMEOUT:g}",
         ]
@@ -519,6 +550,8 @@ def run(args: argparse.Namespace) -> None:
     workers = ["asyncio"]
     if importlib.util.find_spec("trio") is not None:
         workers.append("trio")
+    if importlib.util.find_spec("uvicorn") is not None:
+        workers.append("uvicorn")  # a server of its own, on asyncio
     names = ("anyio", "h11", "hypercorn", *workers[1:])
     versions = ", ".join(f"{name} {metadata.version(name)}" for name in names)
     print(f"drain bench: Python {sys.version.split()[0]}, {versions}")
@@ -528,7 +561,9 @@ def run(args: argparse.Namespace) -> None:
         f" server, interleaved.\n  Shutdown: a fresh server, {SHUTDOWN_TARGET},"
         f" SIGTERM after {args.signal_after:g} s; the clients run until it exits."
         f"\n  bare: python -m hypercorn --graceful-timeout {DRAIN_TIMEOUT:g};"
-        f" ours: examples/hypercorn_app.py --drain-timeout {DRAIN_TIMEOUT:g}",
+        f" ours: examples/hypercorn_app.py --drain-timeout {DRAIN_TIMEOUT:g}"
+        f"\n  bare-uvicorn: python -m uvicorn --timeout-graceful-shutdown"
+        f" {DRAIN_TIMEOUT:.0f}; ours-uvicorn: examples/uvicorn_app.py",
         flush=True,
     )
     with contextlib.ExitStack() as stack:

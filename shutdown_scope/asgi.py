@@ -15,7 +15,8 @@ request sees of the service token's phases:
 - CANCELLING: the service is cancelled, with the requests that run inside it.
 
 Every ``http`` and ``websocket`` scope carries the token under ``TOKEN_KEY``;
-``token_from_scope(scope)`` returns it. Long-lived handlers use it to end in
+``token_from_scope(scope)`` returns it (``token_from_scope(scope, default=None)``
+for code that also runs without the middleware). Long-lived handlers use it to end in
 time, e.g. a server-sent events stream::
 
     async def events(scope: Scope, receive: Receive, send: Send) -> None:
@@ -33,16 +34,27 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import signal
+import warnings
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import MappingProxyType
-from typing import Any, Final, TypeAlias, final
+from typing import Any, Final, TypeAlias, TypeVar, final, overload
 
 import anyio
 
 from ._phases import Phase
+from ._signals import SignalHandlers
 from ._token import ShutdownToken
 
-__all__ = ["TOKEN_KEY", "ShutdownMiddleware", "token_from_scope"]
+__all__ = [
+    "TOKEN_KEY",
+    "ServerOwnsSignalsWarning",
+    "ShutdownMiddleware",
+    "token_from_scope",
+]
+
+_Default = TypeVar("_Default")
+_NO_DEFAULT: Final = object()
 
 Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
@@ -67,21 +79,68 @@ _ABNORMAL_CLOSURE: Final = MappingProxyType(
 _MAX_PATH: Final = 100  # characters of a path in an in-flight label
 
 
-def token_from_scope(scope: Scope) -> ShutdownToken:
+class ServerOwnsSignalsWarning(UserWarning):
+    """The server, not a ``graceful_scope``, handles SIGTERM.
+
+    Issued once per ``ShutdownMiddleware``, at its first call (the lifespan
+    startup, or the first request), when the SIGTERM handler in force is a
+    Python handler that no ``graceful_scope`` installed: uvicorn's, hypercorn's
+    or gunicorn's own. The server then stops on SIGTERM without the token ever
+    leaving RUNNING: no 503 on the readiness path, no announce delay, no
+    ``Connection: close``, and the scope's report does not see that shutdown.
+    """
+
+
+@overload
+def token_from_scope(scope: Scope) -> ShutdownToken: ...
+@overload
+def token_from_scope(
+    scope: Scope, *, default: _Default
+) -> ShutdownToken | _Default: ...
+def token_from_scope(scope: Scope, *, default: object = _NO_DEFAULT) -> object:
     """The service's token, from the scope of a request under ``ShutdownMiddleware``.
 
+    Args:
+        scope: the ASGI connection scope of an ``http`` or ``websocket`` request.
+        default: returned when the scope has no token (the app runs without
+            the middleware, under a plain server); without it, that raises.
+
     Raises:
-        LookupError: the scope has no token: the app is not wrapped.
+        LookupError: the scope has no token and no ``default`` was given: the
+            app is not wrapped.
     """
     token = scope.get(TOKEN_KEY)
     if not isinstance(token, ShutdownToken):
+        if default is not _NO_DEFAULT:
+            return default
         msg = (
             f"no ShutdownToken in this ASGI scope (key {TOKEN_KEY!r}): wrap the app"
             " in shutdown_scope.asgi.ShutdownMiddleware(app, token)"
-            " (shutdown_scope.hypercorn.serve does this for you)"
+            " (shutdown_scope.hypercorn.serve and shutdown_scope.uvicorn.serve"
+            " do this for you)"
         )
-        raise LookupError(msg)  # noqa: TRY004 -- absent or not: the fix is the same
+        raise LookupError(msg)
     return token
+
+
+def _warn_if_the_server_owns_sigterm() -> None:
+    handler = signal.getsignal(signal.SIGTERM)
+    # SIG_DFL, SIG_IGN or a C handler (None): nobody turns SIGTERM into a
+    # graceful stop behind the scope's back.
+    if not callable(handler) or isinstance(handler, SignalHandlers):
+        return
+    owner = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    module = getattr(handler, "__module__", None)
+    name = f"{module}.{owner}" if module else owner
+    msg = (
+        f"SIGTERM is handled by {name}, not by a graceful_scope: the server will"
+        " stop on SIGTERM without the token ever leaving RUNNING (no 503 on the"
+        " readiness path, no announce delay, no Connection: close) and the"
+        " scope's report will not see that shutdown. Serve the app with"
+        " shutdown_scope.uvicorn.serve or shutdown_scope.hypercorn.serve inside"
+        " graceful_scope() (or run it with `shutdown-scope serve MODULE:APP`)"
+    )
+    warnings.warn(msg, ServerOwnsSignalsWarning, stacklevel=3)
 
 
 def _shorten(path: str) -> str:
@@ -189,7 +248,7 @@ class ShutdownMiddleware:
         TypeError, ValueError: an invalid argument (the message states the rule).
     """
 
-    __slots__ = ("_app", "_readiness_path", "_spread", "_token")
+    __slots__ = ("_app", "_readiness_path", "_signals_checked", "_spread", "_token")
 
     def __init__(
         self,
@@ -222,9 +281,13 @@ class ShutdownMiddleware:
         self._token = token
         self._readiness_path = readiness_path
         self._spread = float(spread)
+        self._signals_checked = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope (the ASGI 3 interface)."""
+        if not self._signals_checked:
+            self._signals_checked = True
+            _warn_if_the_server_owns_sigterm()
         kind = scope["type"]
         if kind == "http":
             path: str = scope["path"]

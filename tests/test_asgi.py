@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -33,6 +33,7 @@ from shutdown_scope.asgi import (
     Receive,
     Scope,
     Send,
+    ServerOwnsSignalsWarning,
     ShutdownMiddleware,
     token_from_scope,
 )
@@ -252,6 +253,72 @@ async def test_token_from_scope_says_how_to_fix_a_missing_token() -> None:
         token_from_scope(http_scope())
     with pytest.raises(LookupError, match=r"shutdown_scope\.hypercorn\.serve"):
         token_from_scope({**http_scope(), TOKEN_KEY: "not a token"})
+
+
+async def test_token_from_scope_default_for_code_that_runs_without_the_middleware() -> (
+    None
+):
+    sentinel = object()
+    assert token_from_scope(http_scope(), default=None) is None
+    assert token_from_scope(http_scope(), default=sentinel) is sentinel
+    wrong = {**http_scope(), TOKEN_KEY: "not a token"}
+    assert token_from_scope(wrong, default=None) is None
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        found = {**http_scope(), TOKEN_KEY: scope.token}
+        assert token_from_scope(found, default=None) is scope.token
+        scope.request_shutdown()
+
+
+def _foreign_sigterm_handler(signum: int, frame: object) -> None:
+    """A server's own handler (uvicorn's, hypercorn's, gunicorn's)."""
+
+
+@pytest.fixture
+def sigterm_handler() -> Iterator[Callable[[Any], None]]:
+    """Install a SIGTERM handler for the test; the original comes back after."""
+    original = signal.getsignal(signal.SIGTERM)
+
+    def install(handler: Any) -> None:
+        signal.signal(signal.SIGTERM, handler)
+
+    yield install
+    signal.signal(signal.SIGTERM, original)
+
+
+async def test_warns_once_when_the_server_owns_sigterm(
+    sigterm_handler: Callable[[Any], None],
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    sigterm_handler(_foreign_sigterm_handler)
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        middleware = ShutdownMiddleware(app, scope.token)
+        with pytest.warns(ServerOwnsSignalsWarning) as caught:  # noqa: PT031 -- both calls
+            first = await call_http(middleware, http_scope())
+            second = await call_http(middleware, http_scope())
+        scope.request_shutdown()
+    assert len(caught) == 1  # once per middleware, at its first call
+    assert "_foreign_sigterm_handler" in str(caught[0].message)
+    assert first.status == second.status == 204  # the request itself is served
+
+
+@pytest.mark.parametrize("handler", ["default", "ignored", "a graceful_scope"])
+async def test_no_warning_when_no_server_took_sigterm(
+    handler: str, sigterm_handler: Callable[[Any], None]
+) -> None:
+    # pytest's filterwarnings = error turns a warning into a failure here.
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    sigterm_handler({"ignored": signal.SIG_IGN}.get(handler, signal.SIG_DFL))
+    signals = (signal.SIGTERM,) if handler == "a graceful_scope" else ()
+    async with graceful_scope(signals=signals, hard_exit=False) as scope:
+        exchange = await call_http(ShutdownMiddleware(app, scope.token), http_scope())
+        scope.request_shutdown()
+    assert exchange.status == 204
 
 
 @pytest.mark.parametrize(
@@ -483,9 +550,12 @@ async def test_under_uvicorn_readiness_and_connection_close() -> None:
                 responses.extend([await http.get(p) for p in paths])
 
     original_sigterm = signal.getsignal(signal.SIGTERM)
-    async with graceful_scope(**NO_SIGNALS) as scope:
-        port = await scope.start(serve_uvicorn, app)
-        await scope.start(client, port, scope.request_shutdown)
+    # uvicorn's Server owns SIGTERM here, and the middleware says so.
+    with pytest.warns(ServerOwnsSignalsWarning) as warned:  # noqa: PT031 -- a whole run
+        async with graceful_scope(**NO_SIGNALS) as scope:
+            port = await scope.start(serve_uvicorn, app)
+            await scope.start(client, port, scope.request_shutdown)
+    assert len(warned) == 1
 
     ready, hello1, hello2, not_ready, hello3, hello4 = responses
     assert (ready.status_code, ready.text) == (200, "ready\n")

@@ -9,11 +9,18 @@ from _spawn import Child
 
 BENCH = str(Path(__file__).parent.parent / "bench" / "drain.py")
 
-SERVERS = ("bare-asyncio", "ours-asyncio", "bare-trio", "ours-trio")
+SERVERS = (
+    "bare-asyncio",
+    "ours-asyncio",
+    "bare-trio",
+    "ours-trio",
+    "bare-uvicorn",
+    "ours-uvicorn",
+)
 
 
 @pytest.mark.subprocess
-def test_drain_bench_quick_prints_four_rows_and_the_goals() -> None:
+def test_drain_bench_quick_prints_a_row_per_server_and_the_goals() -> None:
     # Bare hypercorn's trio worker can hold its exit until --graceful-timeout
     # (10 s): the timeout leaves room for that.
     with Child(BENCH, "--quick", timeout=90) as child:
@@ -26,17 +33,19 @@ def test_drain_bench_quick_prints_four_rows_and_the_goals() -> None:
         if line.split()[:2] == ["server", "req/s"]
     )
     columns = child.lines[header].split()
-    table = [line.split() for line in child.lines[header + 1 : header + 5]]
+    rows_end = header + 1 + len(SERVERS)
+    table = [line.split() for line in child.lines[header + 1 : rows_end]]
     assert [row[0] for row in table] == list(SERVERS), output
     assert all(len(row) == len(columns) for row in table), output
     rows = {row[0]: dict(zip(columns, row, strict=True)) for row in table}
     assert all(int(row["answered"]) > 0 for row in rows.values()), output
-    for name in ("ours-asyncio", "ours-trio"):
+    for name in ("ours-asyncio", "ours-trio", "ours-uvicorn"):
         assert rows[name]["lost"] == "0", output
         assert rows[name]["unanswered"] == "0", output
     goals = [line for line in child.lines if line.startswith("goal: ")]
     assert len(goals) == 3, output
     assert goals[0].startswith("goal: ours loses 0 requests in flight: asyncio met")
     assert "; trio met (0 lost, 0 unanswered)" in goals[0], output
+    assert "; uvicorn met (0 lost, 0 unanswered)" in goals[0], output
     assert goals[1].startswith("goal: throughput ratio >= 0.97: asyncio "), output
     assert goals[2].startswith("goal: ours exits within 50 ms of the last answer:")

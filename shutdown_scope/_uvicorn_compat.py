@@ -1,0 +1,400 @@
+"""uvicorn's protocols and lifespan, under our accept loop and our task groups.
+
+Supported: uvicorn >=0.54,<0.55, the minors tested (0.54.0, the newest
+release); the ``uvicorn`` extra pins it. This module is the only one that knows
+uvicorn beyond its documented ``Config``: ``Config.load()`` and the attributes
+it sets (``http_protocol_class``, ``ws_protocol_class``, ``lifespan_class``,
+``encoded_headers``), ``ServerState``, the constructor uvicorn's own
+``Server.startup()`` uses for a protocol (``config=, server_state=,
+app_state=, _loop=``), an HTTP protocol's ``cycle``,
+``cycle.response_complete``, ``on_response_complete()`` and ``shutdown()``, a
+websocket protocol's ``run_asgi()``, and ``LifespanOn``'s ``main()``, ``send()``,
+``receive_queue``, ``startup_event``, ``error_occurred`` and ``shutdown()``.
+
+uvicorn's ``Server`` is not used: it captures SIGTERM and SIGINT itself (and
+raises them again once it is done), closes its listeners with clients still in
+the accept queue, runs request tasks outside any task group, and bounds its
+shutdown with its own timeout. Here each accepted connection goes to one of
+uvicorn's protocols through ``loop.connect_accepted_socket``; what the scope
+needs around it (the drain, the deadline, the lifespan's place in the stop
+order) is ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import socket
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from typing import Any, Protocol, cast
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskGroup, TaskStatus
+from uvicorn.config import Config
+from uvicorn.lifespan.on import LifespanOn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
+
+__all__ = ["LifespanStartupError", "UvicornServer", "is_http_protocol", "loaded_copy"]
+
+# Rounds of the scheduler an idle connection gives its reader before it is
+# closed at the drain: bytes already received must be parsed first.
+_READER_ROUNDS = 10
+# A connection with no request yet at the drain: how long after its accept it
+# may send its first one (it connected while we listened, or queued).
+_FIRST_REQUEST_GRACE = 1.0
+_FIRST_REQUEST_POLL = 0.01
+# uvicorn's Server refreshes its default headers (Date) once a second.
+_HEADERS_REFRESH = 1.0
+
+
+class LifespanStartupError(RuntimeError):
+    """The app's ASGI lifespan startup failed: serving never began."""
+
+
+class _Cycle(Protocol):
+    response_complete: bool
+
+
+class _HttpProtocol(Protocol):
+    """What the drain uses of uvicorn's HTTP/1.1 protocols (h11 and httptools)."""
+
+    cycle: _Cycle | None
+
+    def shutdown(self) -> None: ...
+
+
+def _http_protocols() -> tuple[type[asyncio.Protocol], ...]:
+    known: list[type[asyncio.Protocol]] = [H11Protocol]
+    try:  # needs the httptools package
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        pass
+    else:
+        known.append(HttpToolsProtocol)
+    return tuple(known)
+
+
+def is_http_protocol(cls: type) -> bool:
+    """Whether ``cls`` is one of uvicorn's HTTP/1.1 protocols (or a subclass)."""
+    return issubclass(cls, _http_protocols())
+
+
+def loaded_copy(config: Config, app: Callable[..., Any]) -> Config:
+    """A loaded copy of ``config`` that serves ``app``; ``config`` is left as it is.
+
+    ``config.app`` is not used (uvicorn's ``Config`` requires one); ``app``,
+    already wrapped by the caller, is served with uvicorn's own middleware
+    around it (proxy headers, the message logger at trace level).
+    """
+    loaded = copy.copy(config)
+    loaded.app = app
+    loaded.interface = "asgi3"
+    loaded.loaded = False
+    loaded.load()
+    return loaded
+
+
+_Report = Callable[[asyncio.BaseTransport], None]
+
+
+def _reporting(
+    base: type[asyncio.Protocol], lost: _Report, responded: _Report | None = None
+) -> type[asyncio.Protocol]:
+    """``base`` (one of uvicorn's protocol classes), telling ``lost`` when its
+    connection is gone and, for HTTP, ``responded`` when a response is complete
+    (after uvicorn has begun a request pipelined behind it). A websocket
+    upgrade hands the transport to a protocol of the websocket class, which
+    then tells ``lost`` instead."""
+
+    class Reporting(base):  # type: ignore[valid-type,misc]
+        transport: asyncio.BaseTransport
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            try:
+                super().connection_lost(exc)
+            finally:
+                lost(self.transport)
+
+        def on_response_complete(self) -> None:
+            try:
+                super().on_response_complete()
+            finally:
+                if responded is not None:
+                    responded(self.transport)
+
+    Reporting.__name__ = Reporting.__qualname__ = base.__name__
+    return Reporting
+
+
+def _closing_after_the_app(
+    base: type[asyncio.Protocol],
+    draining: anyio.Event,
+    answer_wait: Callable[[], float],
+) -> type[asyncio.Protocol]:
+    """``base`` (one of uvicorn's websocket protocol classes), closing its
+    connection soon after the app has returned during the drain.
+
+    uvicorn waits up to 10 s for the client to answer a close frame, which
+    would hold the drain; a client that vanished never answers. The client
+    gets ``answer_wait()`` seconds to answer (uvicorn closes at once when it
+    does): closing before its answer could reset the connection under a
+    close frame it has not read yet.
+    """
+
+    class ClosingAfterTheApp(base):  # type: ignore[valid-type,misc]
+        transport: asyncio.BaseTransport
+
+        async def run_asgi(self) -> None:
+            try:
+                await super().run_asgi()
+            finally:
+                if draining.is_set() and not self.transport.is_closing():
+                    loop = asyncio.get_running_loop()
+                    loop.call_later(max(0.0, answer_wait()), self.transport.close)
+
+    ClosingAfterTheApp.__name__ = ClosingAfterTheApp.__qualname__ = base.__name__
+    return ClosingAfterTheApp
+
+
+def _kernel_has_bytes(conn: socket.socket) -> bool:
+    try:
+        pending = conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # nothing to read (EAGAIN), or already closed or reset
+        return False
+    return bool(pending)
+
+
+def _set_event_of(
+    events: dict[asyncio.BaseTransport, anyio.Event], transport: asyncio.BaseTransport
+) -> None:
+    event = events.get(transport)
+    if event is not None:
+        event.set()
+
+
+class _Lifespan:
+    """uvicorn's lifespan, with the app's lifespan task owned by our task group.
+
+    The task runs shielded, so that a service cancelled at the drain deadline
+    can still run the app's lifespan shutdown (bounded by the caller); ``end``
+    then ends it.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._impl: Any = config.lifespan_class(config)  # LifespanOn or LifespanOff
+        self.state: dict[str, Any] = self._impl.state
+        self._scope = anyio.CancelScope(shield=True)
+        self._failure: str | None = None
+        self._started = False
+        self._stop_begun = False
+
+    async def _run(self, *, task_status: TaskStatus[None]) -> None:
+        with self._scope:
+            task_status.started()
+            await self._impl.main()  # it logs and swallows the app's errors
+
+    async def start(self, tasks: TaskGroup) -> None:
+        """Run the lifespan startup; return once it is complete.
+
+        Raises:
+            LifespanStartupError: the app sent ``lifespan.startup.failed``, or
+                raised with ``config.lifespan="on"``.
+        """
+        impl = self._impl
+        if not isinstance(impl, LifespanOn):
+            await impl.startup()  # LifespanOff: nothing to run
+            self._started = True
+            return
+        forward = impl.send
+
+        async def send(message: Any) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                self._failure = message.get("message") or "no message"
+            await forward(message)
+
+        impl.send = send  # type: ignore[method-assign]
+        await tasks.start(self._run, name="uvicorn lifespan")
+        await impl.receive_queue.put({"type": "lifespan.startup"})
+        await impl.startup_event.wait()
+        if self._failure is not None:
+            msg = f"the app's lifespan startup failed: {self._failure}"
+            raise LifespanStartupError(msg)
+        if impl.error_occurred and self._config.lifespan == "on":
+            msg = (
+                "the app's lifespan startup raised an exception (logged by"
+                " uvicorn.error); with lifespan='auto' an app without lifespan"
+                " support is served anyway"
+            )
+            raise LifespanStartupError(msg)
+        self._started = True
+
+    async def stop(self) -> None:
+        """Run the lifespan shutdown once, if the startup was complete."""
+        if self._started and not self._stop_begun:
+            self._stop_begun = True
+            await self._impl.shutdown()
+
+    def end(self) -> None:
+        """End the lifespan task (after its shutdown, or giving up on it)."""
+        self._scope.cancel()
+
+
+class UvicornServer:
+    """uvicorn's protocols for each accepted connection, and the app's lifespan.
+
+    ``handle`` serves one connection until it closes; ``drain`` tells every
+    connection the drain has begun (a websocket whose app has returned then
+    waits ``close_answer_wait()`` seconds for the client's close frame);
+    ``wait_requests`` and ``cancel_requests`` deal with the app's request
+    tasks, which uvicorn starts outside any task group.
+    """
+
+    def __init__(
+        self, config: Config, *, close_answer_wait: Callable[[], float]
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._config = config
+        self.state = ServerState()
+        self.lifespan = _Lifespan(config)
+        self._lost: dict[asyncio.BaseTransport, anyio.Event] = {}
+        self._responded: dict[asyncio.BaseTransport, anyio.Event] = {}
+        self._draining = anyio.Event()
+        self._http_class = _reporting(
+            config.http_protocol_class,
+            self._on_lost,
+            functools.partial(_set_event_of, self._responded),
+        )
+        # The protocol an upgraded connection is handed to comes from the config.
+        ws_class = config.ws_protocol_class
+        if ws_class is not None:
+            ws_class = _closing_after_the_app(
+                ws_class, self._draining, close_answer_wait
+            )
+            config.ws_protocol_class = _reporting(ws_class, self._on_lost)
+        self._refresh_headers()
+        self._headers_scope = anyio.CancelScope()
+
+    def _on_lost(self, transport: asyncio.BaseTransport) -> None:
+        _set_event_of(self._lost, transport)
+
+    def _refresh_headers(self) -> None:
+        config = self._config
+        date = [(b"date", formatdate(time.time(), usegmt=True).encode())]
+        headers = date if config.date_header else []
+        self.state.default_headers = headers + config.encoded_headers
+
+    async def keep_headers_fresh(self) -> None:
+        """Keep the Date header current, as uvicorn's main loop does; until
+        ``end``."""
+        with self._headers_scope:
+            while True:
+                await anyio.sleep(_HEADERS_REFRESH)
+                self._refresh_headers()
+
+    def _new_protocol(self) -> asyncio.Protocol:
+        # As uvicorn's Server.startup() builds them.
+        return self._http_class(  # type: ignore[call-arg]
+            config=self._config,
+            server_state=self.state,
+            app_state=self.lifespan.state,
+            _loop=self._loop,
+        )
+
+    async def handle(self, conn: socket.socket) -> None:
+        """Serve one accepted connection until it closes; closes ``conn``.
+
+        Cancelled (the drain deadline): the connection is cut at once.
+        """
+        try:
+            if conn.family in (socket.AF_INET, socket.AF_INET6):
+                # As uvicorn's own server has it (asyncio sets it only for
+                # sockets made with proto=IPPROTO_TCP): a response written in
+                # two parts must not wait for the client's delayed ACK.
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            transport, _ = await self._loop.connect_accepted_socket(
+                self._new_protocol, conn
+            )
+        except BaseException:
+            conn.close()
+            raise
+        # Registered before the loop can call connection_lost: the transport
+        # reads only after connect_accepted_socket has woken this task.
+        lost = self._lost[transport] = anyio.Event()
+        accepted_at = anyio.current_time()
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._close_at_drain, transport, conn, accepted_at)
+                await lost.wait()
+                tasks.cancel_scope.cancel()
+        finally:
+            del self._lost[transport]
+            self._responded.pop(transport, None)
+            if not lost.is_set():
+                transport.abort()
+
+    def _http(self, transport: asyncio.BaseTransport) -> _HttpProtocol | None:
+        protocol = transport.get_protocol()
+        if isinstance(protocol, self._http_class):
+            return cast("_HttpProtocol", protocol)
+        return None  # a websocket: ShutdownMiddleware closes it with 1001
+
+    async def _close_at_drain(
+        self, transport: asyncio.BaseTransport, conn: socket.socket, accepted_at: float
+    ) -> None:
+        """At the drain: close the connection once it is idle.
+
+        A connection that has not sent a request yet gets a moment to send one
+        (it connected while we listened); bytes already received are parsed
+        first; a response in progress (begun before the stop, it may lack
+        ``Connection: close``) is awaited, and a request pipelined behind it is
+        served; then uvicorn's ``shutdown()`` closes the idle connection.
+        """
+        await self._draining.wait()
+        protocol = self._http(transport)
+        if protocol is not None and protocol.cycle is None:
+            grace = min(_FIRST_REQUEST_GRACE, self._config.timeout_keep_alive)
+            while anyio.current_time() < accepted_at + grace:
+                protocol = self._http(transport)
+                if protocol is None or protocol.cycle is not None:
+                    break
+                await anyio.sleep(_FIRST_REQUEST_POLL)
+        while True:
+            for _ in range(_READER_ROUNDS):
+                await anyio.lowlevel.checkpoint()
+                if not _kernel_has_bytes(conn):
+                    break
+            protocol = self._http(transport)
+            if protocol is None or transport.is_closing():
+                return
+            if protocol.cycle is None or protocol.cycle.response_complete:
+                protocol.shutdown()  # idle: closes it at once
+                return
+            responded = self._responded[transport] = anyio.Event()
+            await responded.wait()
+
+    async def drain(self) -> None:
+        """The drain has begun: idle connections close, busy ones after their
+        response (keep-alive ends)."""
+        self._draining.set()
+        await anyio.lowlevel.checkpoint()
+
+    async def wait_requests(self) -> None:
+        """Wait for the app's request tasks (one whose client left may still run)."""
+        while self.state.tasks:
+            await asyncio.wait(set(self.state.tasks))
+
+    def cancel_requests(self) -> None:
+        """Cancel the app's request tasks still running (cut by the deadline)."""
+        for task in self.state.tasks:
+            task.cancel()
+
+    def end(self) -> None:
+        """Stop the background work (the lifespan task, the header refresh)."""
+        self._headers_scope.cancel()
+        self.lifespan.end()
