@@ -10,25 +10,31 @@ The life of a server, phase by phase:
   then close the listeners. ``"closing connections"`` is in flight until every
   connection has ended and the server's own cleanup has run.
 * The drain deadline: the scope cancels the service, and with it every
-  connection still open.
+  connection still open. With ``abort_on_cancel``, a connection that has not
+  ended a few scheduler rounds later is reset (see ``abort_connection``): a
+  server that shields its writes (hypercorn) would otherwise wait for a
+  client that stopped reading, past every deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
+import struct
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import ExitStack
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from ._phases import Phase
 from ._token import ShutdownToken
 
-__all__ = ["CLOSING_LABEL", "describe_socket", "serve_sockets"]
+__all__ = ["CLOSING_LABEL", "abort_connection", "describe_socket", "serve_sockets"]
 
 logger = logging.getLogger("shutdown_scope")
 
@@ -56,6 +62,10 @@ _ONE_CLIENT_ERRNOS = frozenset(
     )
     if hasattr(errno, name)
 )
+# Scheduler rounds a cancelled connection gets to end by itself (hypercorn
+# answers 500 and closes) before it is reset.
+_UNWIND_ROUNDS = 20
+_LINGER_RESET = struct.pack("ii", 1, 0)  # l_onoff=1, l_linger=0: close sends RST
 
 
 def describe_socket(sock: socket.socket) -> str:
@@ -66,6 +76,56 @@ def describe_socket(sock: socket.socket) -> str:
         return f"unix:{path or '(unnamed)'}"
     host, port = name[0], name[1]
     return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
+
+
+def abort_connection(sock: socket.socket) -> None:
+    """Reset a connection: whatever waits to read or write on it fails now.
+
+    ``SO_LINGER`` 0 makes its close send RST and drop the unsent bytes, and
+    ``shutdown()`` wakes a writer blocked on a client that stopped reading (the
+    socket turns writable, the write fails), which then closes it. The socket
+    is not closed here: its owner (an event loop's transport) still uses it.
+    """
+    if sock.fileno() == -1:
+        return  # closed already
+    with contextlib.suppress(OSError):  # not TCP (unix), or reset already
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    with contextlib.suppress(OSError):  # not connected any more
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _OpenConnections:
+    """The connections being served, and whether any may still come."""
+
+    def __init__(self) -> None:
+        self.sockets: set[socket.socket] = set()
+        self.accepting = True
+        self.all_ended = anyio.Event()
+
+    def ended(self, sock: socket.socket) -> None:
+        self.sockets.discard(sock)
+        self.check()
+
+    def check(self) -> None:
+        if not (self.accepting or self.sockets):
+            self.all_ended.set()
+
+    async def abort_when_cancelled(self) -> None:
+        """Return once every connection ended; when cancelled first, reset them."""
+        try:
+            await self.all_ended.wait()
+        finally:
+            if not self.all_ended.is_set():
+                # Cancelled (the deadline, or a failure): the connections were
+                # cancelled too. Those that cannot end (a write shielded and
+                # blocked on a client that does not read) are reset.
+                with anyio.CancelScope(shield=True):  # bounded: a few rounds
+                    for _ in range(_UNWIND_ROUNDS):
+                        if not self.sockets:
+                            break
+                        await anyio.lowlevel.checkpoint()
+                for sock in list(self.sockets):
+                    abort_connection(sock)
 
 
 def _accept_ready(
@@ -125,6 +185,7 @@ async def serve_sockets(
     on_drain: Callable[[], Awaitable[None]] | None = None,
     after_connections: Callable[[], Awaitable[None]] | None = None,
     hold: ExitStack | None = None,
+    abort_on_cancel: bool = False,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept on ``sockets`` until ``token`` drains; ``handle`` each connection.
@@ -142,15 +203,32 @@ async def serve_sockets(
             with cleanup of its own after this returns: the scope stops a
             service the moment nothing is in flight. By default it is released
             when this returns.
+        abort_on_cancel: when this is cancelled, reset the connections that
+            have not ended a few scheduler rounds later (``handle`` shields
+            its writes, as hypercorn does).
         task_status: ``started()`` once every socket is being accepted on.
     """
     names = [describe_socket(sock) for sock in sockets]
     with ExitStack() as own:
         closing = own if hold is None else hold
+        open_connections = _OpenConnections()
+
+        async def serve_one(conn: socket.socket) -> None:
+            try:
+                await handle(conn)
+            finally:
+                open_connections.ended(conn)
+
         async with anyio.create_task_group() as connections:
+            serve = handle
+            if abort_on_cancel:
+                serve = serve_one
+                connections.start_soon(open_connections.abort_when_cancelled)
 
             def spawn(conn: socket.socket) -> None:
-                connections.start_soon(handle, conn, name="shutdown_scope connection")
+                if abort_on_cancel:
+                    open_connections.sockets.add(conn)
+                connections.start_soon(serve, conn, name="shutdown_scope connection")
 
             with ExitStack() as listening:
                 for name in names:
@@ -165,6 +243,8 @@ async def serve_sockets(
                     # Before the listening marks go: never idle in between.
                     closing.enter_context(token.in_flight(CLOSING_LABEL))
                     _take_queue_and_close(sockets, spawn)
+            open_connections.accepting = False
+            open_connections.check()
             if on_drain is not None:
                 await on_drain()
         if after_connections is not None:

@@ -163,6 +163,7 @@ async def serve(
                         on_drain=worker.terminate,
                         after_connections=worker.stop_lifespan,
                         hold=closing,
+                        abort_on_cancel=True,
                         task_status=started,
                     )
                 finally:
