@@ -71,15 +71,26 @@ class ServiceRecord:
     cancelled_in_flight: tuple[str, ...]
     error: str | None
 
+    @property
+    def stopped_while_starting(self) -> bool:
+        """The shutdown stopped it before it called ``started()``: its start
+        was cut short (``start()`` raised ``ServiceNotStartedError``)."""
+        return (
+            self.outcome == "not started"
+            and self.error is None
+            and self.stop_requested_at is not None
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShutdownReport:
     """What a ``graceful_scope`` did, from its trigger to its end.
 
     Times are seconds on anyio's clock, measured from the trigger. ``clean`` is
-    True when nothing in flight had to be cancelled and nothing failed; then
-    ``exit_code`` is 0, otherwise 1 (a hard exit from the watchdog never returns a
-    report: the process is gone, with 128 + the signal number by default).
+    True when nothing in flight had to be cancelled, nothing failed and no
+    service was stopped while starting; then ``exit_code`` is 0, otherwise 1
+    (a hard exit from the watchdog never returns a report: the process is
+    gone, with 128 + the signal number by default).
     """
 
     trigger: TriggerKind
@@ -100,11 +111,15 @@ class ShutdownReport:
 
     @property
     def clean(self) -> bool:
-        """Nothing in flight was cancelled, no service was abandoned, none failed."""
+        """Nothing in flight was cancelled, no service was abandoned, none
+        failed, none was stopped while starting."""
         return not (
             self.errors
             or self.cancelled_in_flight
-            or any(s.outcome in {"abandoned", "failed"} for s in self.services)
+            or any(
+                s.outcome in {"abandoned", "failed"} or s.stopped_while_starting
+                for s in self.services
+            )
         )
 
     @property
@@ -168,6 +183,8 @@ class ShutdownReport:
         )
         for s in self.services:
             line = f"  service {s.name!r}: {s.outcome}"
+            if s.stopped_while_starting:
+                line += " (stopped while starting)"
             if s.finished_at is not None:
                 line += f" at +{s.finished_at * 1000:.1f} ms"
             if s.cancelled_in_flight:

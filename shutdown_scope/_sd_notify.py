@@ -221,6 +221,11 @@ def _verdict(report: ShutdownReport) -> str:
     why.extend(
         f"{s.name} abandoned" for s in report.services if s.outcome == "abandoned"
     )
+    why.extend(
+        f"{s.name} stopped while starting"
+        for s in report.services
+        if s.stopped_while_starting
+    )
     return _printable(f"done: NOT clean: {'; '.join(why)}", _REASON_CHARS)
 
 
