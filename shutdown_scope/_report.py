@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
+from ._labels import printable_label
 from ._phases import Phase
 
 __all__ = [
@@ -42,9 +43,10 @@ def _counted(labels: Iterable[str]) -> str:
     counts = Counter(labels)
     if not counts:
         return "nothing"
-    return ", ".join(
-        label if n == 1 else f"{label} x{n}" for label, n in sorted(counts.items())
-    )
+    shown = (
+        (printable_label(label), n) for label, n in sorted(counts.items())
+    )  # a label may be a client's request path: one line, escaped
+    return ", ".join(label if n == 1 else f"{label} x{n}" for label, n in shown)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,7 +175,7 @@ class ShutdownReport:
             (
                 f"shutdown {verdict} (exit code {self.exit_code}) after"
                 f" {self.duration * 1000:.1f} ms; trigger: {self.trigger}"
-                f" ({self.reason})"
+                f" ({printable_label(self.reason)})"
             )
         ]
         lines.extend(

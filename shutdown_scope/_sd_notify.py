@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
+from ._labels import printable_label
 from ._phases import Phase
 
 if TYPE_CHECKING:
@@ -203,7 +204,7 @@ def _in_flight(labels: tuple[str, ...]) -> str:
         return "nothing in flight"
     counts = list(Counter(labels).items())
     shown = [
-        _printable(label, _LABEL_CHARS) + ("" if n == 1 else f" x{n}")
+        printable_label(label, _LABEL_CHARS) + ("" if n == 1 else f" x{n}")
         for label, n in counts[:_LABELS_SHOWN]
     ]
     more = ", ..." if len(counts) > _LABELS_SHOWN else ""

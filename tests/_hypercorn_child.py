@@ -12,7 +12,8 @@ Routes:
 * ``/upload``: reads the request body to its end, then answers;
 * ``/ws``: a websocket that answers each text message ``big N`` with a binary
   message of N MiB, and echoes anything else;
-* any other path: ``200 ok``.
+* any other path: ``200 ok``; with the query ``hold`` it first waits until
+  it is cancelled, with ``block`` it blocks the event loop (for a minute).
 
 ``--startup S`` makes the lifespan startup take S seconds (``inf``: forever),
 ``--shutdown S`` the lifespan shutdown.
@@ -26,6 +27,7 @@ import json
 import logging
 import math
 import sys
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -74,6 +76,7 @@ class App:
         elif scope["path"] == "/upload":
             await _upload(receive, send)
         else:
+            await _hold(scope["query_string"])
             await _answer(send, b"ok\n")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -95,6 +98,15 @@ class App:
             raise
         say("lifespan: shutdown done")
         await send({"type": "lifespan.shutdown.complete"})
+
+
+async def _hold(query: bytes) -> None:
+    if query == b"hold":
+        say("app: holding")
+        await anyio.sleep_forever()
+    if query == b"block":
+        say("app: blocking the event loop")
+        time.sleep(60)  # noqa: ASYNC251 -- the point: only the watchdog can end it
 
 
 async def _answer(send: Send, body: bytes) -> None:

@@ -10,10 +10,12 @@ shutdown and the earlier service's cleanup still run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -207,3 +209,73 @@ def test_a_slowloris_request_does_not_hold_the_drain(backend: str) -> None:
     report = report_of(child)
     assert report["clean"] is True
     assert services(report)["db"]["outcome"] == "stopped"
+
+
+# A request path that, printed raw, would forge a report line and clear the
+# screen of whoever reads the log.
+FORGED = "shutdown clean (exit code 0) after 1.0 ms"
+HOSTILE_TARGET = "/x%0A" + FORGED.replace(" ", "%20") + "%1B%5B2J%0D%C3%A9%FF"
+TRUE_LABEL = f"http: GET /x\n{FORGED}\x1b[2J\r\u00e9\ufffd"
+# Printable characters stay (é, and U+FFFD for the byte that is not UTF-8).
+SHOWN_LABEL = rf"http: GET /x\n{FORGED}\x1b[2J\r" + "\u00e9\ufffd"
+
+
+def assert_no_forged_line(child: Child) -> None:
+    for line in child.lines:
+        assert not line.startswith(FORGED), child.output
+        assert "\x1b" not in line, line
+
+
+def test_a_hostile_request_path_is_shown_escaped(backend: str) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        path = f"/tmp/shutdown-scope-h4-{uuid.uuid4().hex}.sock"  # noqa: S108
+        manager.bind(path)
+        options = ("--drain", "0.5")
+        env = {"NOTIFY_SOCKET": path}
+        try:
+            with Child(CHILD, "--backend", backend, *options, env=env) as child:
+                url = child.wait_for("listening http://").split()[-1]
+                host, port = url.removeprefix("http://").rsplit(":", 1)
+                sock = socket.create_connection((host, int(port)), timeout=10)
+                with sock:
+                    request = f"GET {HOSTILE_TARGET}?hold HTTP/1.1\r\nHost: x\r\n\r\n"
+                    sock.sendall(request.encode())
+                    child.wait_for("app: holding")
+                    child.send(signal.SIGTERM)
+                    assert child.finish() == 1, child.output
+        finally:
+            Path(path).unlink()
+        manager.setblocking(False)
+        messages = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                messages.append(manager.recv(65536).decode())
+    assert_no_forged_line(child)
+    # The phase log lines, and the report's lines (logged as it is printed).
+    assert sum(SHOWN_LABEL in line for line in child.lines) >= 3, child.output
+    # The JSON report keeps the true label.
+    cancelled = services(report_of(child))["http"]["cancelled_in_flight"]
+    assert TRUE_LABEL in cancelled
+    # STATUS= for the service manager: one line each, the label escaped.
+    statuses = [line for message in messages for line in message.split("\n") if line]
+    assert all("=" in line and line.split("=")[0].isupper() for line in statuses)
+    shown = SHOWN_LABEL[:30]
+    assert any(line.startswith("STATUS=") and shown in line for line in statuses)
+
+
+def test_a_hostile_request_path_is_escaped_in_the_watchdog_dump(
+    backend: str,
+) -> None:
+    options = ("--drain", "0.3", "--cancel", "0.3")
+    with (
+        serving(backend, *options) as (child, address),
+        socket.create_connection(address, timeout=10) as sock,
+    ):
+        request = f"GET {HOSTILE_TARGET}?block HTTP/1.1\r\nHost: x\r\n\r\n"
+        sock.sendall(request.encode())
+        child.wait_for("app: blocking the event loop")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 128 + signal.SIGTERM, child.output
+    assert_no_forged_line(child)
+    dump = child.lines[child.index("shutdown_scope watchdog:") :]
+    assert any(SHOWN_LABEL in line for line in dump), child.output
