@@ -18,8 +18,14 @@ HTTP/1.1, HTTP/2 and websocket protocols, on the event loop the scope runs on
   dependencies) are asked to stop.
 * **Drain deadline**: the scope cancels what is still running (hypercorn's own
   ``graceful_timeout`` is not used: on Python 3.12+ it is not honoured,
-  hypercorn #308); the cancelled requests are reported by label, and the
-  lifespan shutdown still runs, bounded by ``cancel_timeout``.
+  hypercorn #308); a connection whose response is stuck writing to a client
+  that stopped reading (hypercorn shields its writes) is reset; the cancelled
+  requests are reported by label, and the lifespan shutdown still runs, within
+  half of the cleanup window (services started earlier get the other half).
+
+A shutdown that begins during the app's lifespan startup cancels the startup at
+once: the server never serves, and ``scope.start()`` raises
+``ServiceNotStartedError(by_shutdown=True)``.
 
 The app is wrapped in :class:`shutdown_scope.asgi.ShutdownMiddleware`, which
 tracks every request in flight and puts the token in each request's ASGI scope
