@@ -22,14 +22,15 @@ def _escaped(char: str) -> str:
     return repr(char)[1:-1]  # \n, \x1b, \u2028, \udcff, and \\ itself
 
 
-def printable_label(label: str, limit: int = LABEL_LIMIT) -> str:
+def printable_label(label: str, limit: int | None = LABEL_LIMIT) -> str:
     r"""``label`` on one line: what is not printable is escaped as ``repr()``
     does (``\n``, ``\x1b``, ``\u202e``), a backslash is doubled (so the text
     ``\n`` is told apart from a newline), and after ``limit`` characters it is
-    cut, with a marker saying how much was left out (``…[+120 chars]``).
+    cut, with a marker saying how much was left out (``…[+120 chars]``);
+    ``limit=None`` for no cut.
     """
     if not label.isprintable() or "\\" in label:
         label = "".join(_escaped(char) for char in label)
-    if len(label) > limit:
+    if limit is not None and len(label) > limit:
         label = f"{label[:limit]}…[+{len(label) - limit} chars]"
     return label

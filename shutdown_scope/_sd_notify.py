@@ -204,7 +204,8 @@ def _in_flight(labels: tuple[str, ...]) -> str:
         return "nothing in flight"
     counts = list(Counter(labels).items())
     shown = [
-        printable_label(label, _LABEL_CHARS) + ("" if n == 1 else f" x{n}")
+        _printable(printable_label(label, None), _LABEL_CHARS)
+        + ("" if n == 1 else f" x{n}")
         for label, n in counts[:_LABELS_SHOWN]
     ]
     more = ", ..." if len(counts) > _LABELS_SHOWN else ""

@@ -48,6 +48,7 @@ def test_a_long_label_is_cut_with_a_marker() -> None:
     assert cut == "x" * LABEL_LIMIT + "…[+300 chars]"
     # Counted after escaping: what was left out of what would be shown.
     assert printable_label("\n" * 150, limit=10) == r"\n" * 5 + "…[+290 chars]"
+    assert printable_label("\n" * 150, limit=None) == r"\n" * 150
 
 
 def report_with(label: str) -> ShutdownReport:
