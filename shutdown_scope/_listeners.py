@@ -95,36 +95,53 @@ def abort_connection(sock: socket.socket) -> None:
 
 
 class _OpenConnections:
-    """The connections being served, and whether any may still come."""
+    """The connections being served, reset if the server is cancelled first.
 
-    def __init__(self) -> None:
-        self.sockets: set[socket.socket] = set()
-        self.accepting = True
-        self.all_ended = anyio.Event()
+    ``serve`` runs each connection's handler; ``abort_when_cancelled`` returns
+    once the listeners are closed and every connection has ended.
+    """
 
-    def ended(self, sock: socket.socket) -> None:
-        self.sockets.discard(sock)
-        self.check()
+    def __init__(
+        self, handle: Callable[[socket.socket], Coroutine[Any, Any, None]]
+    ) -> None:
+        self._handle = handle
+        self._sockets: set[socket.socket] = set()
+        self._accepting = True
+        self._all_ended = anyio.Event()
 
-    def check(self) -> None:
-        if not (self.accepting or self.sockets):
-            self.all_ended.set()
+    def add(self, conn: socket.socket) -> None:
+        self._sockets.add(conn)
+
+    async def serve(self, conn: socket.socket) -> None:
+        try:
+            await self._handle(conn)
+        finally:
+            self._sockets.discard(conn)
+            self._check()
+
+    def accepting_over(self) -> None:
+        self._accepting = False
+        self._check()
+
+    def _check(self) -> None:
+        if not (self._accepting or self._sockets):
+            self._all_ended.set()
 
     async def abort_when_cancelled(self) -> None:
         """Return once every connection ended; when cancelled first, reset them."""
         try:
-            await self.all_ended.wait()
+            await self._all_ended.wait()
         finally:
-            if not self.all_ended.is_set():
+            if not self._all_ended.is_set():
                 # Cancelled (the deadline, or a failure): the connections were
                 # cancelled too. Those that cannot end (a write shielded and
                 # blocked on a client that does not read) are reset.
                 with anyio.CancelScope(shield=True):  # bounded: a few rounds
                     for _ in range(_UNWIND_ROUNDS):
-                        if not self.sockets:
+                        if not self._sockets:
                             break
                         await anyio.lowlevel.checkpoint()
-                for sock in list(self.sockets):
+                for sock in list(self._sockets):
                     abort_connection(sock)
 
 
@@ -211,23 +228,17 @@ async def serve_sockets(
     names = [describe_socket(sock) for sock in sockets]
     with ExitStack() as own:
         closing = own if hold is None else hold
-        open_connections = _OpenConnections()
-
-        async def serve_one(conn: socket.socket) -> None:
-            try:
-                await handle(conn)
-            finally:
-                open_connections.ended(conn)
-
+        tracked = _OpenConnections(handle) if abort_on_cancel else None
+        serve = handle if tracked is None else tracked.serve
         async with anyio.create_task_group() as connections:
-            serve = handle
-            if abort_on_cancel:
-                serve = serve_one
-                connections.start_soon(open_connections.abort_when_cancelled)
+            if tracked is not None:
+                connections.start_soon(
+                    tracked.abort_when_cancelled, name="shutdown_scope resets"
+                )
 
             def spawn(conn: socket.socket) -> None:
-                if abort_on_cancel:
-                    open_connections.sockets.add(conn)
+                if tracked is not None:
+                    tracked.add(conn)
                 connections.start_soon(serve, conn, name="shutdown_scope connection")
 
             with ExitStack() as listening:
@@ -243,8 +254,8 @@ async def serve_sockets(
                     # Before the listening marks go: never idle in between.
                     closing.enter_context(token.in_flight(CLOSING_LABEL))
                     _take_queue_and_close(sockets, spawn)
-            open_connections.accepting = False
-            open_connections.check()
+            if tracked is not None:
+                tracked.accepting_over()
             if on_drain is not None:
                 await on_drain()
         if after_connections is not None:
