@@ -79,3 +79,24 @@ def test_the_queue_is_taken_before_the_listener_closes(
     _listeners._take_queue_and_close([listener], spawned.append)  # type: ignore[list-item]
     assert spawned == [pair[0]]
     assert listener.closed
+
+
+def test_abort_connection_resets_a_tcp_connection() -> None:
+    """What serve() does at the drain deadline to a connection stuck writing:
+    the write fails at once, and the close that follows sends RST."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    with client, server:
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            while True:
+                server.send(b"x" * 65536)
+        _listeners.abort_connection(server)
+        with pytest.raises(BrokenPipeError):
+            server.send(b"x")
+        server.close()
+        _listeners.abort_connection(server)  # closed already: nothing to do
+        with pytest.raises(ConnectionResetError):
+            while client.recv(1 << 20):
+                pass
