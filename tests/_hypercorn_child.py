@@ -1,4 +1,4 @@
-"""A hypercorn app for the hostile-client tests (tests/test_hypercorn_clients.py).
+"""A hypercorn app for tests/test_hypercorn_clients.py and test_hypercorn_lifespan.py.
 
 A scope with two services: ``db`` (started first, prints ``db: closed`` when it
 is stopped) and ``http`` (``shutdown_scope.hypercorn.serve``). It prints
