@@ -143,6 +143,13 @@ def _guarded(base: type[Any]) -> type[Any]:
             with anyio.CancelScope() as self._reading, suppress(_ClosedIdleError):
                 await super()._read_data()
 
+        async def protocol_send(self, event: Any) -> None:
+            if isinstance(event, Updated) and event.idle and _cancelling(self):
+                # An HTTP/2 stream cancelled at the deadline: asyncio refuses
+                # hypercorn's new idle timer, and the connection ends anyway.
+                return
+            await super().protocol_send(event)
+
         async def _close(self) -> None:
             # The connection is being closed (by the protocol, after a response
             # during the drain): a reader waiting for a next request that will
@@ -154,6 +161,12 @@ def _guarded(base: type[Any]) -> type[Any]:
                     self._reading.cancel()
 
     return Server
+
+
+def _cancelling(server: Any) -> bool:
+    """Whether hypercorn's asyncio task group of the connection is being cancelled."""
+    tasks = getattr(getattr(server, "_task_group", None), "_task_group", None)
+    return bool(getattr(tasks, "_aborting", False))
 
 
 async def _may_close(server: Any, conn: socket.socket, accepted_at: float) -> bool:

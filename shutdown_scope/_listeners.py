@@ -10,25 +10,31 @@ The life of a server, phase by phase:
   then close the listeners. ``"closing connections"`` is in flight until every
   connection has ended and the server's own cleanup has run.
 * The drain deadline: the scope cancels the service, and with it every
-  connection still open.
+  connection still open. With ``abort_on_cancel``, a connection that has not
+  ended a few scheduler rounds later is reset (see ``abort_connection``): a
+  server that shields its writes (hypercorn) would otherwise wait for a
+  client that stopped reading, past every deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
+import struct
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import ExitStack
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from ._phases import Phase
 from ._token import ShutdownToken
 
-__all__ = ["CLOSING_LABEL", "describe_socket", "serve_sockets"]
+__all__ = ["CLOSING_LABEL", "abort_connection", "describe_socket", "serve_sockets"]
 
 logger = logging.getLogger("shutdown_scope")
 
@@ -56,6 +62,10 @@ _ONE_CLIENT_ERRNOS = frozenset(
     )
     if hasattr(errno, name)
 )
+# Scheduler rounds a cancelled connection gets to end by itself (hypercorn
+# answers 500 and closes) before it is reset.
+_UNWIND_ROUNDS = 20
+_LINGER_RESET = struct.pack("ii", 1, 0)  # l_onoff=1, l_linger=0: close sends RST
 
 
 def describe_socket(sock: socket.socket) -> str:
@@ -66,6 +76,73 @@ def describe_socket(sock: socket.socket) -> str:
         return f"unix:{path or '(unnamed)'}"
     host, port = name[0], name[1]
     return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
+
+
+def abort_connection(sock: socket.socket) -> None:
+    """Reset a connection: whatever waits to read or write on it fails now.
+
+    ``SO_LINGER`` 0 makes its close send RST and drop the unsent bytes, and
+    ``shutdown()`` wakes a writer blocked on a client that stopped reading (the
+    socket turns writable, the write fails), which then closes it. The socket
+    is not closed here: its owner (an event loop's transport) still uses it.
+    """
+    if sock.fileno() == -1:
+        return  # closed already
+    with contextlib.suppress(OSError):  # not TCP (unix), or reset already
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    with contextlib.suppress(OSError):  # not connected any more
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _OpenConnections:
+    """The connections being served, reset if the server is cancelled first.
+
+    ``serve`` runs each connection's handler; ``abort_when_cancelled`` returns
+    once the listeners are closed and every connection has ended.
+    """
+
+    def __init__(
+        self, handle: Callable[[socket.socket], Coroutine[Any, Any, None]]
+    ) -> None:
+        self._handle = handle
+        self._sockets: set[socket.socket] = set()
+        self._accepting = True
+        self._all_ended = anyio.Event()
+
+    def add(self, conn: socket.socket) -> None:
+        self._sockets.add(conn)
+
+    async def serve(self, conn: socket.socket) -> None:
+        try:
+            await self._handle(conn)
+        finally:
+            self._sockets.discard(conn)
+            self._check()
+
+    def accepting_over(self) -> None:
+        self._accepting = False
+        self._check()
+
+    def _check(self) -> None:
+        if not (self._accepting or self._sockets):
+            self._all_ended.set()
+
+    async def abort_when_cancelled(self) -> None:
+        """Return once every connection ended; when cancelled first, reset them."""
+        try:
+            await self._all_ended.wait()
+        finally:
+            if not self._all_ended.is_set():
+                # Cancelled (the deadline, or a failure): the connections were
+                # cancelled too. Those that cannot end (a write shielded and
+                # blocked on a client that does not read) are reset.
+                with anyio.CancelScope(shield=True):  # bounded: a few rounds
+                    for _ in range(_UNWIND_ROUNDS):
+                        if not self._sockets:
+                            break
+                        await anyio.lowlevel.checkpoint()
+                for sock in list(self._sockets):
+                    abort_connection(sock)
 
 
 def _accept_ready(
@@ -125,6 +202,7 @@ async def serve_sockets(
     on_drain: Callable[[], Awaitable[None]] | None = None,
     after_connections: Callable[[], Awaitable[None]] | None = None,
     hold: ExitStack | None = None,
+    abort_on_cancel: bool = False,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept on ``sockets`` until ``token`` drains; ``handle`` each connection.
@@ -142,15 +220,26 @@ async def serve_sockets(
             with cleanup of its own after this returns: the scope stops a
             service the moment nothing is in flight. By default it is released
             when this returns.
+        abort_on_cancel: when this is cancelled, reset the connections that
+            have not ended a few scheduler rounds later (``handle`` shields
+            its writes, as hypercorn does).
         task_status: ``started()`` once every socket is being accepted on.
     """
     names = [describe_socket(sock) for sock in sockets]
     with ExitStack() as own:
         closing = own if hold is None else hold
+        tracked = _OpenConnections(handle) if abort_on_cancel else None
+        serve = handle if tracked is None else tracked.serve
         async with anyio.create_task_group() as connections:
+            if tracked is not None:
+                connections.start_soon(
+                    tracked.abort_when_cancelled, name="shutdown_scope resets"
+                )
 
             def spawn(conn: socket.socket) -> None:
-                connections.start_soon(handle, conn, name="shutdown_scope connection")
+                if tracked is not None:
+                    tracked.add(conn)
+                connections.start_soon(serve, conn, name="shutdown_scope connection")
 
             with ExitStack() as listening:
                 for name in names:
@@ -165,6 +254,8 @@ async def serve_sockets(
                     # Before the listening marks go: never idle in between.
                     closing.enter_context(token.in_flight(CLOSING_LABEL))
                     _take_queue_and_close(sockets, spawn)
+            if tracked is not None:
+                tracked.accepting_over()
             if on_drain is not None:
                 await on_drain()
         if after_connections is not None:

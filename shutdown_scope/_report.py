@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
+from ._labels import printable_label
 from ._phases import Phase
 
 __all__ = [
@@ -42,9 +43,10 @@ def _counted(labels: Iterable[str]) -> str:
     counts = Counter(labels)
     if not counts:
         return "nothing"
-    return ", ".join(
-        label if n == 1 else f"{label} x{n}" for label, n in sorted(counts.items())
-    )
+    shown = (
+        (printable_label(label), n) for label, n in sorted(counts.items())
+    )  # a label may be a client's request path: one line, escaped
+    return ", ".join(label if n == 1 else f"{label} x{n}" for label, n in shown)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,15 +73,26 @@ class ServiceRecord:
     cancelled_in_flight: tuple[str, ...]
     error: str | None
 
+    @property
+    def stopped_while_starting(self) -> bool:
+        """The shutdown stopped it before it called ``started()``: its start
+        was cut short (``start()`` raised ``ServiceNotStartedError``)."""
+        return (
+            self.outcome == "not started"
+            and self.error is None
+            and self.stop_requested_at is not None
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShutdownReport:
     """What a ``graceful_scope`` did, from its trigger to its end.
 
     Times are seconds on anyio's clock, measured from the trigger. ``clean`` is
-    True when nothing in flight had to be cancelled and nothing failed; then
-    ``exit_code`` is 0, otherwise 1 (a hard exit from the watchdog never returns a
-    report: the process is gone, with 128 + the signal number by default).
+    True when nothing in flight had to be cancelled, nothing failed and no
+    service was stopped while starting; then ``exit_code`` is 0, otherwise 1
+    (a hard exit from the watchdog never returns a report: the process is
+    gone, with 128 + the signal number by default).
     """
 
     trigger: TriggerKind
@@ -100,11 +113,15 @@ class ShutdownReport:
 
     @property
     def clean(self) -> bool:
-        """Nothing in flight was cancelled, no service was abandoned, none failed."""
+        """Nothing in flight was cancelled, no service was abandoned, none
+        failed, none was stopped while starting."""
         return not (
             self.errors
             or self.cancelled_in_flight
-            or any(s.outcome in {"abandoned", "failed"} for s in self.services)
+            or any(
+                s.outcome in {"abandoned", "failed"} or s.stopped_while_starting
+                for s in self.services
+            )
         )
 
     @property
@@ -158,7 +175,7 @@ class ShutdownReport:
             (
                 f"shutdown {verdict} (exit code {self.exit_code}) after"
                 f" {self.duration * 1000:.1f} ms; trigger: {self.trigger}"
-                f" ({self.reason})"
+                f" ({printable_label(self.reason)})"
             )
         ]
         lines.extend(
@@ -168,6 +185,8 @@ class ShutdownReport:
         )
         for s in self.services:
             line = f"  service {s.name!r}: {s.outcome}"
+            if s.stopped_while_starting:
+                line += " (stopped while starting)"
             if s.finished_at is not None:
                 line += f" at +{s.finished_at * 1000:.1f} ms"
             if s.cancelled_in_flight:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
+from ._labels import printable_label
 from ._manager_environ import manager_environ, take_notify_variables
 from ._phases import Phase
 
@@ -217,7 +218,8 @@ def _in_flight(labels: tuple[str, ...]) -> str:
         return "nothing in flight"
     counts = list(Counter(labels).items())
     shown = [
-        _printable(label, _LABEL_CHARS) + ("" if n == 1 else f" x{n}")
+        _printable(printable_label(label, None), _LABEL_CHARS)
+        + ("" if n == 1 else f" x{n}")
         for label, n in counts[:_LABELS_SHOWN]
     ]
     more = ", ..." if len(counts) > _LABELS_SHOWN else ""
@@ -234,6 +236,11 @@ def _verdict(report: ShutdownReport) -> str:
         why.append(f"{len(report.errors)} error(s)")
     why.extend(
         f"{s.name} abandoned" for s in report.services if s.outcome == "abandoned"
+    )
+    why.extend(
+        f"{s.name} stopped while starting"
+        for s in report.services
+        if s.stopped_while_starting
     )
     return _printable(f"done: NOT clean: {'; '.join(why)}", _REASON_CHARS)
 

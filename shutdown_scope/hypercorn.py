@@ -18,8 +18,14 @@ HTTP/1.1, HTTP/2 and websocket protocols, on the event loop the scope runs on
   dependencies) are asked to stop.
 * **Drain deadline**: the scope cancels what is still running (hypercorn's own
   ``graceful_timeout`` is not used: on Python 3.12+ it is not honoured,
-  hypercorn #308); the cancelled requests are reported by label, and the
-  lifespan shutdown still runs, bounded by ``cancel_timeout``.
+  hypercorn #308); a connection whose response is stuck writing to a client
+  that stopped reading (hypercorn shields its writes) is reset; the cancelled
+  requests are reported by label, and the lifespan shutdown still runs, within
+  half of the cleanup window (services started earlier get the other half).
+
+A shutdown that begins during the app's lifespan startup cancels the startup at
+once: the server never serves, and ``scope.start()`` raises
+``ServiceNotStartedError(by_shutdown=True)``.
 
 The app is wrapped in :class:`shutdown_scope.asgi.ShutdownMiddleware`, which
 tracks every request in flight and puts the token in each request's ASGI scope
@@ -28,22 +34,34 @@ tracks every request in flight and puts the token in each request's ASGI scope
 
 from __future__ import annotations
 
+import functools
+import logging
 import socket
 from contextlib import ExitStack
 from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.abc
 from anyio.abc import TaskStatus
 from hypercorn.config import Config
 from hypercorn.utils import wrap_app
 
-from ._hypercorn_workers import current_worker
+from ._hypercorn_workers import Worker, current_worker
 from ._listeners import describe_socket, serve_sockets
+from ._phases import Phase
 from ._token import ShutdownToken
 from .asgi import ShutdownMiddleware
 
 __all__ = ["serve"]
+
+logger = logging.getLogger("shutdown_scope")
+
+_STARTUP_LABEL = "lifespan startup"
+_SHUTDOWN_LABEL = "lifespan shutdown"
+# Of the cleanup window left after the server was cut short: the part the
+# app's lifespan shutdown may take (services started earlier get the rest).
+_LIFESPAN_SHARE = 0.5
 
 
 class _Started(TaskStatus[None]):
@@ -154,23 +172,70 @@ async def serve(
     try:
         with ExitStack() as closing:
             async with anyio.create_task_group() as lifespan_tasks:
-                await worker.start_lifespan(lifespan_tasks)
+                if not await _start_lifespan(token, worker, lifespan_tasks):
+                    return  # stopped while starting: never served
                 try:
                     await serve_sockets(
                         token,
                         sockets,
                         worker.handle,
                         on_drain=worker.terminate,
-                        after_connections=worker.stop_lifespan,
+                        after_connections=functools.partial(
+                            _stop_lifespan, token, worker
+                        ),
                         hold=closing,
+                        abort_on_cancel=True,
                         task_status=started,
                     )
                 finally:
                     # Cut short (the deadline, an error): the app still gets its
-                    # lifespan shutdown, within the cleanup budget.
-                    with token.shield_cleanup():
-                        await worker.stop_lifespan()
-                    worker.end_lifespan()
+                    # lifespan shutdown, within its share of the cleanup budget.
+                    await _stop_lifespan_at_last(token, worker)
     finally:
         for sock in sockets:
             sock.close()
+
+
+async def _start_lifespan(
+    token: ShutdownToken, worker: Worker, tasks: anyio.abc.TaskGroup
+) -> bool:
+    """Run the app's lifespan startup; False if the shutdown stopped it first.
+
+    A server still starting when the shutdown begins will never be ready: its
+    startup is cancelled at once, not waited for (and is reported in flight).
+    """
+    with token.in_flight(_STARTUP_LABEL), token.cancel_on(Phase.STOPPING):
+        try:
+            await worker.start_lifespan(tasks)
+        except BaseException:
+            worker.end_lifespan()  # the app's startup is cancelled with it
+            raise
+        return True
+    return False  # only when cancel_on stopped the startup
+
+
+async def _stop_lifespan(token: ShutdownToken, worker: Worker) -> None:
+    with token.in_flight(_SHUTDOWN_LABEL):
+        await worker.stop_lifespan()
+
+
+async def _stop_lifespan_at_last(token: ShutdownToken, worker: Worker) -> None:
+    """Run (or finish) the lifespan shutdown after the server was cut short.
+
+    Shielded, and bounded by half of the cleanup window (``cancel_timeout``,
+    or what is left of the budget): the services started before this one
+    keep the other half for their own cleanup. A lifespan shutdown still
+    running then is cancelled, with a warning.
+    """
+    window = token.shield_cleanup()
+    now = anyio.current_time()
+    window.deadline = now + (window.deadline - now) * _LIFESPAN_SHARE
+    with window:
+        await _stop_lifespan(token, worker)
+    if window.cancelled_caught:
+        logger.warning(
+            "shutdown_scope: the app's lifespan shutdown did not end %.3g s"
+            " after the server was cut short; cancelling it",
+            window.deadline - now,
+        )
+    worker.end_lifespan()

@@ -54,7 +54,8 @@ async def test_service_that_gives_up_its_start_on_stop_is_a_normal_stop(
     mock_clock: MockClock,
 ) -> None:
     """A starting service that sees its token and returns is stopped by the
-    shutdown (by_shutdown=True): a normal stop, not an error."""
+    shutdown (by_shutdown=True): a normal stop, not an error; but its start
+    was cut short, so the stop is not clean."""
 
     async def connecting(
         token: ShutdownToken, *, task_status: TaskStatus[None]
@@ -71,7 +72,11 @@ async def test_service_that_gives_up_its_start_on_stop_is_a_normal_stop(
     async with graceful_scope(**NO_SIGNALS) as scope:
         scope.start_soon(trigger_later)
         await scope.start(connecting)
-    assert scope.report.clean
+    assert scope.report.errors == ()
+    (_, svc, *_) = scope.report.services
+    assert (svc.name, svc.outcome) == ("connecting", "not started")
+    assert svc.stopped_while_starting
+    assert scope.report.exit_code == 1
 
 
 async def test_two_signals_before_the_phase_machine_runs(
@@ -437,4 +442,5 @@ async def test_shutdown_during_start_with_work_in_flight(mock_clock: MockClock) 
     assert [e.by_shutdown for e in caught] == [True]
     svc = scope.report.services[1]
     assert (svc.name, svc.outcome, svc.finished_at) == ("warming", "not started", 3)
-    assert scope.report.clean
+    assert svc.stopped_while_starting
+    assert (scope.report.exit_code, scope.report.errors) == (1, ())

@@ -194,3 +194,24 @@ async def test_out_of_descriptors_the_pending_connection_waits_then_is_served(
     report = scope.report
     assert report.clean, report
     assert [s.outcome for s in report.services] == ["returned"]
+
+
+def test_abort_connection_resets_a_tcp_connection() -> None:
+    """What serve() does at the drain deadline to a connection stuck writing:
+    the write fails at once, and the close that follows sends RST."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    with client, server:
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            while True:
+                server.send(b"x" * 65536)
+        _listeners.abort_connection(server)
+        with pytest.raises(BrokenPipeError):
+            server.send(b"x")
+        server.close()
+        _listeners.abort_connection(server)  # closed already: nothing to do
+        with pytest.raises(ConnectionResetError):
+            while client.recv(1 << 20):
+                pass

@@ -430,12 +430,15 @@ async def test_a_shutdown_during_start_stops_the_starting_service(
         await scope.start(slow_start)
         after_start.append("unreachable")  # pragma: no cover
     assert after_start == []
-    assert scope.report.clean
+    # A normal stop (no error raised), but its start was cut short: not clean.
+    assert scope.report.exit_code == 1
+    assert scope.report.errors == ()
     # (whether the body is listed depends on whether it had returned by its turn)
     assert [(s.name, s.outcome) for s in scope.report.services][:2] == [
         ("trigger_later", "returned"),
         ("slow_start", "not started"),
     ]
+    assert scope.report.services[1].stopped_while_starting
     assert scope.report.duration == 0
 
 
