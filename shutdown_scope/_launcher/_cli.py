@@ -8,17 +8,18 @@ import ctypes
 import logging
 import math
 import os
+import re
 import signal
 import socket
-import stat
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from shutdown_scope._sd_notify import send
+from shutdown_scope._sd_protocol import send
 
 from ._control import ControlServer, ask_reload
+from ._signal_inbox import FORWARDED, SignalInbox
 from ._sockets import FIRST_FD, Listener, adopt_inherited, bind
 from ._supervisor import Options, Supervisor
 
@@ -40,14 +41,59 @@ example:
 """
 
 
+# A plain decimal: no sign, spaces, underscores, other scripts' digits, nan.
+_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+# listen(2) takes a C int; the kernel caps it at net.core.somaxconn anyway.
+_MOST_BACKLOG = 2**31 - 1
+_MOST_SIGNAL_DIGITS = 3
+# About 31 years; Python's socket timeouts overflow near 9.2e9 s.
+_MOST_SECONDS = 1e9
+# What --rewrite may not do: these cannot be caught, or would freeze the child.
+_UNCATCHABLE = frozenset({signal.SIGKILL, signal.SIGSTOP})
+
+
+def _duration(text: str, *, zero: bool = True, never: bool = True) -> float:
+    """Seconds for an option: ``zero`` allows 0, ``never`` allows inf."""
+    if text.lower() in {"inf", "infinity"} and never:
+        return math.inf
+    if not _NUMBER.fullmatch(text):
+        forms = "5, 0.5 or inf" if never else "5 or 0.5"
+        msg = f"{text!r} is not a number of seconds (such as {forms})"
+        raise argparse.ArgumentTypeError(msg)
+    value = float(text)
+    if value > _MOST_SECONDS:
+        never_text = "; inf for never" if never else ""
+        msg = f"{text!r}: at most {_MOST_SECONDS:.0f} seconds{never_text}"
+        raise argparse.ArgumentTypeError(msg)
+    if value == 0 and not zero:
+        msg = f"{text!r}: must be more than 0 seconds"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        msg = f"{text!r} is not a number of seconds"
-        raise argparse.ArgumentTypeError(msg) from None
-    if math.isnan(value) or value < 0:
-        msg = f"{text!r}: seconds must be >= 0 (inf for never)"
+    return _duration(text)
+
+
+def _timeout(text: str) -> float:
+    return _duration(text, zero=False)
+
+
+def _interval(text: str) -> float:
+    return _duration(text, never=False)
+
+
+def _wait(text: str) -> float:
+    return _duration(text, zero=False, never=False)
+
+
+def _backlog(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(_MOST_BACKLOG)):
+        value = -1
+    else:
+        value = int(text)
+    if not 0 <= value <= _MOST_BACKLOG:
+        msg = f"{text!r} is not a backlog: a whole number from 0 to {_MOST_BACKLOG}"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -56,12 +102,12 @@ def _signal_number(text: str) -> int:
     name = text.upper()
     if name in {"0", "NONE"}:
         return 0
-    if name.isdigit():
+    if name.isascii() and name.isdigit() and len(name) <= _MOST_SIGNAL_DIGITS:
         try:
             return signal.Signals(int(name))
         except ValueError:
             pass
-    else:
+    elif name.isascii():
         with contextlib.suppress(KeyError):
             return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
     msg = f"{text!r} is not a signal name (TERM, SIGINT, ...) or number"
@@ -74,10 +120,24 @@ def _rewrite(text: str) -> tuple[int, int]:
         msg = f"{text!r}: expected FROM:TO, as in TERM:INT (TO may be 0 to drop it)"
         raise argparse.ArgumentTypeError(msg)
     from_sig = _signal_number(source)
+    to_sig = _signal_number(target)
     if from_sig == 0:
         msg = f"{text!r}: the signal to rewrite cannot be 0"
         raise argparse.ArgumentTypeError(msg)
-    return from_sig, _signal_number(target)
+    handled = (*FORWARDED, signal.SIGHUP)
+    if from_sig not in handled:
+        name = signal.Signals(from_sig).name
+        why = "cannot be caught" if from_sig in _UNCATCHABLE else "is not handled"
+        names = ", ".join(signal.Signals(x).name[3:] for x in handled)
+        msg = f"{text!r}: {name} {why} by the launcher; FROM is one of {names}"
+        raise argparse.ArgumentTypeError(msg)
+    if to_sig == signal.SIGSTOP:
+        msg = (
+            f"{text!r}: SIGSTOP would freeze the child, which could then neither"
+            " drain nor exit; forward TSTP if it should stop itself"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return from_sig, to_sig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,14 +159,16 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ADDR",
-        help="bind HOST:PORT, [V6]:PORT or unix:PATH once and pass it to every "
-        "generation as LISTEN_FDS (repeatable; port 0 picks a free port)",
+        help="bind HOST:PORT, [V6]:PORT, unix:PATH or unix:@NAME (abstract, Linux) "
+        "once and pass it to every generation as LISTEN_FDS (repeatable; port 0 "
+        "picks a free port)",
     )
     run.add_argument(
         "--backlog",
-        type=int,
+        type=_backlog,
         default=socket.SOMAXCONN,
-        help="listen backlog (default: SOMAXCONN)",
+        metavar="N",
+        help="listen backlog, 0 to 2147483647 (default: SOMAXCONN)",
     )
     run.add_argument(
         "--rewrite",
@@ -127,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--ready-timeout",
-        type=_seconds,
+        type=_timeout,
         default=30.0,
         metavar="S",
         help="a reload fails if the successor has not sent READY=1 within S seconds "
@@ -135,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--debounce",
-        type=_seconds,
+        type=_interval,
         default=0.2,
         metavar="S",
         help="the same signal again within S seconds counts once (default 0.2)",
@@ -163,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--pid-file", metavar="PATH", help="the launcher's --pid-file")
     reload.add_argument(
         "--timeout",
-        type=_seconds,
+        type=_wait,
         default=120.0,
         metavar="S",
         help="with --control, wait at most S seconds (default 120)",
@@ -180,13 +242,6 @@ def _become_subreaper() -> None:
         logger.warning(
             "cannot become a child subreaper: %s", os.strerror(ctypes.get_errno())
         )
-
-
-def _unlink_if_same(path: str) -> None:
-    """Remove the socket file we bound, unless another process has replaced it."""
-    with contextlib.suppress(OSError):
-        if stat.S_ISSOCK(Path(path).stat().st_mode):
-            Path(path).unlink()
 
 
 def _close_all(listeners: list[Listener]) -> None:
@@ -207,8 +262,9 @@ def _prepare(
     for text in args.listen:
         listener = bind(text, backlog=args.backlog)
         listeners.append(listener)
-        if listener.address.startswith("unix:"):
-            stack.callback(_unlink_if_same, listener.address[len("unix:") :])
+        if listener.bound_path is not None:
+            # Unless a successor has bound a new socket file there meanwhile.
+            stack.callback(listener.bound_path.unlink_if_ours)
     control = None
     if args.control:
         control = ControlServer(args.control)
@@ -242,7 +298,7 @@ def _upstream(environ: dict[str, str]) -> Callable[[str], None] | None:
     return relay
 
 
-def _run(args: argparse.Namespace, command: list[str]) -> int:
+def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> int:
     if not command:
         logger.error("no command: shutdown-scope run [options] -- CMD [ARGS...]")
         return 2
@@ -271,6 +327,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         supervisor = Supervisor(
             options,
             listeners,
+            signals=signals,
             environ=environ,
             control=control,
             notify_upstream=_upstream(environ),
@@ -304,22 +361,45 @@ def _reload(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``shutdown-scope`` command; returns its exit code."""
+def _check_rewrites(
+    parser: argparse.ArgumentParser, rewrites: list[tuple[int, int]]
+) -> None:
+    sources = [source for source, _ in rewrites]
+    twice = next((x for x in sources if sources.count(x) > 1), None)
+    if twice is not None:
+        parser.error(f"--rewrite: {signal.Signals(twice).name} is rewritten twice")
+
+
+def main(
+    argv: Sequence[str] | None = None, *, signals: SignalInbox | None = None
+) -> int:
+    """The ``shutdown-scope`` command; returns its exit code.
+
+    Args:
+        argv: the arguments; ``sys.argv[1:]`` by default.
+        signals: for ``run``, the inbox opened first thing (see ``_launcher.main``);
+            one is opened here without it.
+    """
     words = list(sys.argv[1:] if argv is None else argv)
     command: list[str] = []
     if "--" in words:  # everything after the first -- is the command, verbatim
         split = words.index("--")
         words, command = words[:split], words[split + 1 :]
-    args = _parser().parse_args(words)
+    parser = _parser()
+    args = parser.parse_args(words)
+    if args.command == "run":
+        _check_rewrites(parser, args.rewrite)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("shutdown-scope: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     logger.propagate = False
     try:
-        if args.command == "run":
-            return _run(args, command or list(args.cmd))
-        return _reload(args)
+        if args.command != "run":
+            return _reload(args)
+        if signals is None:
+            with SignalInbox() as own:
+                return _run(args, command or list(args.cmd), own)
+        return _run(args, command or list(args.cmd), signals)
     finally:
         logger.removeHandler(handler)
