@@ -58,17 +58,21 @@ _MODULES = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """A public name, imported from its module now (PEP 562)."""
-    module_name = _MODULES.get(name)
-    if module_name is None:
-        msg = f"module {__name__!r} has no attribute {name!r}"
-        raise AttributeError(msg)
-    from importlib import import_module  # only when first needed
+# Hidden from type checkers: for them, a module __getattr__ would make every
+# misspelt name valid.
+if not TYPE_CHECKING:
 
-    value = getattr(import_module(f"{__name__}.{module_name}"), name)
-    globals()[name] = value  # found directly from now on
-    return value
+    def __getattr__(name: str) -> object:
+        """A public name, imported from its module now (PEP 562)."""
+        module_name = _MODULES.get(name)
+        if module_name is None:
+            msg = f"module {__name__!r} has no attribute {name!r}"
+            raise AttributeError(msg)
+        from importlib import import_module  # only when first needed
+
+        value = getattr(import_module(f"{__name__}.{module_name}"), name)
+        globals()[name] = value  # found directly from now on
+        return value
 
 
 def __dir__() -> list[str]:

@@ -10,10 +10,11 @@ is not an open socket are errors. Synchronous and free of anyio.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Final
 
 from ._sd_protocol import decimal
@@ -29,11 +30,18 @@ LISTEN_VARIABLES: Final = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 _MOST_FDS: Final = 2**31 - 1 - SD_LISTEN_FDS_START
 
 
-def passed_fds(environ: Mapping[str, str]) -> list[tuple[int, str]]:
+def passed_fds(
+    environ: Mapping[str, str], *, opened_here: Collection[int] = ()
+) -> list[tuple[int, str]]:
     """The fds passed to this process, checked: ``[(3, "web"), (4, "admin")]``.
 
     Nothing here allocates by the count: a huge ``LISTEN_FDS`` fails at the
     first fd that is not open, or at the bound, never with a MemoryError.
+
+    Args:
+        environ: where to read the variables.
+        opened_here: fds this process has opened itself since it started
+            (they were free then, so not passed): reported as not open.
 
     Returns:
         ``[]`` when ``LISTEN_FDS`` or ``LISTEN_PID`` is unset, or ``LISTEN_PID``
@@ -68,6 +76,8 @@ def passed_fds(environ: Mapping[str, str]) -> list[tuple[int, str]]:
     passed = []
     for fd, name in zip(itertools.count(SD_LISTEN_FDS_START), names):
         try:
+            if fd in opened_here:
+                raise OSError(errno.EBADF, os.strerror(errno.EBADF))  # noqa: TRY301
             mode = os.fstat(fd).st_mode
         except OSError as exc:
             msg = f"LISTEN_FDS: fd {fd} ({name}) is not open: {exc.strerror}"

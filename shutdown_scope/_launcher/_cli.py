@@ -250,14 +250,17 @@ def _close_all(listeners: list[Listener]) -> None:
 
 
 def _prepare(
-    args: argparse.Namespace, environ: dict[str, str], stack: ExitStack
+    args: argparse.Namespace,
+    environ: dict[str, str],
+    stack: ExitStack,
+    signals: SignalInbox,
 ) -> tuple[list[Listener], ControlServer | None]:
     """Sockets, control socket, pid file; each undone by ``stack``.
 
     Raises:
         OSError, ValueError: one of them cannot be set up (the message says which).
     """
-    listeners = adopt_inherited(environ)
+    listeners = adopt_inherited(environ, opened_here=signals.fds)
     stack.callback(_close_all, listeners)
     for text in args.listen:
         listener = bind(text, backlog=args.backlog)
@@ -305,7 +308,7 @@ def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> 
     environ = dict(os.environ)
     with ExitStack() as stack:
         try:
-            listeners, control = _prepare(args, environ, stack)
+            listeners, control = _prepare(args, environ, stack, signals)
         except (OSError, ValueError) as error:
             text = error.strerror if isinstance(error, OSError) else None
             logger.error("%s", text or error)  # noqa: TRY400 -- a clear line, no traceback

@@ -69,6 +69,11 @@ class SignalInbox:
         os.close(self._read)
         os.close(self._write)
 
+    @property
+    def fds(self) -> tuple[int, int]:
+        """The pipe's two fds (opened before the launcher looks at LISTEN_FDS)."""
+        return self._read, self._write
+
     def fileno(self) -> int:
         """The pipe's read end: readable once a signal is waiting."""
         return self._read

@@ -10,6 +10,7 @@ import errno
 import socket
 import stat
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,11 +165,14 @@ def bind(text: str, *, backlog: int) -> Listener:
     return Listener(sock, name=text, address=_describe(sock), bound_path=bound)
 
 
-def adopt_inherited(environ: dict[str, str]) -> list[Listener]:
+def adopt_inherited(
+    environ: dict[str, str], *, opened_here: Collection[int]
+) -> list[Listener]:
     """Sockets systemd passed to the launcher itself (LISTEN_FDS for our pid).
 
     The variables are taken out of ``environ`` whatever they hold, so they are
     never passed on. The sockets are made close-on-exec: ``spawn`` passes them.
+    ``opened_here``: the fds the launcher opened before (see ``passed_fds``).
 
     Raises:
         ValueError, OSError: a malformed variable, or a passed fd that is not an
@@ -178,7 +182,7 @@ def adopt_inherited(environ: dict[str, str]) -> list[Listener]:
         name: environ.pop(name) for name in LISTEN_VARIABLES if name in environ
     }
     listeners = []
-    for fd, name in passed_fds(passed):
+    for fd, name in passed_fds(passed, opened_here=opened_here):
         sock = socket.socket(fileno=fd)
         sock.set_inheritable(False)
         listeners.append(Listener(sock, name=name, address=_describe(sock)))
