@@ -143,6 +143,7 @@ def test_a_repeated_signal_inside_the_debounce_window_counts_once() -> None:
         child.send(signal.SIGUSR1)
         child.wait_for("SIGUSR1 again within 30.00 s: counted once")
         child.send(signal.SIGTERM)
+        child.wait_for("gen 1 got SIGTERM")  # still running: SIGUSR1 did not stop it
         assert child.finish() == 0
     assert child.output.count("got SIGUSR1") == 1
 
