@@ -76,4 +76,5 @@ if not TYPE_CHECKING:
 
 
 def __dir__() -> list[str]:
+    """The public names too, before their first use."""
     return sorted({*globals(), *__all__})

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import logging
 import math
 import os
-import re
 import signal
 import socket
 import sys
@@ -18,8 +16,9 @@ from pathlib import Path
 
 from shutdown_scope._sd_protocol import send
 
+from . import _values as values
 from ._control import ControlServer, ask_reload
-from ._signal_inbox import FORWARDED, SignalInbox
+from ._signal_inbox import SignalInbox
 from ._sockets import FIRST_FD, Listener, adopt_inherited, bind
 from ._supervisor import Options, Supervisor
 
@@ -39,105 +38,6 @@ the stop; USR1, USR2, WINCH and ABRT are forwarded; HUP starts a zero-downtime r
 example:
   shutdown-scope run --listen 0.0.0.0:8000 --grace-period 25 -- python app.py
 """
-
-
-# A plain decimal: no sign, spaces, underscores, other scripts' digits, nan.
-_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
-# listen(2) takes a C int; the kernel caps it at net.core.somaxconn anyway.
-_MOST_BACKLOG = 2**31 - 1
-_MOST_SIGNAL_DIGITS = 3
-# About 31 years; Python's socket timeouts overflow near 9.2e9 s.
-_MOST_SECONDS = 1e9
-# What --rewrite may not do: these cannot be caught, or would freeze the child.
-_UNCATCHABLE = frozenset({signal.SIGKILL, signal.SIGSTOP})
-
-
-def _duration(text: str, *, zero: bool = True, never: bool = True) -> float:
-    """Seconds for an option: ``zero`` allows 0, ``never`` allows inf."""
-    if text.lower() in {"inf", "infinity"} and never:
-        return math.inf
-    if not _NUMBER.fullmatch(text):
-        forms = "5, 0.5 or inf" if never else "5 or 0.5"
-        msg = f"{text!r} is not a number of seconds (such as {forms})"
-        raise argparse.ArgumentTypeError(msg)
-    value = float(text)
-    if value > _MOST_SECONDS:
-        never_text = "; inf for never" if never else ""
-        msg = f"{text!r}: at most {_MOST_SECONDS:.0f} seconds{never_text}"
-        raise argparse.ArgumentTypeError(msg)
-    if value == 0 and not zero:
-        msg = f"{text!r}: must be more than 0 seconds"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _seconds(text: str) -> float:
-    return _duration(text)
-
-
-def _timeout(text: str) -> float:
-    return _duration(text, zero=False)
-
-
-def _interval(text: str) -> float:
-    return _duration(text, never=False)
-
-
-def _wait(text: str) -> float:
-    return _duration(text, zero=False, never=False)
-
-
-def _backlog(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or len(text) > len(str(_MOST_BACKLOG)):
-        value = -1
-    else:
-        value = int(text)
-    if not 0 <= value <= _MOST_BACKLOG:
-        msg = f"{text!r} is not a backlog: a whole number from 0 to {_MOST_BACKLOG}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _signal_number(text: str) -> int:
-    name = text.upper()
-    if name in {"0", "NONE"}:
-        return 0
-    if name.isascii() and name.isdigit() and len(name) <= _MOST_SIGNAL_DIGITS:
-        try:
-            return signal.Signals(int(name))
-        except ValueError:
-            pass
-    elif name.isascii():
-        with contextlib.suppress(KeyError):
-            return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
-    msg = f"{text!r} is not a signal name (TERM, SIGINT, ...) or number"
-    raise argparse.ArgumentTypeError(msg)
-
-
-def _rewrite(text: str) -> tuple[int, int]:
-    source, sep, target = text.partition(":")
-    if not sep:
-        msg = f"{text!r}: expected FROM:TO, as in TERM:INT (TO may be 0 to drop it)"
-        raise argparse.ArgumentTypeError(msg)
-    from_sig = _signal_number(source)
-    to_sig = _signal_number(target)
-    if from_sig == 0:
-        msg = f"{text!r}: the signal to rewrite cannot be 0"
-        raise argparse.ArgumentTypeError(msg)
-    handled = (*FORWARDED, signal.SIGHUP)
-    if from_sig not in handled:
-        name = signal.Signals(from_sig).name
-        why = "cannot be caught" if from_sig in _UNCATCHABLE else "is not handled"
-        names = ", ".join(signal.Signals(x).name[3:] for x in handled)
-        msg = f"{text!r}: {name} {why} by the launcher; FROM is one of {names}"
-        raise argparse.ArgumentTypeError(msg)
-    if to_sig == signal.SIGSTOP:
-        msg = (
-            f"{text!r}: SIGSTOP would freeze the child, which could then neither"
-            " drain nor exit; forward TSTP if it should stop itself"
-        )
-        raise argparse.ArgumentTypeError(msg)
-    return from_sig, to_sig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -165,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--backlog",
-        type=_backlog,
+        type=values.backlog,
         default=socket.SOMAXCONN,
         metavar="N",
         help="listen backlog, 0 to 2147483647 (default: SOMAXCONN)",
@@ -174,14 +74,14 @@ def _parser() -> argparse.ArgumentParser:
         "--rewrite",
         action="append",
         default=[],
-        type=_rewrite,
+        type=values.rewrite,
         metavar="FROM:TO",
         help="forward signal FROM as TO (TERM:INT; TO=0 drops it; HUP:HUP forwards "
         "HUP instead of reloading); repeatable",
     )
     run.add_argument(
         "--grace-period",
-        type=_seconds,
+        type=values.seconds,
         default=math.inf,
         metavar="S",
         help="after a stop signal, SIGKILL what still runs after S seconds "
@@ -189,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--ready-timeout",
-        type=_timeout,
+        type=values.timeout,
         default=30.0,
         metavar="S",
         help="a reload fails if the successor has not sent READY=1 within S seconds "
@@ -197,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--debounce",
-        type=_interval,
+        type=values.interval,
         default=0.2,
         metavar="S",
         help="the same signal again within S seconds counts once (default 0.2)",
@@ -225,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--pid-file", metavar="PATH", help="the launcher's --pid-file")
     reload.add_argument(
         "--timeout",
-        type=_wait,
+        type=values.wait,
         default=120.0,
         metavar="S",
         help="with --control, wait at most S seconds (default 120)",
@@ -364,15 +264,6 @@ def _reload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_rewrites(
-    parser: argparse.ArgumentParser, rewrites: list[tuple[int, int]]
-) -> None:
-    sources = [source for source, _ in rewrites]
-    twice = next((x for x in sources if sources.count(x) > 1), None)
-    if twice is not None:
-        parser.error(f"--rewrite: {signal.Signals(twice).name} is rewritten twice")
-
-
 def main(
     argv: Sequence[str] | None = None, *, signals: SignalInbox | None = None
 ) -> int:
@@ -390,8 +281,9 @@ def main(
         words, command = words[:split], words[split + 1 :]
     parser = _parser()
     args = parser.parse_args(words)
-    if args.command == "run":
-        _check_rewrites(parser, args.rewrite)
+    twice = values.rewritten_twice(args.rewrite) if args.command == "run" else None
+    if twice is not None:
+        parser.error(f"--rewrite: {twice} is rewritten twice")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("shutdown-scope: %(message)s"))
     logger.addHandler(handler)
