@@ -3,10 +3,12 @@
 ``python bench/launcher_start.py [--quick] [--step MS] [--until MS] [--repeat N]``
 starts each program, sends SIGTERM D ms after the start (``Popen`` returns once
 the exec has happened), and sees how it ended: killed by the SIGTERM (return code
--15: no handler was installed yet) or handled. D runs from 0 up in steps (2 ms by
-default), each delay N times (5), until the SIGTERM has been handled every time
-at 10 ms of delays in a row; the window is the first delay from which every
-SIGTERM was handled.
+-15: no handler was installed yet), still running 10 s later (lost), or handled.
+D runs from 0 up in steps (2 ms by default), each delay N times (5), the two
+programs taking turns, until the SIGTERM has been handled every time over 10 ms
+of delays in a row; the window is the first delay from which every SIGTERM was
+handled (one slow start under load moves it; the first delay at which half were
+handled is shown beside it).
 
 * **python**: ``python -c "import signal, time; signal.signal(SIGTERM, ...);
   time.sleep(30)"``: the bare interpreter's window (its start and ``import signal``).
@@ -36,11 +38,16 @@ GOAL_MS = 10.0
 SETTLED_MS = 10.0
 IDLE = 30  # seconds: the programs never end on their own during a trial
 
+# Short sleeps: a signal that lands between Python's check for one and the start
+# of a long sleep would be handled only when that sleep ends.
 BARE = (
     "import signal, sys, time\n"
     "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
-    f"time.sleep({IDLE})\n"
+    "while True:\n"
+    "    time.sleep(0.05)\n"
 )
+HUNG = 1000  # a "return code" for a program still running 10 s after its SIGTERM
+_WAIT = 10.0
 
 
 def _idle_child() -> list[str]:
@@ -65,7 +72,17 @@ class Sweep:
 
     def handled(self, delay: float) -> bool:
         """Every SIGTERM sent ``delay`` ms after the start was handled."""
-        return all(code != -signal.SIGTERM for code in self.codes[delay])
+        return all(code not in {-signal.SIGTERM, HUNG} for code in self.codes[delay])
+
+    @property
+    def half(self) -> float | None:
+        """The first delay at which at least half the SIGTERMs were handled."""
+        for delay in sorted(self.codes):
+            codes = self.codes[delay]
+            missed = sum(code in {-signal.SIGTERM, HUNG} for code in codes)
+            if 2 * missed <= len(codes):
+                return delay
+        return None
 
     @property
     def window(self) -> float | None:
@@ -95,28 +112,41 @@ def trial(argv: list[str], delay: float) -> int:
         time.sleep(max(0.0, started + delay / 1000 - time.perf_counter()))
     proc.send_signal(signal.SIGTERM)
     try:
-        return proc.wait(timeout=IDLE)
+        return proc.wait(timeout=_WAIT)
+    except subprocess.TimeoutExpired:
+        return HUNG
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
 
 
-def sweep(name: str, args: argparse.Namespace) -> Sweep:
-    """Trials at growing delays until the window is settled (or ``--until``)."""
-    result = Sweep(name)
+def sweep(args: argparse.Namespace) -> dict[str, Sweep]:
+    """Trials at growing delays until both windows are settled (or ``--until``).
+
+    The programs take turns at each delay, so a burst of load on the machine
+    falls on both alike.
+    """
+    sweeps = {name: Sweep(name) for name in PROGRAMS}
     delay = 0.0
     while delay <= args.until:
-        result.codes[delay] = [trial(PROGRAMS[name], delay) for _ in range(args.repeat)]
-        if result.window is not None:
+        running = [s for s in sweeps.values() if s.window is None]
+        if not running:
             break
+        for s in running:
+            s.codes[delay] = []
+        for _ in range(args.repeat):
+            for s in running:
+                s.codes[delay].append(trial(PROGRAMS[s.name], delay))
         delay = round(delay + args.step, 3)
-    return result
+    return sweeps
 
 
 def _show(sweep: Sweep) -> str:
-    window = sweep.window
-    return "not settled" if window is None else f"{window:g} ms"
+    window, half = sweep.window, sweep.half
+    if window is None:
+        return "not settled"
+    return f"{window:g} ms (half handled at {half:g} ms)"
 
 
 def report(sweeps: dict[str, Sweep]) -> None:
@@ -130,8 +160,8 @@ def report(sweeps: dict[str, Sweep]) -> None:
             if codes is None:
                 cells.append(f"{'-':>16}")
                 continue
-            killed = sum(code == -signal.SIGTERM for code in codes)
-            cells.append(f"{f'{len(codes) - killed}/{len(codes)} handled':>16}")
+            missed = sum(code in {-signal.SIGTERM, HUNG} for code in codes)
+            cells.append(f"{f'{len(codes) - missed}/{len(codes)} handled':>16}")
         print(f"{delay:>8g} " + " ".join(cells))
     bare, ours = sweeps["python"].window, sweeps["launcher"].window
     for name, s in sweeps.items():
@@ -159,8 +189,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.step, args.repeat = 10.0, 1
-    sweeps = {name: sweep(name, args) for name in PROGRAMS}
-    report(sweeps)
+    report(sweep(args))
     return 0
 
 
