@@ -230,7 +230,8 @@ async def serve_tcp(
             interface, IPv4 and IPv6 where the system has both.
         port: the TCP port; 0 picks a free one.
         path: a unix socket path to bind instead. A stale socket file there is
-            removed first; the server removes its own socket file when it ends.
+            removed first; the server removes its own socket file when it ends,
+            unless a successor has bound a new one there meanwhile.
         sockets: listening sockets to serve instead (e.g. from systemd socket
             activation); made non-blocking, and closed when the server ends.
         backlog: the accept queue length of a socket bound here.
