@@ -5,6 +5,8 @@ staged cancel scopes: stop accepting, drain in-flight work with a deadline,
 cancel what remains, and as a last resort exit hard from a watchdog thread.
 """
 
+from ._version import __version__ as __version__  # imports nothing
+
 # Each public name is imported from its module on first use (PEP 562): the
 # launcher, ``python -m shutdown_scope run``, loads neither anyio nor asyncio and
 # installs its signal handlers within milliseconds of its start. Type checkers

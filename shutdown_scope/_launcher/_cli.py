@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 
 from shutdown_scope._serve_args import add_serve_parser
+from shutdown_scope._version import __version__
 
 from . import _values as values
 from ._control import ControlServer, ask_reload, parse_group
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="shutdown-scope",
         description="Run a service safely as PID 1, with socket handover and "
         "zero-downtime reload.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"shutdown-scope {__version__}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
@@ -293,7 +297,7 @@ def main(
     """
     words = list(sys.argv[1:] if argv is None else argv)
     command: list[str] = []
-    if "--" in words:  # everything after the first -- is the command, verbatim
+    if "--" in words and words[:1] == ["run"]:  # the rest is the command, verbatim
         split = words.index("--")
         words, command = words[:split], words[split + 1 :]
     parser = _parser()
