@@ -44,8 +44,14 @@ from typing import Any
 import anyio
 import anyio.abc
 from anyio.abc import TaskStatus
-from hypercorn.config import Config
-from hypercorn.utils import wrap_app
+
+from ._extras import missing_extra
+
+try:
+    from hypercorn.config import Config
+    from hypercorn.utils import wrap_app
+except ModuleNotFoundError as error:
+    raise missing_extra(error, "hypercorn") from error
 
 from ._hypercorn_workers import Worker, current_worker
 from ._listeners import describe_socket, serve_sockets
