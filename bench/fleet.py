@@ -1,0 +1,605 @@
+"""A rolling update of three replicas behind HAProxy, done as Kubernetes does it.
+
+``python bench/fleet.py [--quick] [--only SERVER] [--clients N] [--loopback]
+[--announce-delay S] [--json PATH] [--verbose]`` runs the same rehearsal for two
+kinds of replica, one after the other in the same run:
+
+* **shutdown-scope**: ``shutdown-scope run --listen ADDR -- shutdown-scope serve
+  --app-dir examples --factory hypercorn_app:App --readiness-path /readyz
+  --announce-delay 1 ...`` (examples/deploy's command line, with a short announce
+  delay): on SIGTERM, /readyz answers 503 while everything else is still served
+  for the announce delay, then the listener closes and the requests drain;
+* **uvicorn**: ``uvicorn --host H --port P --app-dir examples work_app:app``, no
+  launcher and no readiness endpoint (HAProxy checks ``/work?ms=0``): on SIGTERM
+  it closes its listener at once and finishes what is in flight.
+
+Each replica has an address of its own: a network namespace joined by a veth
+pair, as a pod has (``bench/_netns.py``; loopback addresses 127.0.0.2... without
+root or iproute2, or with ``--loopback``). HAProxy (Debian's ``haproxy``) runs
+``examples/deploy/haproxy.cfg`` with the six addresses: replicas 1-3 serve, 4-6
+are the addresses of the new ones, DOWN until they listen. It checks each one
+every 100 ms (DOWN after 2 failed checks, UP after 1 passed).
+
+Under steady load through HAProxy (keep-alive HTTP/1.1 clients of
+``examples/http_load.py``, 16 with ``--quick``, on ``/work?ms=20``), the update
+goes as a Deployment's with ``maxSurge: 1, maxUnavailable: 0``: for each old
+replica, start a new one, wait until HAProxy's stats socket (``show stat``)
+says it is UP, then SIGTERM the old one, and go on with the next at once (a
+terminating pod does not count against the surge). HAProxy is never told of a
+removal: it learns of it from its own failed checks, as a load balancer learns
+of a terminating pod late. After the last old replica has exited, the load runs
+a little longer, stops, and the new replicas get SIGTERM.
+
+Printed per kind of replica: the requests the clients sent, and of them those
+that failed: answered with another status than 200 (HAProxy's 502/503), lost
+(the connection broke mid-request), plus connections refused; reused
+connections closed idle (the client may retry those, see http_load.py); for how
+many old replicas HAProxy's stats socket said DOWN while the process still ran
+(polled every 10 ms after its SIGTERM; the process checked in /proc right after
+each answer); and each replica's exit code. The goal: 0 failed requests. The
+bench is a measurement: it exits 0 whether or not the goal is met, and 1 only
+if HAProxy or a replica could not be started, or HAProxy is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+sys.path.insert(0, str(EXAMPLES))
+from _haproxy import (  # noqa: E402
+    HAProxy,
+    HAProxyError,
+    find_haproxy,
+    is_down,
+    is_up,
+    open_haproxy,
+)
+from _netns import Place, open_places  # noqa: E402
+from http_load import LoadStats, run_load  # noqa: E402
+
+SERVERS = ("shutdown-scope", "uvicorn")
+REPLICAS = 3
+WORK_MS = 20
+DRAIN_TIMEOUT = 5.0
+CANCEL_TIMEOUT = 1.0
+START_TIMEOUT = 30.0
+POLL = 0.01
+# Of `show stat`: responses 2xx, connection errors, retries (HAProxy's names).
+COUNTERS = ("hrsp_2xx", "econ", "wretr")
+
+
+class BenchError(Exception):
+    """HAProxy or a replica did not start or stop; the message says which."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The load and the timing of the update."""
+
+    clients: int
+    warmup: float
+    settle: float
+    announce_delay: float
+    namespaces: bool
+
+    @property
+    def exit_timeout(self) -> float:
+        """Past this after its SIGTERM, a replica is killed (and the bench fails)."""
+        return self.announce_delay + DRAIN_TIMEOUT + CANCEL_TIMEOUT + 10
+
+
+# -- replicas ------------------------------------------------------------------------
+
+
+def replica_argv(server: str, place: Place, plan: Plan) -> list[str]:
+    """The command line of one replica, entering its network namespace."""
+    if server == "uvicorn":
+        return [
+            *place.prefix,
+            *(sys.executable, "-m", "uvicorn", "--host", place.host),
+            *("--port", str(place.port), "--app-dir", str(EXAMPLES)),
+            *("--no-access-log", "--timeout-graceful-shutdown", f"{DRAIN_TIMEOUT:g}"),
+            # Longer than HAProxy keeps an idle connection to it, as load
+            # balancers recommend (uvicorn's default is 5 s).
+            *("--timeout-keep-alive", "75", "work_app:app"),
+        ]
+    grace = plan.announce_delay + DRAIN_TIMEOUT + CANCEL_TIMEOUT + 2
+    return [
+        *place.prefix,
+        *(sys.executable, "-m", "shutdown_scope", "run", "--listen", place.address),
+        *("--grace-period", f"{grace:g}", "--"),
+        *(sys.executable, "-m", "shutdown_scope", "serve", "--app-dir", str(EXAMPLES)),
+        *("--factory", "hypercorn_app:App", "--readiness-path", "/readyz"),
+        *("--announce-delay", f"{plan.announce_delay:g}"),
+        *("--drain-timeout", f"{DRAIN_TIMEOUT:g}"),
+        *("--cancel-timeout", f"{CANCEL_TIMEOUT:g}"),
+    ]
+
+
+def _still_runs(pid: int) -> bool:
+    """Not exited: present in /proc and not a zombie (exited, not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@dataclasses.dataclass
+class Replica:
+    """One replica: HAProxy's server name for it, its process and its fate."""
+
+    name: str  # replicaN, as in haproxy.cfg
+    role: str  # "old" or "new"
+    place: Place
+    process: anyio.abc.Process
+    log: Path
+    term_at: float | None = None  # time.monotonic() of its SIGTERM
+    down_at: float | None = None  # first `show stat` answer saying DOWN after it
+    exited_at: float | None = None
+    down_while_running: bool | None = None
+    exit_code: int | None = None
+    # HAProxy's counters for it at the end: 2xx answers it gave, connection
+    # errors, and retries.
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def tail(self) -> str:
+        """The end of its output, for an error message."""
+        text = self.log.read_text(errors="replace")[-3000:]
+        return "\n".join(f"  | {line}" for line in text.splitlines())
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe, times in seconds after the SIGTERM."""
+
+        def after(at: float | None) -> float | None:
+            if at is None or self.term_at is None:
+                return None
+            return round(at - self.term_at, 4)
+
+        return {
+            "name": self.name,
+            "role": self.role,
+            "address": self.place.address,
+            "exit_code": self.exit_code,
+            "down_while_running": self.down_while_running,
+            "down_after": after(self.down_at),
+            "exit_after": after(self.exited_at),
+            "haproxy": self.counters,
+        }
+
+
+async def start_replica(
+    server: str, name: str, *, role: str, place: Place, plan: Plan, workdir: Path
+) -> Replica:
+    """Start one replica; its output goes to a file of its own."""
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        process = await anyio.open_process(
+            replica_argv(server, place, plan),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    return Replica(name, role, place, process, log)
+
+
+async def wait_up(haproxy: HAProxy, replicas: list[Replica]) -> None:
+    """Until HAProxy says every one of ``replicas`` is UP."""
+    with anyio.move_on_after(START_TIMEOUT) as scope:
+        while True:
+            statuses = await haproxy.statuses()
+            if all(is_up(statuses.get(r.name)) for r in replicas):
+                return
+            for replica in replicas:
+                if replica.process.returncode is not None:
+                    msg = f"{replica.name} exited before it was UP:\n{replica.tail()}"
+                    raise BenchError(msg)
+            await anyio.sleep(POLL)
+    if scope.cancelled_caught:
+        late = [r for r in replicas if not is_up(statuses.get(r.name))]
+        tails = "\n".join(f"{r.name}: {statuses.get(r.name)}\n{r.tail()}" for r in late)
+        msg = f"not UP in HAProxy after {START_TIMEOUT:g} s:\n{tails}"
+        raise BenchError(msg)
+
+
+async def wait_slots_down(haproxy: HAProxy) -> None:
+    """Until HAProxy has found the new replicas' addresses DOWN (nothing there yet):
+    at its start it counts every server UP until a check fails."""
+    slots = [f"replica{n}" for n in range(REPLICAS + 1, 2 * REPLICAS + 1)]
+    with anyio.fail_after(START_TIMEOUT):
+        while True:
+            statuses = await haproxy.statuses()
+            if all(is_down(statuses.get(slot)) for slot in slots):
+                return
+            await anyio.sleep(POLL)
+
+
+async def stop_replica(haproxy: HAProxy, replica: Replica, plan: Plan) -> None:
+    """SIGTERM; watch HAProxy's view of it until it is DOWN and the process is gone."""
+    replica.term_at = time.monotonic()
+    replica.process.send_signal(signal.SIGTERM)
+
+    async def wait_exit() -> None:
+        replica.exit_code = await replica.process.wait()
+        replica.exited_at = time.monotonic()
+
+    with anyio.move_on_after(plan.exit_timeout) as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_exit)
+            while replica.down_at is None:
+                if is_down((await haproxy.statuses()).get(replica.name)):
+                    replica.down_at = time.monotonic()
+                    # Checked after HAProxy answered DOWN: if it still runs now,
+                    # it did when HAProxy marked it DOWN.
+                    replica.down_while_running = _still_runs(replica.process.pid)
+                await anyio.sleep(POLL)
+    if scope.cancelled_caught:
+        replica.process.kill()
+        problem = "did not exit, or HAProxy never said DOWN"
+        msg = f"{replica.name} {problem}:\n{replica.tail()}"
+        raise BenchError(msg)
+
+
+# -- the rehearsal -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one kind of replica did under the rolling update."""
+
+    server: str
+    network: str
+    stats: LoadStats
+    seconds: float  # how long the load ran
+    replicas: list[Replica]
+
+    @property
+    def not_ok(self) -> int:
+        """Answers other than 200."""
+        return self.stats.answered - self.stats.statuses.get(200, 0)
+
+    @property
+    def failed(self) -> int:
+        """Requests answered with another status than 200 or lost; refusals."""
+        return self.not_ok + self.stats.lost + self.stats.refused
+
+    @property
+    def requests(self) -> int:
+        """Requests the clients sent."""
+        return self.stats.answered + self.stats.lost + self.stats.closed_idle
+
+    def of_role(self, role: str) -> list[Replica]:
+        """The old or the new replicas, in order."""
+        return [r for r in self.replicas if r.role == role]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe."""
+        stats = self.stats
+        return {
+            "server": self.server,
+            "network": self.network,
+            "seconds": round(self.seconds, 3),
+            "requests": self.requests,
+            "answered": stats.answered,
+            "failed": self.failed,
+            "not_200": self.not_ok,
+            "statuses": {str(k): v for k, v in sorted(stats.statuses.items())},
+            "lost": stats.lost,
+            "resets": stats.resets,
+            "refused": stats.refused,
+            "closed_idle": stats.closed_idle,
+            "replicas": [r.as_dict() for r in self.replicas],
+        }
+
+
+def _free_port_below_ephemeral() -> int:
+    """A free port for HAProxy's frontend, where no client's own port can be."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low = int(text.split()[0])
+    for port in range(low - 1, 1023, -1):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    msg = f"no free port below the ephemeral range ({low})"
+    raise BenchError(msg)
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and its descendants (the launcher's children lead
+    process groups of their own); only when something went wrong."""
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for child in map(int, children):
+            _kill_tree(child)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+async def _update_under_load(
+    server: str, plan: Plan, haproxy: HAProxy, places: list[Place], workdir: Path
+) -> tuple[LoadStats, float, list[Replica]]:
+    replicas: list[Replica] = []
+
+    async def start(n: int, role: str) -> Replica:
+        name = f"replica{n + 1}"
+        replica = await start_replica(
+            server, name, role=role, place=places[n], plan=plan, workdir=workdir
+        )
+        replicas.append(replica)
+        return replica
+
+    try:
+        old = [await start(n, "old") for n in range(REPLICAS)]
+        await wait_up(haproxy, old)
+        await wait_slots_down(haproxy)
+        stats, going = LoadStats(), [True]
+        url = f"http://{haproxy.frontend}/work?ms={WORK_MS}"
+        started = time.monotonic()
+        async with anyio.create_task_group() as load:
+            load.start_soon(
+                functools.partial(
+                    run_load, url, clients=plan.clients, stats=stats,
+                    while_=lambda: bool(going),
+                )
+            )  # fmt: skip
+            await anyio.sleep(plan.warmup)
+            # maxSurge 1, maxUnavailable 0: a new one UP, then an old one goes.
+            async with anyio.create_task_group() as stopping:
+                for n in range(REPLICAS):
+                    new = await start(REPLICAS + n, "new")
+                    await wait_up(haproxy, [new])
+                    stopping.start_soon(stop_replica, haproxy, old[n], plan)
+            await anyio.sleep(plan.settle)
+            going.clear()
+        seconds = time.monotonic() - started
+        async with anyio.create_task_group() as stopping:
+            for replica in replicas[REPLICAS:]:
+                stopping.start_soon(stop_replica, haproxy, replica, plan)
+        servers = await haproxy.servers()
+        for replica in replicas:
+            row = servers[replica.name]
+            replica.counters = {key: int(row[key] or 0) for key in COUNTERS}
+    finally:
+        for replica in replicas:
+            if replica.process.returncode is None:
+                _kill_tree(replica.process.pid)
+    return stats, seconds, replicas
+
+
+async def rehearse(server: str, plan: Plan, program: str, workdir: Path) -> Outcome:
+    """One rolling update of ``server`` replicas under load; the outcome."""
+    with open_places(2 * REPLICAS, namespaces=plan.namespaces) as made:
+        if made.note:
+            print(f"  {server}: {made.note}; loopback addresses instead", flush=True)
+        frontend = f"127.0.0.1:{_free_port_below_ephemeral()}"
+        check = "/readyz" if server == "shutdown-scope" else "/work?ms=0"
+        async with open_haproxy(
+            program,
+            frontend=frontend,
+            replicas=[place.address for place in made.places],
+            check_path=check,
+            workdir=workdir,
+        ) as haproxy:
+            stats, seconds, replicas = await _update_under_load(
+                server, plan, haproxy, made.places, workdir
+            )
+        return Outcome(server, made.kind, stats, seconds, replicas)
+
+
+# -- the report ----------------------------------------------------------------------
+
+COLUMNS = (
+    ("server", 14),
+    ("network", 8),
+    ("load-s", 6),
+    ("requests", 8),
+    ("failed", 6),
+    ("not-200", 7),
+    ("lost", 4),
+    ("refused", 7),
+    ("closed-idle", 11),
+    ("down-first", 10),
+    ("exit-old", 8),
+    ("exit-new", 8),
+)
+
+
+def _row(cells: list[str]) -> str:
+    first, *rest = zip(cells, COLUMNS, strict=True)
+    text = f"  {first[0]:<{first[1][1]}}"
+    return text + "".join(f" {cell:>{width}}" for cell, (_, width) in rest)
+
+
+def _code(code: int | None) -> str:
+    """As a shell shows it: 128 + N for an exit by signal N."""
+    if code is None:
+        return "-"
+    return str(128 - code if code < 0 else code)
+
+
+def _codes(replicas: list[Replica]) -> str:
+    return ",".join(_code(r.exit_code) for r in replicas)
+
+
+def _cells(outcome: Outcome) -> list[str]:
+    stats, old = outcome.stats, outcome.of_role("old")
+    down_first = sum(r.down_while_running is True for r in old)
+    return [
+        outcome.server,
+        outcome.network,
+        f"{outcome.seconds:.1f}",
+        str(outcome.requests),
+        str(outcome.failed),
+        str(outcome.not_ok),
+        str(stats.lost),
+        str(stats.refused),
+        str(stats.closed_idle),
+        f"{down_first}/{len(old)}",
+        _codes(old),
+        _codes(outcome.of_role("new")),
+    ]
+
+
+def _goal(outcome: Outcome) -> str:
+    verdict = "met" if outcome.failed == 0 else "NOT MET"
+    statuses = ", ".join(
+        f"{status} x{count}"
+        for status, count in sorted(outcome.stats.statuses.items())
+        if status != 200  # noqa: PLR2004 -- HTTP OK
+    )
+    return (
+        f"goal: 0 failed requests: {outcome.server}"
+        f" {verdict} ({outcome.failed} failed of {outcome.requests}:"
+        f" {outcome.not_ok} not 200{f' ({statuses})' if statuses else ''},"
+        f" {outcome.stats.lost} lost, {outcome.stats.refused} refused)"
+    )
+
+
+def report(outcomes: list[Outcome], *, verbose: bool) -> None:
+    """Print the table, its legend and the goals."""
+    print(_row([name for name, _ in COLUMNS]))
+    for outcome in outcomes:
+        print(_row(_cells(outcome)))
+    print(
+        "  load-s: how long the load ran; requests: sent by the clients;\n"
+        "  failed = not-200 (HAProxy's 502/503) + lost + refused (connections);\n"
+        "  closed-idle: reused connections closed before the request was read"
+        " (retried\n  by the client, not failed); down-first: old replicas that"
+        " HAProxy's stats socket\n  said DOWN while their process still ran;"
+        " exit-old, exit-new: each replica's exit\n  code (128 + N: ended by"
+        " signal N; uvicorn re-raises the SIGTERM it stopped on)"
+    )
+    for outcome in outcomes:
+        if verbose:
+            for replica in outcome.replicas:
+                fate = replica.as_dict()
+                print(
+                    f"  {outcome.server} {replica.name} ({replica.role},"
+                    f" {fate['address']}): DOWN at +{fate['down_after']} s,"
+                    f" exit at +{fate['exit_after']} s after SIGTERM; HAProxy:"
+                    f" {fate['haproxy']}"
+                )
+    for outcome in outcomes:
+        print(_goal(outcome))
+
+
+def _versions(program: str) -> str:
+    out = subprocess.run(
+        [program, "-v"], capture_output=True, text=True, check=False
+    ).stdout
+    haproxy = out.split("\n", 1)[0].split(" - ")[0]
+    names = ("hypercorn", "uvicorn")
+    return ", ".join([haproxy, *(f"{n} {metadata.version(n)}" for n in names)])
+
+
+def run(args: argparse.Namespace, program: str) -> list[Outcome]:
+    """Every kind of replica asked for, one after the other; then the report."""
+    plan = Plan(
+        clients=args.clients,
+        warmup=args.warmup,
+        settle=args.settle,
+        announce_delay=args.announce_delay,
+        namespaces=not args.loopback,
+    )
+    print(
+        f"fleet bench: Python {sys.version.split()[0]}, {_versions(program)}\n"
+        f"  {REPLICAS} replicas behind HAProxy (examples/deploy/haproxy.cfg),"
+        f" {plan.clients} keep-alive clients on\n  /work?ms={WORK_MS} through it;"
+        f" a rolling update (maxSurge 1) after {plan.warmup:g} s, load until"
+        f" {plan.settle:g} s\n  after the last old replica exited."
+        f" shutdown-scope: --announce-delay {plan.announce_delay:g}"
+        f" --drain-timeout {DRAIN_TIMEOUT:g}",
+        flush=True,
+    )
+    outcomes = []
+    for server in args.only or SERVERS:
+        with tempfile.TemporaryDirectory(prefix="fleet-") as workdir:
+            outcome = anyio.run(rehearse, server, plan, program, Path(workdir))
+        outcomes.append(outcome)
+    report(outcomes, verbose=args.verbose)
+    return outcomes
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (task groups wrap what their tasks raise)."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+def main() -> int:
+    """Parse the options and run the bench; 1 if it could not run."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="16 clients, short")
+    parser.add_argument(
+        "--only", action="append", choices=SERVERS, help="one kind of replica"
+    )
+    parser.add_argument("--clients", type=int, help="keep-alive clients")
+    parser.add_argument(
+        "--announce-delay", type=float, default=1.0, help="shutdown-scope's (1 s)"
+    )
+    parser.add_argument("--loopback", action="store_true", help="no network namespaces")
+    parser.add_argument("--json", metavar="PATH", help="also write the outcome")
+    parser.add_argument(
+        "--verbose", action="store_true", help="when each replica was DOWN, exited"
+    )
+    args = parser.parse_args()
+    quick = {"clients": 16, "warmup": 0.3, "settle": 0.3}
+    full = {"clients": 32, "warmup": 1.0, "settle": 1.0}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.clients < 1 or args.announce_delay < 0:
+        parser.error("--clients must be at least 1, --announce-delay at least 0")
+    program = find_haproxy()
+    if program is None:
+        print(
+            "fleet bench: no haproxy program (Debian: apt-get install haproxy)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        outcomes = run(args, program)
+    except Exception as error:
+        problems = _leaves(error)
+        if not all(isinstance(p, (BenchError, HAProxyError)) for p in problems):
+            raise
+        for problem in problems:
+            print(f"fleet bench: {problem}", file=sys.stderr)
+        return 1
+    if args.json:
+        data = [outcome.as_dict() for outcome in outcomes]
+        Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
