@@ -20,8 +20,9 @@ import signal
 import socket
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
-__all__ = ["Place", "Places", "open_places"]
+__all__ = ["Place", "Places", "free_port_below_ephemeral", "open_places"]
 
 POD_PORT = 8000
 # 10.200.0.0/13: one /24 of it per run, picked at random among those unused here.
@@ -137,6 +138,23 @@ def _free_port(host: str) -> int:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def free_port_below_ephemeral() -> int:
+    """A free port on 127.0.0.1 where no client's own (ephemeral) port can be."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low = int(text.split()[0])
+    for port in range(low - 1, 1023, -1):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    msg = f"no free port below the ephemeral range ({low})"
+    raise OSError(msg)
 
 
 def _loopback(count: int) -> list[Place]:

@@ -2,55 +2,44 @@
 
 ``python bench/fleet.py [--quick] [--only SERVER] [--clients N] [--loopback]
 [--announce-delay S] [--json PATH] [--verbose]`` runs the same rehearsal for two
-kinds of replica, one after the other in the same run:
+kinds of replica, one after the other:
 
 * **shutdown-scope**: ``shutdown-scope run --listen ADDR -- shutdown-scope serve
   --app-dir examples --factory hypercorn_app:App --readiness-path /readyz
-  --announce-delay 1 ...`` (examples/deploy's command line, with a short announce
-  delay): on SIGTERM, /readyz answers 503 while everything else is still served
-  for the announce delay, then the listener closes and the requests drain;
+  --announce-delay 1 ...``: on SIGTERM, /readyz answers 503 while the rest is
+  still served for the announce delay; then the listener closes and it drains;
 * **uvicorn**: ``uvicorn --host H --port P --app-dir examples work_app:app``, no
-  launcher and no readiness endpoint (HAProxy checks ``/work?ms=0``): on SIGTERM
-  it closes its listener at once and finishes what is in flight.
+  launcher, no readiness endpoint (HAProxy checks ``/work?ms=0``): on SIGTERM it
+  closes its listener at once and finishes what is in flight.
 
-Each replica has an address of its own: a network namespace joined by a veth
-pair, as a pod has (``bench/_netns.py``; loopback addresses 127.0.0.2... without
-root or iproute2, or with ``--loopback``). HAProxy (Debian's ``haproxy``) runs
-``examples/deploy/haproxy.cfg`` with the six addresses: replicas 1-3 serve, 4-6
-are the addresses of the new ones, DOWN until they listen. It checks each one
-every 100 ms (DOWN after 2 failed checks, UP after 1 passed).
+Each replica has an address of its own, in a network namespace of its own as a
+pod has (``bench/_netns.py``; loopback addresses without root or iproute2, or
+with ``--loopback``). HAProxy runs ``examples/deploy/haproxy.cfg`` with six
+addresses: replicas 1-3 serve, 4-6 are the new ones' (DOWN until they listen).
 
-Under steady load through HAProxy (keep-alive HTTP/1.1 clients of
-``examples/http_load.py``, 16 with ``--quick``, on ``/work?ms=20``), the update
-goes as a Deployment's with ``maxSurge: 1, maxUnavailable: 0``: for each old
-replica, start a new one, wait until HAProxy's stats socket (``show stat``)
-says it is UP, then SIGTERM the old one, and go on with the next at once (a
-terminating pod does not count against the surge). HAProxy is never told of a
-removal: it learns of it from its own failed checks, as a load balancer learns
-of a terminating pod late. After the last old replica has exited, the load runs
-a little longer, stops, and the new replicas get SIGTERM.
+Under steady load through HAProxy (``examples/http_load.py``'s keep-alive
+clients on ``/work?ms=20``), the update goes as a Deployment's with ``maxSurge:
+1, maxUnavailable: 0``: start a new replica, wait until HAProxy's stats socket
+(``show stat``) says it is UP, SIGTERM an old one, and go on with the next at
+once (a terminating pod does not count against the surge). HAProxy learns of a
+removal only from its own failed checks. The load runs on a little after the
+last old replica exited; then the new ones get SIGTERM.
 
-Printed per kind of replica: the requests the clients sent, and of them those
-that failed: answered with another status than 200 (HAProxy's 502/503), lost
-(the connection broke mid-request), plus connections refused; reused
-connections closed idle (the client may retry those, see http_load.py); for how
-many old replicas HAProxy's stats socket said DOWN while the process still ran
-(polled every 10 ms after its SIGTERM; the process checked in /proc right after
-each answer); and each replica's exit code. The goal: 0 failed requests. The
-bench is a measurement: it exits 0 whether or not the goal is met, and 1 only
-if HAProxy or a replica could not be started, or HAProxy is missing.
+Printed per kind: the requests sent, and those that failed (answered with
+another status than 200, lost mid-request, or refused connections); how many
+old replicas HAProxy said DOWN while their process still ran (the stats socket
+polled every 10 ms after the SIGTERM, /proc read after each answer); each
+replica's exit code. The goal: 0 failed requests. The bench is a measurement: it
+exits 0 whether or not the goal is met, 1 if HAProxy is missing or HAProxy or a
+replica could not be started.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -68,30 +57,26 @@ if sys.version_info < (3, 11):
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))
-from _haproxy import (  # noqa: E402
-    HAProxy,
-    HAProxyError,
-    find_haproxy,
-    is_down,
-    is_up,
-    open_haproxy,
+from _haproxy import HAProxy, HAProxyError, find_haproxy, open_haproxy  # noqa: E402
+from _netns import Place, free_port_below_ephemeral, open_places  # noqa: E402
+from _replicas import (  # noqa: E402
+    CANCEL_TIMEOUT,
+    DRAIN_TIMEOUT,
+    BenchError,
+    Replica,
+    kill_tree,
+    start_replica,
+    stop_replica,
+    wait_slots_down,
+    wait_up,
 )
-from _netns import Place, open_places  # noqa: E402
 from http_load import LoadStats, run_load  # noqa: E402
 
 SERVERS = ("shutdown-scope", "uvicorn")
 REPLICAS = 3
 WORK_MS = 20
-DRAIN_TIMEOUT = 5.0
-CANCEL_TIMEOUT = 1.0
-START_TIMEOUT = 30.0
-POLL = 0.01
 # Of `show stat`: responses 2xx, connection errors, retries (HAProxy's names).
 COUNTERS = ("hrsp_2xx", "econ", "wretr")
-
-
-class BenchError(Exception):
-    """HAProxy or a replica did not start or stop; the message says which."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,159 +93,6 @@ class Plan:
     def exit_timeout(self) -> float:
         """Past this after its SIGTERM, a replica is killed (and the bench fails)."""
         return self.announce_delay + DRAIN_TIMEOUT + CANCEL_TIMEOUT + 10
-
-
-# -- replicas ------------------------------------------------------------------------
-
-
-def replica_argv(server: str, place: Place, plan: Plan) -> list[str]:
-    """The command line of one replica, entering its network namespace."""
-    if server == "uvicorn":
-        return [
-            *place.prefix,
-            *(sys.executable, "-m", "uvicorn", "--host", place.host),
-            *("--port", str(place.port), "--app-dir", str(EXAMPLES)),
-            *("--no-access-log", "--timeout-graceful-shutdown", f"{DRAIN_TIMEOUT:g}"),
-            # Longer than HAProxy keeps an idle connection to it, as load
-            # balancers recommend (uvicorn's default is 5 s).
-            *("--timeout-keep-alive", "75", "work_app:app"),
-        ]
-    grace = plan.announce_delay + DRAIN_TIMEOUT + CANCEL_TIMEOUT + 2
-    return [
-        *place.prefix,
-        *(sys.executable, "-m", "shutdown_scope", "run", "--listen", place.address),
-        *("--grace-period", f"{grace:g}", "--"),
-        *(sys.executable, "-m", "shutdown_scope", "serve", "--app-dir", str(EXAMPLES)),
-        *("--factory", "hypercorn_app:App", "--readiness-path", "/readyz"),
-        *("--announce-delay", f"{plan.announce_delay:g}"),
-        *("--drain-timeout", f"{DRAIN_TIMEOUT:g}"),
-        *("--cancel-timeout", f"{CANCEL_TIMEOUT:g}"),
-    ]
-
-
-def _still_runs(pid: int) -> bool:
-    """Not exited: present in /proc and not a zombie (exited, not yet reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-@dataclasses.dataclass
-class Replica:
-    """One replica: HAProxy's server name for it, its process and its fate."""
-
-    name: str  # replicaN, as in haproxy.cfg
-    role: str  # "old" or "new"
-    place: Place
-    process: anyio.abc.Process
-    log: Path
-    term_at: float | None = None  # time.monotonic() of its SIGTERM
-    down_at: float | None = None  # first `show stat` answer saying DOWN after it
-    exited_at: float | None = None
-    down_while_running: bool | None = None
-    exit_code: int | None = None
-    # HAProxy's counters for it at the end: 2xx answers it gave, connection
-    # errors, and retries.
-    counters: dict[str, int] = dataclasses.field(default_factory=dict)
-
-    def tail(self) -> str:
-        """The end of its output, for an error message."""
-        text = self.log.read_text(errors="replace")[-3000:]
-        return "\n".join(f"  | {line}" for line in text.splitlines())
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-safe, times in seconds after the SIGTERM."""
-
-        def after(at: float | None) -> float | None:
-            if at is None or self.term_at is None:
-                return None
-            return round(at - self.term_at, 4)
-
-        return {
-            "name": self.name,
-            "role": self.role,
-            "address": self.place.address,
-            "exit_code": self.exit_code,
-            "down_while_running": self.down_while_running,
-            "down_after": after(self.down_at),
-            "exit_after": after(self.exited_at),
-            "haproxy": self.counters,
-        }
-
-
-async def start_replica(
-    server: str, name: str, *, role: str, place: Place, plan: Plan, workdir: Path
-) -> Replica:
-    """Start one replica; its output goes to a file of its own."""
-    log = workdir / f"{name}.log"
-    with log.open("wb") as out:
-        process = await anyio.open_process(
-            replica_argv(server, place, plan),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    return Replica(name, role, place, process, log)
-
-
-async def wait_up(haproxy: HAProxy, replicas: list[Replica]) -> None:
-    """Until HAProxy says every one of ``replicas`` is UP."""
-    with anyio.move_on_after(START_TIMEOUT) as scope:
-        while True:
-            statuses = await haproxy.statuses()
-            if all(is_up(statuses.get(r.name)) for r in replicas):
-                return
-            for replica in replicas:
-                if replica.process.returncode is not None:
-                    msg = f"{replica.name} exited before it was UP:\n{replica.tail()}"
-                    raise BenchError(msg)
-            await anyio.sleep(POLL)
-    if scope.cancelled_caught:
-        late = [r for r in replicas if not is_up(statuses.get(r.name))]
-        tails = "\n".join(f"{r.name}: {statuses.get(r.name)}\n{r.tail()}" for r in late)
-        msg = f"not UP in HAProxy after {START_TIMEOUT:g} s:\n{tails}"
-        raise BenchError(msg)
-
-
-async def wait_slots_down(haproxy: HAProxy) -> None:
-    """Until HAProxy has found the new replicas' addresses DOWN (nothing there yet):
-    at its start it counts every server UP until a check fails."""
-    slots = [f"replica{n}" for n in range(REPLICAS + 1, 2 * REPLICAS + 1)]
-    with anyio.fail_after(START_TIMEOUT):
-        while True:
-            statuses = await haproxy.statuses()
-            if all(is_down(statuses.get(slot)) for slot in slots):
-                return
-            await anyio.sleep(POLL)
-
-
-async def stop_replica(haproxy: HAProxy, replica: Replica, plan: Plan) -> None:
-    """SIGTERM; watch HAProxy's view of it until it is DOWN and the process is gone."""
-    replica.term_at = time.monotonic()
-    replica.process.send_signal(signal.SIGTERM)
-
-    async def wait_exit() -> None:
-        replica.exit_code = await replica.process.wait()
-        replica.exited_at = time.monotonic()
-
-    with anyio.move_on_after(plan.exit_timeout) as scope:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(wait_exit)
-            while replica.down_at is None:
-                if is_down((await haproxy.statuses()).get(replica.name)):
-                    replica.down_at = time.monotonic()
-                    # Checked after HAProxy answered DOWN: if it still runs now,
-                    # it did when HAProxy marked it DOWN.
-                    replica.down_while_running = _still_runs(replica.process.pid)
-                await anyio.sleep(POLL)
-    if scope.cancelled_caught:
-        replica.process.kill()
-        problem = "did not exit, or HAProxy never said DOWN"
-        msg = f"{replica.name} {problem}:\n{replica.tail()}"
-        raise BenchError(msg)
 
 
 # -- the rehearsal -------------------------------------------------------------------
@@ -315,43 +147,23 @@ class Outcome:
         }
 
 
-def _free_port_below_ephemeral() -> int:
-    """A free port for HAProxy's frontend, where no client's own port can be."""
-    low = 32768
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
-        low = int(text.split()[0])
-    for port in range(low - 1, 1023, -1):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    msg = f"no free port below the ephemeral range ({low})"
-    raise BenchError(msg)
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and its descendants (the launcher's children lead
-    process groups of their own); only when something went wrong."""
-    with contextlib.suppress(OSError):
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        for child in map(int, children):
-            _kill_tree(child)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
 async def _update_under_load(
     server: str, plan: Plan, haproxy: HAProxy, places: list[Place], workdir: Path
 ) -> tuple[LoadStats, float, list[Replica]]:
     replicas: list[Replica] = []
 
+    async def stop(replica: Replica) -> None:
+        await stop_replica(haproxy, replica, kill_after=plan.exit_timeout)
+
     async def start(n: int, role: str) -> Replica:
         name = f"replica{n + 1}"
         replica = await start_replica(
-            server, name, role=role, place=places[n], plan=plan, workdir=workdir
+            server,
+            name,
+            role=role,
+            place=places[n],
+            announce_delay=plan.announce_delay,
+            workdir=workdir,
         )
         replicas.append(replica)
         return replica
@@ -359,7 +171,8 @@ async def _update_under_load(
     try:
         old = [await start(n, "old") for n in range(REPLICAS)]
         await wait_up(haproxy, old)
-        await wait_slots_down(haproxy)
+        new_names = [f"replica{n + 1}" for n in range(REPLICAS, 2 * REPLICAS)]
+        await wait_slots_down(haproxy, new_names)
         stats, going = LoadStats(), [True]
         url = f"http://{haproxy.frontend}/work?ms={WORK_MS}"
         started = time.monotonic()
@@ -376,13 +189,13 @@ async def _update_under_load(
                 for n in range(REPLICAS):
                     new = await start(REPLICAS + n, "new")
                     await wait_up(haproxy, [new])
-                    stopping.start_soon(stop_replica, haproxy, old[n], plan)
+                    stopping.start_soon(stop, old[n])
             await anyio.sleep(plan.settle)
             going.clear()
         seconds = time.monotonic() - started
         async with anyio.create_task_group() as stopping:
             for replica in replicas[REPLICAS:]:
-                stopping.start_soon(stop_replica, haproxy, replica, plan)
+                stopping.start_soon(stop, replica)
         servers = await haproxy.servers()
         for replica in replicas:
             row = servers[replica.name]
@@ -390,7 +203,7 @@ async def _update_under_load(
     finally:
         for replica in replicas:
             if replica.process.returncode is None:
-                _kill_tree(replica.process.pid)
+                kill_tree(replica.process.pid)
     return stats, seconds, replicas
 
 
@@ -399,7 +212,7 @@ async def rehearse(server: str, plan: Plan, program: str, workdir: Path) -> Outc
     with open_places(2 * REPLICAS, namespaces=plan.namespaces) as made:
         if made.note:
             print(f"  {server}: {made.note}; loopback addresses instead", flush=True)
-        frontend = f"127.0.0.1:{_free_port_below_ephemeral()}"
+        frontend = f"127.0.0.1:{free_port_below_ephemeral()}"
         check = "/readyz" if server == "shutdown-scope" else "/work?ms=0"
         async with open_haproxy(
             program,
@@ -560,7 +373,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="16 clients, short")
     parser.add_argument(
-        "--only", action="append", choices=SERVERS, help="one kind of replica"
+        "--only", action="append", choices=SERVERS, help="this kind (repeatable)"
     )
     parser.add_argument("--clients", type=int, help="keep-alive clients")
     parser.add_argument(
