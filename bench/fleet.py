@@ -123,6 +123,11 @@ class Outcome:
         """Requests the clients sent."""
         return self.stats.answered + self.stats.lost + self.stats.closed_idle
 
+    @property
+    def slowest(self) -> float:
+        """The longest a request took to be answered (any status), in seconds."""
+        return max(self.stats.latencies, default=0.0)
+
     def of_role(self, role: str) -> list[Replica]:
         """The old or the new replicas, in order."""
         return [r for r in self.replicas if r.role == role]
@@ -143,6 +148,7 @@ class Outcome:
             "resets": stats.resets,
             "refused": stats.refused,
             "closed_idle": stats.closed_idle,
+            "slowest": round(self.slowest, 4),
             "replicas": [r.as_dict() for r in self.replicas],
         }
 
@@ -239,6 +245,7 @@ COLUMNS = (
     ("lost", 4),
     ("refused", 7),
     ("closed-idle", 11),
+    ("slowest-ms", 10),
     ("down-first", 10),
     ("exit-old", 8),
     ("exit-new", 8),
@@ -275,6 +282,7 @@ def _cells(outcome: Outcome) -> list[str]:
         str(stats.lost),
         str(stats.refused),
         str(stats.closed_idle),
+        f"{outcome.slowest * 1000:.0f}",
         f"{down_first}/{len(old)}",
         _codes(old),
         _codes(outcome.of_role("new")),
@@ -304,11 +312,12 @@ def report(outcomes: list[Outcome], *, verbose: bool) -> None:
     print(
         "  load-s: how long the load ran; requests: sent by the clients;\n"
         "  failed = not-200 (HAProxy's 502/503) + lost + refused (connections);\n"
-        "  closed-idle: reused connections closed before the request was read"
-        " (retried\n  by the client, not failed); down-first: old replicas that"
-        " HAProxy's stats socket\n  said DOWN while their process still ran;"
-        " exit-old, exit-new: each replica's exit\n  code (128 + N: ended by"
-        " signal N; uvicorn re-raises the SIGTERM it stopped on)"
+        "  closed-idle: reused connections closed before the request was read\n"
+        "  (retried by the client, not failed); slowest-ms: the slowest answer,"
+        " any status;\n  down-first: old replicas that HAProxy's stats socket"
+        " said DOWN while their\n  process still ran; exit-old, exit-new: each"
+        " replica's exit code (128 + N: ended\n  by signal N; uvicorn re-raises"
+        " the SIGTERM it stopped on)"
     )
     for outcome in outcomes:
         if verbose:
