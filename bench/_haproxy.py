@@ -92,9 +92,11 @@ async def open_haproxy(
     frontend: str,
     replicas: Sequence[str],
     check_path: str,
+    redispatch: bool,
     workdir: Path,
 ) -> AsyncIterator[HAProxy]:
-    """Run HAProxy on ``frontend`` with the ``replicas`` (6 ``HOST:PORT``)."""
+    """Run HAProxy on ``frontend`` with the ``replicas`` (6 ``HOST:PORT``);
+    ``redispatch``: a refused connection is retried on another server."""
     if len(replicas) != SLOTS:
         msg = f"the template has {SLOTS} replica slots, not {len(replicas)}"
         raise ValueError(msg)
@@ -106,6 +108,9 @@ async def open_haproxy(
         "CHECK_PATH": check_path,
     }
     env.update({f"REPLICA{n}": addr for n, addr in enumerate(replicas, 1)})
+    env.pop("REDISPATCH", None)
+    if redispatch:
+        env["REDISPATCH"] = "1"
     log = workdir / "haproxy.log"
     with log.open("wb") as out:
         process = await anyio.open_process(

@@ -88,6 +88,7 @@ class Plan:
     settle: float
     announce_delay: float
     namespaces: bool
+    redispatch: bool
 
     @property
     def exit_timeout(self) -> float:
@@ -104,6 +105,7 @@ class Outcome:
 
     server: str
     network: str
+    redispatch: bool
     stats: LoadStats
     seconds: float  # how long the load ran
     replicas: list[Replica]
@@ -138,6 +140,7 @@ class Outcome:
         return {
             "server": self.server,
             "network": self.network,
+            "redispatch": self.redispatch,
             "seconds": round(self.seconds, 3),
             "requests": self.requests,
             "answered": stats.answered,
@@ -225,12 +228,13 @@ async def rehearse(server: str, plan: Plan, program: str, workdir: Path) -> Outc
             frontend=frontend,
             replicas=[place.address for place in made.places],
             check_path=check,
+            redispatch=plan.redispatch,
             workdir=workdir,
         ) as haproxy:
             stats, seconds, replicas = await _update_under_load(
                 server, plan, haproxy, made.places, workdir
             )
-        return Outcome(server, made.kind, stats, seconds, replicas)
+        return Outcome(server, made.kind, plan.redispatch, stats, seconds, replicas)
 
 
 # -- the report ----------------------------------------------------------------------
@@ -350,6 +354,12 @@ def run(args: argparse.Namespace, program: str) -> list[Outcome]:
         settle=args.settle,
         announce_delay=args.announce_delay,
         namespaces=not args.loopback,
+        redispatch=args.redispatch,
+    )
+    retries = (
+        "on another server (option redispatch)"
+        if plan.redispatch
+        else "on the same server only (no option redispatch)"
     )
     print(
         f"fleet bench: Python {sys.version.split()[0]}, {_versions(program)}\n"
@@ -358,7 +368,8 @@ def run(args: argparse.Namespace, program: str) -> list[Outcome]:
         f" a rolling update (maxSurge 1) after {plan.warmup:g} s, load until"
         f" {plan.settle:g} s\n  after the last old replica exited."
         f" shutdown-scope: --announce-delay {plan.announce_delay:g}"
-        f" --drain-timeout {DRAIN_TIMEOUT:g}",
+        f" --drain-timeout {DRAIN_TIMEOUT:g}\n  HAProxy retries a refused"
+        f" connection {retries}",
         flush=True,
     )
     outcomes = []
@@ -389,6 +400,9 @@ def main() -> int:
         "--announce-delay", type=float, default=1.0, help="shutdown-scope's (1 s)"
     )
     parser.add_argument("--loopback", action="store_true", help="no network namespaces")
+    parser.add_argument(
+        "--redispatch", action="store_true", help="HAProxy's option redispatch"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the outcome")
     parser.add_argument(
         "--verbose", action="store_true", help="when each replica was DOWN, exited"
