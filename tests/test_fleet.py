@@ -43,6 +43,7 @@ needs_haproxy = pytest.mark.skipif(
 )
 
 
+@pytest.mark.subprocess
 @needs_haproxy
 def test_the_haproxy_template_is_a_valid_configuration(tmp_path: Path) -> None:
     assert HAPROXY is not None
