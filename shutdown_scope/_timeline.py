@@ -361,7 +361,9 @@ def timeline_svg(
     height = math.ceil(y + 20)
     head = (
         '<svg xmlns="http://www.w3.org/2000/svg" role="img"'
-        f' width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}">'
+        f' width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}"'
+        # The scale, for programs that read the drawing: PLOT px = this many s.
+        f' data-axis-end="{canvas.axis_end!r}">'
         f"<title>{escape(_summary(data))}</title>"
         f"<style>{_STYLE}</style>"
         f'<rect width="{WIDTH}" height="{height}" fill="#ffffff"/>'
