@@ -102,7 +102,7 @@ def _counted(labels: Iterable[str], width: float = LABEL_WIDTH) -> str:
 def _nice_step(span: float) -> float:
     """A 1, 2 or 5 times a power of ten giving about six ticks over ``span``."""
     raw = span / 6
-    power = 10 ** math.floor(math.log10(raw))
+    power = 10.0 ** math.floor(math.log10(raw))
     return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
 
 
@@ -258,7 +258,9 @@ def _draw_axis(canvas: _Canvas, y: float) -> None:
     while n * step <= canvas.axis_end * (1 + 1e-9):
         t = n * step
         x = canvas.x(t)
-        canvas.add(f'<line class="tick" x1="{x:.2f}" y1="{y}" x2="{x:.2f}" y2="{y + 5}"/>')
+        canvas.add(
+            f'<line class="tick" x1="{x:.2f}" y1="{y}" x2="{x:.2f}" y2="{y + 5}"/>'
+        )
         label = f"{t:.4g} s" if canvas.axis_end >= 1 else f"{t * 1000:.4g} ms"
         canvas.text(x, y + 18, escape(label), cls="tick", anchor="middle")
         n += 1
@@ -269,8 +271,10 @@ def _draw_deadlines(
     canvas: _Canvas, deadlines: tuple[Deadline, ...], bottom: float
 ) -> list[Deadline]:
     """Draw the deadlines on the axis; return those past its end."""
-    later = []
-    shown = sorted((d for d in deadlines if d.at <= canvas.axis_end), key=lambda d: d.at)
+    later: list[Deadline] = []
+    shown = sorted(
+        (d for d in deadlines if d.at <= canvas.axis_end), key=lambda d: d.at
+    )
     for i, deadline in enumerate(shown):
         x = canvas.x(deadline.at)
         label = f"{deadline.name} {_time(deadline.at, sign='+')}"
@@ -350,8 +354,7 @@ def timeline_svg(
     _draw_axis(canvas, y + 2)
     y += 56
     notes = [
-        f"{d.name} at {_time(d.at, sign='+')}: past the end of this axis"
-        for d in later
+        f"{d.name} at {_time(d.at, sign='+')}: past the end of this axis" for d in later
     ]
     notes.extend(f"error: {_shown(error)}" for error in data.errors)
     for note in notes:

@@ -190,9 +190,7 @@ def budgets_from(
         given = overrides.get(name)
         where = name if given is not None else f"report.plan.{name}"
         value = given if given is not None else plan.get(name)
-        values[name] = (
-            None if value is None else _seconds(value, where, infinite=True)
-        )
+        values[name] = None if value is None else _seconds(value, where, infinite=True)
     return Budgets(**values)
 
 
@@ -207,7 +205,9 @@ def read_report(
     data = _mapping(data, "report")
     phases = tuple(
         _phase(item, f"report.phases[{i}]")
-        for i, item in enumerate(_list(_field(data, "phases", "report"), "report.phases"))
+        for i, item in enumerate(
+            _list(_field(data, "phases", "report"), "report.phases")
+        )
     )
     services = tuple(
         _service(item, f"report.services[{i}]")
@@ -218,11 +218,11 @@ def read_report(
     clean = _field(data, "clean", "report")
     if not isinstance(clean, bool):
         msg = f"report.clean must be true or false, not {clean!r}"
-        raise ValueError(msg)
+        raise ValueError(msg)  # noqa: TRY004 -- bad data, not a caller's wrong type
     exit_code = _field(data, "exit_code", "report")
     if isinstance(exit_code, bool) or not isinstance(exit_code, int):
         msg = f"report.exit_code must be an integer, not {exit_code!r}"
-        raise ValueError(msg)
+        raise ValueError(msg)  # noqa: TRY004 -- bad data, not a caller's wrong type
     budgets = budgets_from(data, overrides or {})
     return TimelineInput(
         trigger=_text(_field(data, "trigger", "report"), "report.trigger"),

@@ -100,7 +100,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
+def _parser() -> argparse.ArgumentParser:
     """The command line of ``python -m shutdown_scope.timeline``."""
     command = argparse.ArgumentParser(
         prog="python -m shutdown_scope.timeline",
@@ -127,20 +127,21 @@ def parser() -> argparse.ArgumentParser:
     return command
 
 
-def _read(path: str) -> object:
+def _read(path: str) -> Mapping[str, object]:
     text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    return json.loads(text)
+    data = json.loads(text)
+    if not isinstance(data, Mapping):
+        msg = f"the report must be a JSON object, not {type(data).__name__}"
+        raise ValueError(msg)  # noqa: TRY004 -- bad input, reported as such
+    return data
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return its exit code (0, or 2 on bad input)."""
-    command = parser()
+    command = _parser()
     args = command.parse_args(argv)
     try:
         data = _read(args.report)
-        if not isinstance(data, Mapping):
-            msg = f"the report must be a JSON object, not {type(data).__name__}"
-            raise ValueError(msg)  # noqa: TRY004 -- bad input, reported as such
         svg = render_svg(
             data,
             announce_delay=args.announce_delay,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -23,11 +24,15 @@ from shutdown_scope.timeline import main, render_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 # Budgets of the scope below: the drain deadline at +0.25 s cuts GET /slow.
-BUDGETS = {"announce_delay": 0.05, "drain_timeout": 0.2, "cancel_timeout": 0.1}
+BUDGETS: dict[str, Any] = {
+    "announce_delay": 0.05,
+    "drain_timeout": 0.2,
+    "cancel_timeout": 0.1,
+}
 HOSTILE = [
     "GET /<script>alert(1)</script>",
     "GET /a&b&amp;c]]>",
-    'GET /"quoted" \'single\'',
+    "GET /\"quoted\" 'single'",
     "GET /ctl\x00\x07\x1b[31m\x7f\n\r\t\u2028\ud800\ufffe",
     "GET /" + "x" * 100_000,
 ]
@@ -104,7 +109,9 @@ async def test_real_scope_bands_in_proportion_and_deadlines() -> None:
     drain = report.phase(Phase.DRAINING)
     assert drain is not None
     assert drain.duration == pytest.approx(0.2, abs=0.05)
-    lines = {title(line).rsplit(" +", 1)[0]: line for line in by_class(root, "deadline")}
+    lines = {
+        title(line).rsplit(" +", 1)[0]: line for line in by_class(root, "deadline")
+    }
     assert set(lines) == {"announce ends", "drain deadline", "cancel deadline"}
     cancelling = report.phase(Phase.CANCELLING)
     assert cancelling is not None
@@ -182,7 +189,15 @@ def hostile_dict() -> dict[str, Any]:
                 "finished_at": 1.5,
                 "cancelled_in_flight": [quote],
                 "error": f"RuntimeError({quote!r})",
-            }
+            },
+            {  # ends early: its outcome is written right of its mark
+                "name": f"early café 日本 {quote}",
+                "outcome": quote,
+                "stop_requested_at": 0.0,
+                "finished_at": 0.1,
+                "cancelled_in_flight": [quote],
+                "error": None,
+            },
         ],
         "errors": [f"RuntimeError: {quote}\nsecond line"],
     }
@@ -194,8 +209,13 @@ def test_hostile_names_outcomes_and_errors_from_json() -> None:
         f"{SVG}{tag}"
         for tag in ("svg", "title", "style", "rect", "text", "g", "line", "circle")
     }
-    (service,) = by_class(root, "service")
-    assert service.get("data-outcome") == '"><script>alert(1)</script><x a="'
+    services = by_class(root, "service")
+    assert len(services) == 2
+    for service in services:
+        assert service.get("data-outcome") == '"><script>alert(1)</script><x a="'
+    outcomes = [e.text or "" for e in by_class(root, "outcome")]
+    assert len(outcomes) == 2
+    assert all(text.startswith('"><script>alert(1)</script>') for text in outcomes)
     assert "RuntimeError: " in all_text(root)
     assert "\x1b" not in ET.tostring(root, encoding="unicode")
 
@@ -306,7 +326,9 @@ async def test_json_file_through_the_command(tmp_path: Path) -> None:
     assert main([str(path), "-o", str(out), "--grace-period", "0.3"]) == 0
     svg = out.read_text(encoding="utf-8")
     assert svg == render_svg(report, **BUDGETS, grace_period=0.3)
-    names = [title(line).rsplit(" +", 1)[0] for line in by_class(parse(svg), "deadline")]
+    names = [
+        title(line).rsplit(" +", 1)[0] for line in by_class(parse(svg), "deadline")
+    ]
     assert "SIGKILL (grace period)" in names
 
 
@@ -315,11 +337,16 @@ def test_command_writes_stdout_and_rejects_bad_input(tmp_path: Path) -> None:
     path = tmp_path / "report.json"
     path.write_text(json.dumps(hostile_dict()), encoding="utf-8")
     command = [sys.executable, "-m", "shutdown_scope.timeline"]
-    done = subprocess.run(
-        [*command, str(path)], capture_output=True, check=False, env={"LANG": "C"}
+    # An ASCII locale: the SVG on stdout is UTF-8 all the same.
+    c_locale = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LC_", "PYTHONIO"))
+    }
+    c_locale |= {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0"}
+    raw = subprocess.run(
+        [*command, str(path)], capture_output=True, check=False, env=c_locale
     )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.decode("utf-8") == render_svg(hostile_dict())
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout.decode("utf-8") == render_svg(hostile_dict())
     bad = tmp_path / "bad.json"
     cases = {
         "{": "Expecting property name",
