@@ -40,13 +40,13 @@ CHAR: Final = 0.6 * FONT  # the advance of an average sans-serif character
 TOP: Final = 100  # where the axis' rows begin, below the title and deadline names
 PHASE_ROW: Final = 36
 FLIGHT_ROW: Final = 90
-SERVICE_ROW: Final = 30
+SERVICE_ROW: Final = 36
 MARK: Final = 3  # px: the mark of a phase too short to see as a band
 TITLE_LABELS: Final = 20  # distinct labels listed in one tooltip
 LABEL_WIDTH: Final = 600  # px: one label in a tooltip
 # Deadlines up to this many times the shutdown's length stretch the axis to
 # show them; later ones are listed below it, so a 20 ms stop is not a sliver.
-STRETCH: Final = 2.0
+STRETCH: Final = 2.5
 
 PHASE_COLOURS: Final = {
     "STOPPING": "#f4c95d",
@@ -143,6 +143,8 @@ def _draw_title(canvas: _Canvas, report: TimelineInput) -> None:
     )
     canvas.text(16, 24, escape(title), cls="title")
     cause = f"trigger: {_shown(report.trigger)} ({_shown(report.reason)})"
+    if report.signals_received > 1:
+        cause += f"; {report.signals_received} signals received"
     canvas.text(16, 44, escape(_fit(cause, WIDTH - 32)), cls="subtitle")
 
 
@@ -247,8 +249,9 @@ def _draw_service(canvas: _Canvas, service: ServiceSpan, top: float) -> None:
         shown = escape(_fit(what, room_right - 9))
         canvas.text(x2 + 9, middle + 4, shown, cls="outcome")
     else:
-        shown = escape(_fit(what, x2 - LEFT - 9))
-        canvas.text(x2 - 9, middle + 4, shown, cls="outcome", anchor="end")
+        shown = escape(_fit(what, x2 + 5 - LEFT))
+        # Above the bar, ending at the mark, so the bar stays visible.
+        canvas.text(x2 + 5, middle - 7, shown, cls="outcome", anchor="end")
 
 
 def _draw_axis(canvas: _Canvas, y: float) -> None:

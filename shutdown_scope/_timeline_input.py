@@ -91,6 +91,7 @@ class TimelineInput:
 
     trigger: str
     reason: str
+    signals_received: int
     clean: bool
     exit_code: int
     duration: float
@@ -223,10 +224,15 @@ def read_report(
     if isinstance(exit_code, bool) or not isinstance(exit_code, int):
         msg = f"report.exit_code must be an integer, not {exit_code!r}"
         raise ValueError(msg)  # noqa: TRY004 -- bad data, not a caller's wrong type
+    signals = data.get("signals_received", 0)
+    if isinstance(signals, bool) or not isinstance(signals, int) or signals < 0:
+        msg = f"report.signals_received must be a count, not {signals!r}"
+        raise ValueError(msg)
     budgets = budgets_from(data, overrides or {})
     return TimelineInput(
         trigger=_text(_field(data, "trigger", "report"), "report.trigger"),
         reason=_text(_field(data, "reason", "report"), "report.reason"),
+        signals_received=signals,
         clean=clean,
         exit_code=exit_code,
         duration=_seconds(_field(data, "duration", "report"), "report.duration"),
