@@ -3,7 +3,9 @@
 ``python docs/_ext/real_shutdowns.py OUTDIR`` (the docs build runs it through
 ``shutdown_pictures``) starts real processes, stops them with real signals and
 writes, for each scenario NAME, ``NAME.json`` (the ShutdownReport's
-``as_dict()`` plus the ``plan`` it ran with) and ``NAME.svg`` (its timeline):
+``as_dict()``, as the program printed it) and ``NAME.svg`` (its timeline).
+
+The budgets each ran with are given to ``render_svg`` for the deadline lines.
 
 * ``clean``: the demo's server (``examples/hypercorn_app.py``) under keep-alive
   load, SIGTERM: everything in flight is answered;
@@ -118,9 +120,10 @@ def _report(lines: list[str]) -> dict[str, object]:
     return data
 
 
-def _serve(
-    plan: dict[str, float], *, fast: int, slow: int, signals: int
-) -> dict[str, object]:
+Shutdown = tuple[dict[str, object], dict[str, float]]  # a report and its plan
+
+
+def _serve(plan: dict[str, float], *, fast: int, slow: int, signals: int) -> Shutdown:
     """The demo server under load: ``fast`` clients of 20 ms requests and
     ``slow`` ones of SLOW_MS; ``signals`` SIGTERMs, 0.4 s apart."""
     budgets = [
@@ -150,34 +153,34 @@ def _serve(
     lines = child.finish()
     for thread in threads:
         thread.join(TIMEOUT)
-    return {**_report(lines), "plan": plan}
+    return _report(lines), plan
 
 
-def clean() -> dict[str, object]:
+def clean() -> Shutdown:
     """SIGTERM under load: the drain answers everything in flight."""
     plan = {"announce_delay": 0.1, "drain_timeout": 10.0, "cancel_timeout": 2.0}
-    report = _serve(plan, fast=8, slow=0, signals=1)
-    _expect(report, clean=True, signals=1)
-    return report
+    shutdown = _serve(plan, fast=8, slow=0, signals=1)
+    _expect(shutdown[0], clean=True, signals=1)
+    return shutdown
 
 
-def cancelled() -> dict[str, object]:
+def cancelled() -> Shutdown:
     """Slow requests miss the drain deadline: they are cancelled."""
     plan = {"announce_delay": 0.0, "drain_timeout": 0.3, "cancel_timeout": 1.0}
-    report = _serve(plan, fast=4, slow=3, signals=1)
-    _expect(report, clean=False, signals=1)
-    return report
+    shutdown = _serve(plan, fast=4, slow=3, signals=1)
+    _expect(shutdown[0], clean=False, signals=1)
+    return shutdown
 
 
-def escalated() -> dict[str, object]:
+def escalated() -> Shutdown:
     """A second SIGTERM 0.4 s into the drain skips to CANCELLING."""
     plan = {"announce_delay": 0.0, "drain_timeout": 10.0, "cancel_timeout": 0.5}
-    report = _serve(plan, fast=4, slow=3, signals=2)
-    _expect(report, clean=False, signals=2)
-    return report
+    shutdown = _serve(plan, fast=4, slow=3, signals=2)
+    _expect(shutdown[0], clean=False, signals=2)
+    return shutdown
 
 
-def worker(out: Path) -> dict[str, object]:
+def worker(out: Path) -> Shutdown:
     """The tutorial's worker, SIGTERM while a message is in flight."""
     plan = {"drain_timeout": 5.0, "cancel_timeout": 1.0}
     child = Child.start(
@@ -189,9 +192,9 @@ def worker(out: Path) -> dict[str, object]:
     lines = child.finish()
     log = [x for x in lines if not x.startswith(("{", "ready pid="))]
     (out / "worker.log").write_text("\n".join(log) + "\n", encoding="utf-8")
-    report = {**_report(lines), "plan": plan}
+    report = _report(lines)
     _expect(report, clean=True, signals=1)
-    return report
+    return report, plan
 
 
 def _expect(report: dict[str, object], *, clean: bool, signals: int) -> None:
@@ -203,7 +206,7 @@ def _expect(report: dict[str, object], *, clean: bool, signals: int) -> None:
 def generate(out: Path) -> list[Path]:
     """Run every scenario; write NAME.json and NAME.svg into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    scenarios: dict[str, Callable[[], dict[str, object]]] = {
+    scenarios: dict[str, Callable[[], Shutdown]] = {
         "clean": clean,
         "cancelled": cancelled,
         "escalated": escalated,
@@ -211,13 +214,13 @@ def generate(out: Path) -> list[Path]:
     }
     with ThreadPoolExecutor(len(scenarios)) as pool:
         futures = {name: pool.submit(run) for name, run in scenarios.items()}
-        reports = {name: future.result() for name, future in futures.items()}
+        shutdowns = {name: future.result() for name, future in futures.items()}
     written = []
-    for name, report in reports.items():
+    for name, (report, plan) in shutdowns.items():
         path = out / f"{name}.json"
         path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         svg = out / f"{name}.svg"
-        svg.write_text(render_svg(report), encoding="utf-8")
+        svg.write_text(render_svg(report, **plan), encoding="utf-8")
         written += [path, svg]
     return written
 
