@@ -65,7 +65,7 @@ html_title = f"shutdown-scope {release}"
 html_static_path: list[str] = []
 
 
-def _no_inline_type(
+def _no_inline_type(  # noqa: PLR0917 -- the event's signature
     app: Sphinx,  # noqa: ARG001 -- the event's signature
     what: str,
     name: str,  # noqa: ARG001

@@ -79,9 +79,8 @@ class Child:
         with self.changed:
             while not wanted(self.lines):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    msg = f"{self.proc.args}: gave up waiting:\n" + "\n".join(
-                        self.lines
-                    )
+                    output = "\n".join(self.lines)
+                    msg = f"{self.proc.args!r}: gave up waiting:\n{output}"
                     raise RuntimeError(msg)
                 self.changed.wait(0.05)
 
