@@ -129,10 +129,26 @@ class _Canvas:
 
 
 def _axis_end(report: TimelineInput) -> float:
-    end = report.duration
+    """Seconds shown: the whole shutdown, whatever a hand-made report claims,
+    and the deadlines that fall near it.
+
+    Raises:
+        ValueError: the times are too large to draw.
+    """
+    service_times = (
+        t
+        for s in report.services
+        for t in (s.stop_requested_at, s.finished_at)
+        if t is not None
+    )
+    phase_ends = (p.started + p.duration for p in report.phases)
+    end = max([report.duration, *phase_ends, *service_times])
     near = [d.at for d in report.deadlines if d.at <= max(end, 1e-9) * STRETCH]
-    end = max([end, *near])
-    return end * 1.04 if end > 0 else 1.0  # room for the last deadline's line
+    end = max([end, *near]) * 1.04  # room for the last deadline's line
+    if not math.isfinite(end):
+        msg = "report: its times are too large to draw"
+        raise ValueError(msg)
+    return end or 1.0
 
 
 def _draw_title(canvas: _Canvas, report: TimelineInput) -> None:

@@ -266,6 +266,21 @@ def test_finished_scope_without_phases() -> None:
     assert "returned before the shutdown" in all_text(root)
 
 
+def test_times_past_the_reported_duration_stay_on_the_axis() -> None:
+    data = hostile_dict()
+    data["phases"][1]["duration"] = 30.0  # ends long after "duration": 1.5
+    data["services"][0]["finished_at"] = 40.0
+    root = parse(render_svg(data))
+    per_second = PLOT / float(root.get("data-axis-end", "nan"))
+    for band in by_class(root, "phase"):
+        assert float(band.get("x", "")) + float(band.get("width", "")) <= LEFT + PLOT
+    assert float(root.get("data-axis-end", "")) >= 40.0
+    assert per_second > 0
+    data["phases"][1] = {**data["phases"][1], "started": 1e308, "duration": 1e308}
+    with pytest.raises(ValueError, match="^report: its times are too large to draw$"):
+        render_svg(data)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
