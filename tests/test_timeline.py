@@ -108,7 +108,9 @@ async def test_real_scope_bands_in_proportion_and_deadlines() -> None:
         assert record.phase.name in title(band)
     drain = report.phase(Phase.DRAINING)
     assert drain is not None
-    assert drain.duration == pytest.approx(0.2, abs=0.05)
+    # Real time on asyncio, on a loaded machine: its exact length is the
+    # virtual-time test's job.
+    assert drain.duration > 0
     lines = {
         title(line).rsplit(" +", 1)[0]: line for line in by_class(root, "deadline")
     }
@@ -277,7 +279,7 @@ def test_times_past_the_reported_duration_stay_on_the_axis() -> None:
     assert float(root.get("data-axis-end", "")) >= 40.0
     assert per_second > 0
     data["phases"][1] = {**data["phases"][1], "started": 1e308, "duration": 1e308}
-    with pytest.raises(ValueError, match="^report: its times are too large to draw$"):
+    with pytest.raises(ValueError, match=r"^report: its times are too large to draw$"):
         render_svg(data)
 
 
