@@ -18,6 +18,7 @@ PUBLIC = (
     "shutdown_scope.hypercorn",
     "shutdown_scope.systemd",
     "shutdown_scope.tcp",
+    "shutdown_scope.timeline",
     "shutdown_scope.uvicorn",
 )
 
