@@ -61,7 +61,7 @@ from .asgi import ShutdownMiddleware
 
 __all__ = ["serve"]
 
-logger = logging.getLogger("shutdown_scope")
+_logger = logging.getLogger("shutdown_scope")
 
 _STARTUP_LABEL = "lifespan startup"
 _SHUTDOWN_LABEL = "lifespan shutdown"
@@ -239,7 +239,7 @@ async def _stop_lifespan_at_last(token: ShutdownToken, worker: Worker) -> None:
     with window:
         await _stop_lifespan(token, worker)
     if window.cancelled_caught:
-        logger.warning(
+        _logger.warning(
             "shutdown_scope: the app's lifespan shutdown did not end %.3g s"
             " after the server was cut short; cancelling it",
             window.deadline - now,
