@@ -50,8 +50,8 @@ from ._extras import missing_extra
 try:
     from hypercorn.config import Config
     from hypercorn.utils import wrap_app
-except ModuleNotFoundError as error:
-    raise missing_extra(error, "hypercorn") from error
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "hypercorn") from _missing
 
 from ._hypercorn_workers import Worker, current_worker
 from ._listeners import describe_socket, serve_sockets

@@ -43,8 +43,8 @@ from ._extras import missing_extra
 
 try:
     from uvicorn.config import Config
-except ModuleNotFoundError as error:
-    raise missing_extra(error, "uvicorn") from error
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "uvicorn") from _missing
 
 from ._listeners import describe_socket, serve_sockets
 from ._token import ShutdownToken
