@@ -26,7 +26,7 @@ PACKAGE = Path(shutdown_scope.__file__).parent
 # A table row of docs/reference/report.rst: "   * - ``phases[].started``".
 DOCUMENTED_KEY = re.compile(r"^\s+\* - ``([a-z_]+(?:\[\]\.[a-z_]+)?)``$", re.MULTILINE)
 ENVIRONMENT = re.compile(
-    r"\b(LISTEN_[A-Z]+|NOTIFY_SOCKET|WATCHDOG_[A-Z]+|SHUTDOWN_SCOPE_[A-Z_]*[A-Z])\b"
+    r"\b(LISTEN_(?!VARIABLES\b)[A-Z]+|NOTIFY_SOCKET|WATCHDOG_[A-Z]+|SHUTDOWN_SCOPE_[A-Z_]*[A-Z])\b"
 )
 
 
