@@ -1,0 +1,319 @@
+"""hypercorn's HTTP/2 connection, drained as RFC 9113 (section 6.8) describes.
+
+Verified with hypercorn 0.17.3 and 0.18.0 (``hypercorn.protocol.h2``, whose
+internals this module depends on; pyproject pins ``hypercorn<0.19``) and h2 4.x.
+hypercorn's own HTTP/2 shutdown cuts instead of draining:
+
+- a stream opened during the drain is reset with NO_ERROR (which a client
+  cannot safely retry) and SETTINGS_MAX_CONCURRENT_STREAMS is set to 0; GOAWAY
+  comes only once the connection is idle, and an idle connection is closed
+  without any;
+- that GOAWAY is h2's ``close_connection()``, after which h2 refuses to send
+  anything: the DATA and END_STREAM still queued for finished responses are
+  dropped (on trio, where the socket write lets the app run first, responses are
+  cut after their HEADERS);
+- a client that goes away leaves an app waiting for its response body to be sent
+  (hypercorn's sender stops, nothing wakes the app): its last ``send`` hangs;
+- a DATA frame on a stream already answered (a KeyError), or PRIORITY frames
+  for a thousand streams (priority's TooManyStreamsError), end the connection's
+  task with an error.
+
+``GracefulH2Protocol`` is hypercorn's ``H2Protocol`` with those fixed. When the
+drain begins (or the connection has idled for ``keep_alive_timeout``, or served
+``keep_alive_max_requests``): a GOAWAY with the last stream id 2^31-1 and a PING;
+once the PING is acknowledged (the client has seen the GOAWAY: it opens no more
+streams), or after ``_ACK_WAIT``, a GOAWAY naming the highest stream accepted.
+Streams above it get RST_STREAM(REFUSED_STREAM), which a client may retry
+elsewhere. Accepted streams run to the end of their responses; then the server
+half-closes the connection (the client reads every byte, then the end) and closes
+it once the client has, or after ``_LINGER``. The GOAWAY frames are written
+directly: h2's own would stop the connection from sending the responses still
+due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+import h2.events
+import h2.exceptions
+from h2.errors import ErrorCodes
+from hypercorn.config import Config
+from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.events import Event as StreamEvent
+from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.typing import AppWrapper, ConnectionState, TaskGroup, WorkerContext
+from hyperframe.frame import GoAwayFrame
+from priority.priority import PriorityError
+
+__all__ = ["CloseOutput", "begin_goaway", "with_graceful_http2"]
+
+CloseOutput = Callable[[], Awaitable[None]]
+"""Half-closes the connection: sends what is buffered, then the end of the data."""
+
+_LAST_POSSIBLE_STREAM = 2**31 - 1
+_PING_DATA = b"shutdown"  # PING's opaque data: 8 bytes
+# How long the client has to acknowledge the first GOAWAY's PING (a round trip)
+# before the final GOAWAY; streams it opens after that are refused.
+_ACK_WAIT = 1.0
+# After the server's half-close, how long the client has to close its end.
+_LINGER = 1.0
+
+
+def _goaway(last_stream_id: int) -> bytes:
+    return GoAwayFrame(stream_id=0, last_stream_id=last_stream_id).serialize()
+
+
+class GracefulH2Protocol(H2Protocol):
+    """hypercorn's HTTP/2 connection, closed with GOAWAY once its streams are done.
+
+    Args:
+        close_output: half-closes the connection (the server's side).
+        Other arguments: hypercorn's ``H2Protocol``.
+    """
+
+    def __init__(  # noqa: PLR0917 -- hypercorn's signature, then ours
+        self,
+        app: AppWrapper,
+        config: Config,
+        context: WorkerContext,
+        task_group: TaskGroup,
+        connection_state: ConnectionState,
+        ssl: bool,  # noqa: FBT001 -- hypercorn's signature
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+        send: Callable[[Event], Awaitable[None]],
+        *,
+        close_output: CloseOutput,
+    ) -> None:
+        super().__init__(
+            app,
+            config,
+            context,
+            task_group,
+            connection_state,
+            ssl,
+            client,
+            server,
+            send,
+        )
+        self._close_output = close_output
+        self._highest_accepted = 0  # of the streams the client opened
+        # None until the final GOAWAY: then the streams above it are refused.
+        self._last_stream_id: int | None = None
+        self._ping_acked = anyio.Event()
+        self._changed = anyio.Event()
+        self._goaway_due = anyio.CancelScope()  # cancelled: GOAWAY now
+        self._open = anyio.CancelScope()  # cancelled when the connection closes
+
+    @classmethod
+    def replacing(
+        cls, hypercorns: H2Protocol, close_output: CloseOutput
+    ) -> GracefulH2Protocol:
+        """This class, built with the arguments hypercorn gave its own."""
+        return cls(
+            hypercorns.app,
+            hypercorns.config,
+            hypercorns.context,
+            hypercorns.task_group,
+            hypercorns.connection_state,
+            hypercorns.ssl,
+            hypercorns.client,
+            hypercorns.server,
+            hypercorns.send,
+            close_output=close_output,
+        )
+
+    def begin_goaway(self) -> None:
+        """Close this connection gracefully: GOAWAY, then the rest."""
+        self._goaway_due.cancel()
+
+    async def initiate(
+        self,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        settings: bytes | None = None,
+    ) -> None:
+        """Start the connection (hypercorn's), and watch for the drain."""
+        await super().initiate(headers, settings)
+        self.task_group.spawn(self._close_when_due)
+
+    async def _close_when_due(self) -> None:
+        with self._open:
+            with self._goaway_due:
+                await self.context.terminated.wait()
+            await self._goaway()
+
+    async def _goaway(self) -> None:
+        # The PING follows the GOAWAY: its acknowledgement says the client has
+        # read the GOAWAY and will open no more streams.
+        await self.send(RawData(data=_goaway(_LAST_POSSIBLE_STREAM)))
+        try:
+            self.connection.ping(_PING_DATA)
+        except h2.exceptions.ProtocolError:
+            pass  # h2 has closed the connection (a protocol error): no answer
+        else:
+            await self._flush()
+            with anyio.move_on_after(_ACK_WAIT):
+                await self._ping_acked.wait()
+        self._last_stream_id = self._highest_accepted
+        await self.send(RawData(data=_goaway(self._last_stream_id)))
+        # Every stream's response sent, to its END_STREAM (hypercorn deletes a
+        # stream's buffer once that is written).
+        while self.streams or self.stream_buffers:
+            await self._changed.wait()
+        await self._close_output()
+        await anyio.sleep(_LINGER)  # the client closes after reading the end
+        await self.send(Closed())
+
+    def _poke(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def handle(self, event: Event) -> None:
+        """Data from the client, or the connection closed."""
+        if isinstance(event, Closed):
+            # hypercorn's sender stops; an app still sending a body would wait
+            # for it forever: its stream buffers are closed, so its sends return.
+            self.closed = True
+            for buffer in list(self.stream_buffers.values()):
+                await buffer.close()
+            self._open.cancel()
+        await super().handle(event)
+        self._poke()
+
+    async def stream_send(self, event: StreamEvent) -> None:
+        """What one stream (its app) sends."""
+        if isinstance(event, StreamClosed):
+            # Not hypercorn's, which closes the connection with h2 (the
+            # responses still buffered would not be sent) in a drain.
+            await self._close_stream(event.stream_id)
+            await self.send(Updated(idle=self.idle))
+            self._poke()
+            return
+        await super().stream_send(event)
+
+    async def _send_data(self, stream_id: int) -> None:
+        await super()._send_data(stream_id)
+        self._poke()  # a response may have been sent to its end
+
+    async def _create_stream(self, request: h2.events.RequestReceived) -> None:
+        stream_id = request.stream_id
+        assert stream_id is not None
+        if stream_id % 2:  # opened by the client (even ones are server pushes)
+            self._highest_accepted = max(self._highest_accepted, stream_id)
+        await super()._create_stream(request)
+
+    async def _handle_events(self, events: list[h2.events.Event]) -> None:
+        refused: set[int] = set()
+        for event in events:
+            stream_id = getattr(event, "stream_id", None)
+            if isinstance(event, h2.events.RequestReceived):
+                assert stream_id is not None
+                await self._open_stream(event, stream_id, refused)
+            elif stream_id in refused:
+                pass  # the rest of a refused stream's frames in this batch
+            elif isinstance(event, h2.events.PingAckReceived):
+                if event.ping_data == _PING_DATA:
+                    self._ping_acked.set()
+            elif isinstance(event, h2.events.DataReceived) and (
+                stream_id not in self.streams
+            ):
+                # Request body for a stream already answered: not an error
+                # (RFC 9113, 8.1); its flow-control credit goes back.
+                assert stream_id is not None
+                length = event.flow_controlled_length or 0
+                self.connection.acknowledge_received_data(length, stream_id)
+            else:
+                await super()._handle_events([event])
+        await self._flush()
+
+    async def _open_stream(
+        self, event: h2.events.RequestReceived, stream_id: int, refused: set[int]
+    ) -> None:
+        if self._last_stream_id is not None and stream_id > self._last_stream_id:
+            # Above the final GOAWAY's last stream: not processed, so the
+            # client may retry it on another connection.
+            self.connection.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            refused.add(stream_id)
+            return
+        await self._create_stream(event)
+        await self.send(Updated(idle=False))
+        if self.keep_alive_requests > self.config.keep_alive_max_requests:
+            self.begin_goaway()  # hypercorn's close_connection() would cut
+
+    async def _priority_updated(self, event: h2.events.PriorityUpdated) -> None:
+        # Priority signals are only hints (and deprecated, RFC 9113, 5.3.2).
+        # Kept for open streams only: those for idle or closed ones would grow
+        # hypercorn's priority tree until it refuses new streams with an error.
+        open_streams = self.stream_buffers
+        depends_on = event.depends_on or 0
+        if event.stream_id not in open_streams or (
+            depends_on and depends_on not in open_streams
+        ):
+            return
+        try:
+            await super()._priority_updated(event)
+        except PriorityError:
+            return  # a dependency loop, say: keep the current order
+
+
+class _ProtocolWrapper(ProtocolWrapper):
+    """hypercorn's ProtocolWrapper, whose HTTP/2 protocol is ours."""
+
+    def __init__(self, hypercorns: ProtocolWrapper, close_output: CloseOutput) -> None:
+        self._close_output = close_output
+        inner = hypercorns.protocol
+        super().__init__(
+            hypercorns.app,
+            hypercorns.config,
+            hypercorns.context,
+            hypercorns.task_group,
+            hypercorns.state,
+            hypercorns.ssl,
+            hypercorns.client,
+            hypercorns.server,
+            hypercorns.send,
+            "h2" if isinstance(inner, H2Protocol) else None,
+        )
+
+    # hypercorn switches a connection to HTTP/2 (prior knowledge, or an h2c
+    # upgrade) by assigning a new H2Protocol here: it is replaced with ours.
+    @property
+    def protocol(self) -> H11Protocol | H2Protocol:
+        return self._protocol
+
+    @protocol.setter
+    def protocol(self, protocol: H11Protocol | H2Protocol) -> None:
+        if type(protocol) is H2Protocol:
+            protocol = GracefulH2Protocol.replacing(protocol, self._close_output)
+        self._protocol = protocol
+
+
+def with_graceful_http2(
+    wrapper: ProtocolWrapper, close_output: CloseOutput
+) -> ProtocolWrapper:
+    """The ``ProtocolWrapper`` hypercorn built for a connection, with our HTTP/2.
+
+    Args:
+        wrapper: the one hypercorn's TCPServer has just built (not used yet).
+        close_output: half-closes that connection.
+    """
+    if isinstance(wrapper, _ProtocolWrapper):
+        return wrapper
+    return _ProtocolWrapper(wrapper, close_output)
+
+
+def begin_goaway(protocol: object) -> bool:
+    """If ``protocol`` is our HTTP/2, begin its GOAWAY and return True.
+
+    For hypercorn's idle close: an HTTP/2 connection is closed by GOAWAY, not
+    cut, and its close waits for no stream (not even one that arrives now).
+    """
+    if not isinstance(protocol, GracefulH2Protocol):
+        return False
+    protocol.begin_goaway()
+    return True

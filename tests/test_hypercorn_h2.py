@@ -1,0 +1,198 @@
+"""HTTP/2 under shutdown_scope.hypercorn.serve: drained by GOAWAY (RFC 9113, 6.8).
+
+Every test runs examples/hypercorn_app.py as a child process on both of
+hypercorn's workers, talks cleartext HTTP/2 to it (tests/_h2_client.py: prior
+knowledge, or an ``Upgrade: h2c`` request) and stops it with a real SIGTERM.
+A stream is kept in flight without timing: the client opens no flow-control
+window for it, so the app's response waits in its last ``send``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _h2_client import H2Client, Stream
+from _spawn import Child
+from hyperframe.frame import PriorityFrame
+
+APP = str(Path(__file__).parent.parent / "examples" / "hypercorn_app.py")
+LAST_POSSIBLE = 2**31 - 1
+REFUSED_STREAM = 0x7
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+EMPTY_SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # length 0, type 4, stream 0
+DONE = Stream(status=200, body=b"done 0\n", ended=True)
+
+pytestmark = [
+    pytest.mark.subprocess,
+    pytest.mark.parametrize("backend", ["asyncio", "trio"]),
+]
+
+
+@contextmanager
+def running_app(backend: str, *options: str) -> Iterator[tuple[Child, str]]:
+    """The example app as a child process, with the URL it listens on."""
+    argv = ["--backend", backend, "--bind", "127.0.0.1:0", "--json", "--verbose"]
+    with Child(APP, *argv, *options) as child:
+        yield child, child.wait_for("listening http://").split()[-1]
+
+
+def assert_drained_cleanly(child: Child) -> dict[str, Any]:
+    """Exit 0, and the drain was not cut: no CANCELLING phase."""
+    code = child.finish()
+    assert code == 0, child.output
+    report: dict[str, Any] = json.loads(child.lines[-1])
+    assert report["clean"] is True
+    assert [p["phase"] for p in report["phases"]] == ["STOPPING", "DRAINING"]
+    return report
+
+
+def app_counts(child: Child) -> tuple[int, int]:
+    """The app's /work requests (read, answered), from its lifespan shutdown."""
+    words = child.lines[child.index("lifespan: shutdown")].split()
+    return int(words[-4]), int(words[-2])
+
+
+def test_busy_connection_gets_goaway_first_and_its_streams_finish(
+    backend: str,
+) -> None:
+    with running_app(backend, "--drain-timeout", "60") as (child, url):
+        client = H2Client(url, window=0)
+        first = client.request("/work?ms=0")
+        client.read_until(lambda: client.streams[first].status is not None)
+        # The client has not read the first GOAWAY yet when it opens a stream:
+        # served, since the final GOAWAY comes after its PING's answer.
+        client.hold_answers()
+        child.send(signal.SIGTERM)
+        client.read_until(lambda: client.goaways == [LAST_POSSIBLE])
+        crossed = client.request("/work?ms=0")
+        client.release()
+        client.read_until(lambda: len(client.goaways) == 2)
+        late = client.request("/work?ms=0")  # after the final GOAWAY
+        client.read_until(lambda: client.streams[late].reset is not None)
+        client.open_window(first)
+        client.open_window(crossed)
+        client.read_to_the_end()
+        client.close()
+        assert_drained_cleanly(child)
+    assert client.goaways == [LAST_POSSIBLE, crossed]
+    assert client.streams[first] == DONE
+    assert client.streams[crossed] == DONE
+    assert client.streams[late] == Stream(reset=REFUSED_STREAM)
+    # The drain began with a GOAWAY, not with the end of the streams.
+    log = client.log
+    assert log.index(("goaway", LAST_POSSIBLE)) < log.index(("end", first))
+    assert log[-1] == ("eof", 0)
+    assert app_counts(child) == (2, 2)
+
+
+def test_idle_connection_gets_goaway_and_is_closed(backend: str) -> None:
+    with running_app(backend, "--drain-timeout", "60") as (child, url):
+        client = H2Client(url)
+        client.read_until(lambda: client.settings_acked)
+        child.send(signal.SIGTERM)
+        client.read_to_the_end()
+        client.close()
+        assert_drained_cleanly(child)
+    assert client.log == [("goaway", LAST_POSSIBLE), ("goaway", 0), ("eof", 0)]
+
+
+def test_silent_idle_client_does_not_hold_the_drain(backend: str) -> None:
+    # It never answers the PING, never reads, never closes.
+    with running_app(backend, "--drain-timeout", "60") as (child, url):
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), timeout=20)
+        sock.sendall(PREFACE + EMPTY_SETTINGS)
+        assert sock.recv(9)  # the server's SETTINGS: it speaks HTTP/2 now
+        child.send(signal.SIGTERM)
+        assert_drained_cleanly(child)
+        received = b""
+        while data := sock.recv(65536):
+            received += data
+        sock.close()
+    assert received  # GOAWAY frames, then the end
+
+
+def test_streaming_response_of_a_client_gone_does_not_hold_the_drain(
+    backend: str,
+) -> None:
+    with running_app(backend, "--drain-timeout", "10") as (child, url):
+        client = H2Client(url)
+        events = client.request("/events")
+        client.read_until(lambda: b"tick 2" in client.streams[events].body)
+        client.close()
+        child.send(signal.SIGTERM)
+        assert_drained_cleanly(child)
+
+
+def test_response_waiting_for_a_client_gone_does_not_hold_the_drain(
+    backend: str,
+) -> None:
+    with running_app(backend, "--drain-timeout", "10") as (child, url):
+        client = H2Client(url, window=0)  # the body waits for our window
+        stream = client.request("/work?ms=0")
+        client.read_until(lambda: client.streams[stream].status is not None)
+        client.close()
+        child.send(signal.SIGTERM)
+        assert_drained_cleanly(child)
+    assert app_counts(child) == (1, 1)
+
+
+def test_upgraded_connection_is_drained_like_the_others(backend: str) -> None:
+    with running_app(backend, "--drain-timeout", "60") as (child, url):
+        client = H2Client(url, upgrade="/work?ms=0", window=0)
+        client.read_until(lambda: client.streams[1].status is not None)
+        child.send(signal.SIGTERM)
+        client.read_until(lambda: len(client.goaways) == 2)
+        late = client.request("/work?ms=0")
+        client.read_until(lambda: client.streams[late].reset is not None)
+        client.open_window(1)
+        client.read_to_the_end()
+        client.close()
+        assert_drained_cleanly(child)
+    assert client.goaways == [LAST_POSSIBLE, 1]
+    assert client.streams[1] == DONE
+    assert client.streams[late] == Stream(reset=REFUSED_STREAM)
+    assert client.log[-1] == ("eof", 0)
+
+
+def test_request_body_after_the_response_is_ignored(backend: str) -> None:
+    # The app answers without reading the body; the rest of the body arrives
+    # after the response (allowed: RFC 9113, 8.1). It once ended the server.
+    with running_app(backend) as (child, url):
+        client = H2Client(url)
+        first = client.request("/work?ms=0", method="POST", end=False)
+        client.read_until(lambda: client.streams[first].ended)
+        client.send_data(first, b"x" * 1000, end=True)
+        second = client.request("/work?ms=0")
+        client.read_until(lambda: client.streams[second].ended)
+        child.send(signal.SIGTERM)
+        client.read_to_the_end()
+        client.close()
+        assert_drained_cleanly(child)
+    assert client.streams[second] == DONE
+
+
+def test_priority_frames_for_many_idle_streams_are_ignored(backend: str) -> None:
+    # hypercorn's priority tree holds 1000 streams; it once ended the server.
+    with running_app(backend) as (child, url):
+        client = H2Client(url)
+        client.read_until(lambda: client.settings_acked)
+        frames = b"".join(
+            PriorityFrame(stream_id=n, depends_on=n + 2, stream_weight=15).serialize()
+            for n in range(101, 101 + 2 * 1200, 2)
+        )
+        client.send_raw(frames)
+        stream = client.request("/work?ms=0")
+        client.read_until(lambda: client.streams[stream].ended)
+        child.send(signal.SIGTERM)
+        client.read_to_the_end()
+        client.close()
+        assert_drained_cleanly(child)
+    assert client.streams[stream] == DONE
