@@ -16,19 +16,25 @@ hypercorn's own HTTP/2 shutdown cuts instead of draining:
   (hypercorn's sender stops, nothing wakes the app): its last ``send`` hangs;
 - a DATA frame on a stream already answered (a KeyError), or PRIORITY frames
   for a thousand streams (priority's TooManyStreamsError), end the connection's
-  task with an error.
+  task with an error, and with it ``serve()``.
 
 ``GracefulH2Protocol`` is hypercorn's ``H2Protocol`` with those fixed. When the
 drain begins (or the connection has idled for ``keep_alive_timeout``, or served
-``keep_alive_max_requests``): a GOAWAY with the last stream id 2^31-1 and a PING;
-once the PING is acknowledged (the client has seen the GOAWAY: it opens no more
-streams), or after ``_ACK_WAIT``, a GOAWAY naming the highest stream accepted.
-Streams above it get RST_STREAM(REFUSED_STREAM), which a client may retry
-elsewhere. Accepted streams run to the end of their responses; then the server
-half-closes the connection (the client reads every byte, then the end) and closes
-it once the client has, or after ``_LINGER``. The GOAWAY frames are written
-directly: h2's own would stop the connection from sending the responses still
-due.
+``keep_alive_max_requests``): a PING and a GOAWAY with the last stream id
+2^31-1; once the PING is answered (a round trip: streams the client opened
+before it saw the GOAWAY have arrived), or after ``_ACK_WAIT``, a GOAWAY naming
+the highest stream accepted. Streams above it are ignored; the client retries
+them elsewhere. Accepted streams run to the end of their responses; then the
+server half-closes the connection (the client reads every byte, then the end)
+and closes it once the client has, or after ``_LINGER``. The GOAWAY frames are
+written directly: after h2's own, h2 would send none of the responses still due.
+
+Clients built on the h2 library (httpx, httpcore) treat every frame after a
+GOAWAY but another GOAWAY as a protocol error (encode/httpcore#46): their
+requests in flight when the drain begins fail there, as they do with nginx.
+Frames are ordered so that nothing else breaks them: the PING precedes the
+first GOAWAY, and a stream above the final one is ignored, not reset, so
+httpcore retries it on a new connection.
 """
 
 from __future__ import annotations
@@ -38,7 +44,6 @@ from collections.abc import Awaitable, Callable
 import anyio
 import h2.events
 import h2.exceptions
-from h2.errors import ErrorCodes
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol import ProtocolWrapper
@@ -148,17 +153,17 @@ class GracefulH2Protocol(H2Protocol):
             await self._goaway()
 
     async def _goaway(self) -> None:
-        # The PING follows the GOAWAY: its acknowledgement says the client has
-        # read the GOAWAY and will open no more streams.
-        await self.send(RawData(data=_goaway(_LAST_POSSIBLE_STREAM)))
+        # The PING goes first, in the same write: its answer comes a round trip
+        # after the GOAWAY left, and clients built on h2 (httpx) fail on any
+        # frame but a GOAWAY after a GOAWAY.
         try:
             self.connection.ping(_PING_DATA)
         except h2.exceptions.ProtocolError:
-            pass  # h2 has closed the connection (a protocol error): no answer
-        else:
-            await self._flush()
-            with anyio.move_on_after(_ACK_WAIT):
-                await self._ping_acked.wait()
+            self._ping_acked.set()  # h2 has closed the connection (an error)
+        first = self.connection.data_to_send() + _goaway(_LAST_POSSIBLE_STREAM)
+        await self.send(RawData(data=first))
+        with anyio.move_on_after(_ACK_WAIT):
+            await self._ping_acked.wait()
         self._last_stream_id = self._highest_accepted
         await self.send(RawData(data=_goaway(self._last_stream_id)))
         # Every stream's response sent, to its END_STREAM (hypercorn deletes a
@@ -208,14 +213,14 @@ class GracefulH2Protocol(H2Protocol):
         await super()._create_stream(request)
 
     async def _handle_events(self, events: list[h2.events.Event]) -> None:
-        refused: set[int] = set()
+        ignored: set[int] = set()
         for event in events:
             stream_id = getattr(event, "stream_id", None)
             if isinstance(event, h2.events.RequestReceived):
                 assert stream_id is not None
-                await self._open_stream(event, stream_id, refused)
-            elif stream_id in refused:
-                pass  # the rest of a refused stream's frames in this batch
+                await self._open_stream(event, stream_id, ignored)
+            elif stream_id in ignored:
+                pass  # the rest of an ignored stream's frames in this batch
             elif isinstance(event, h2.events.PingAckReceived):
                 if event.ping_data == _PING_DATA:
                     self._ping_acked.set()
@@ -232,13 +237,14 @@ class GracefulH2Protocol(H2Protocol):
         await self._flush()
 
     async def _open_stream(
-        self, event: h2.events.RequestReceived, stream_id: int, refused: set[int]
+        self, event: h2.events.RequestReceived, stream_id: int, ignored: set[int]
     ) -> None:
         if self._last_stream_id is not None and stream_id > self._last_stream_id:
-            # Above the final GOAWAY's last stream: not processed, so the
-            # client may retry it on another connection.
-            self.connection.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
-            refused.add(stream_id)
+            # Above the final GOAWAY's last stream: ignored, as RFC 9113 (6.8)
+            # has it; the GOAWAY tells the client to retry it elsewhere. Not
+            # RST_STREAM(REFUSED_STREAM): after a GOAWAY, clients built on h2
+            # (httpx) fail on it, while they retry a stream the GOAWAY excludes.
+            ignored.add(stream_id)
             return
         await self._create_stream(event)
         await self.send(Updated(idle=False))

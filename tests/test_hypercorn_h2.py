@@ -17,6 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
+import httpx
 import pytest
 from _h2_client import H2Client, Stream
 from _spawn import Child
@@ -24,7 +27,6 @@ from hyperframe.frame import PriorityFrame
 
 APP = str(Path(__file__).parent.parent / "examples" / "hypercorn_app.py")
 LAST_POSSIBLE = 2**31 - 1
-REFUSED_STREAM = 0x7
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # length 0, type 4, stream 0
 DONE = Stream(status=200, body=b"done 0\n", ended=True)
@@ -75,7 +77,6 @@ def test_busy_connection_gets_goaway_first_and_its_streams_finish(
         client.release()
         client.read_until(lambda: len(client.goaways) == 2)
         late = client.request("/work?ms=0")  # after the final GOAWAY
-        client.read_until(lambda: client.streams[late].reset is not None)
         client.open_window(first)
         client.open_window(crossed)
         client.read_to_the_end()
@@ -84,7 +85,8 @@ def test_busy_connection_gets_goaway_first_and_its_streams_finish(
     assert client.goaways == [LAST_POSSIBLE, crossed]
     assert client.streams[first] == DONE
     assert client.streams[crossed] == DONE
-    assert client.streams[late] == Stream(reset=REFUSED_STREAM)
+    # Ignored, as the GOAWAY says (RFC 9113, 6.8): the client may retry it.
+    assert client.streams[late] == Stream()
     # The drain began with a GOAWAY, not with the end of the streams.
     log = client.log
     assert log.index(("goaway", LAST_POSSIBLE)) < log.index(("end", first))
@@ -151,14 +153,13 @@ def test_upgraded_connection_is_drained_like_the_others(backend: str) -> None:
         child.send(signal.SIGTERM)
         client.read_until(lambda: len(client.goaways) == 2)
         late = client.request("/work?ms=0")
-        client.read_until(lambda: client.streams[late].reset is not None)
         client.open_window(1)
         client.read_to_the_end()
         client.close()
         assert_drained_cleanly(child)
     assert client.goaways == [LAST_POSSIBLE, 1]
     assert client.streams[1] == DONE
-    assert client.streams[late] == Stream(reset=REFUSED_STREAM)
+    assert client.streams[late] == Stream()
     assert client.log[-1] == ("eof", 0)
 
 
@@ -196,3 +197,79 @@ def test_priority_frames_for_many_idle_streams_are_ignored(backend: str) -> None
         client.close()
         assert_drained_cleanly(child)
     assert client.streams[stream] == DONE
+
+
+async def _httpx_load(
+    url: str, child: Child, statuses: list[int | str], *, workers: int = 4
+) -> None:
+    """Requests by httpx (http2) until just after STOPPING begins; the drain
+    begins later (``--announce-delay``): none of them is in flight at the GOAWAY."""
+    stopping = anyio.Event()
+
+    async def watch() -> None:
+        await anyio.to_thread.run_sync(child.wait_for, "shutdown_scope: STOPPING")
+        await anyio.sleep(0.3)  # requests go on during STOPPING
+        stopping.set()
+
+    async with httpx.AsyncClient(http1=False, http2=True, timeout=20) as client:
+
+        async def worker() -> None:
+            while not stopping.is_set():
+                await _get(client, f"{url}/work?ms=10", statuses)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            for _ in range(workers):
+                tg.start_soon(worker)
+            while len(statuses) < 20:  # noqa: ASYNC110 -- polling our own list
+                await anyio.sleep(0.01)
+            child.send(signal.SIGTERM)
+        # The client's pooled connection stays open, idle, into the drain.
+        await anyio.to_thread.run_sync(child.wait_for, "shutdown_scope: DRAINING")
+        await anyio.to_thread.run_sync(child.finish)
+
+
+def test_httpx_requests_before_the_drain_are_answered(backend: str) -> None:
+    statuses: list[int | str] = []
+    options = ("--announce-delay", "1", "--drain-timeout", "10")
+    with running_app(backend, *options) as (child, url):
+        anyio.run(_httpx_load, url, child, statuses)
+        assert_drained_cleanly(child)  # the idle pooled connection did not hold it
+    assert set(statuses) == {200}, statuses
+    read, answered = app_counts(child)
+    assert read == answered == len(statuses)
+
+
+def test_httpx_request_in_flight_at_the_goaway(backend: str) -> None:
+    statuses: list[int | str] = []
+
+    async def one_in_flight(url: str, child: Child) -> None:
+        async with (
+            httpx.AsyncClient(http1=False, http2=True, timeout=20) as client,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(_get, client, f"{url}/work?ms=500", statuses)
+            await anyio.to_thread.run_sync(child.wait_for, "work: read")
+            child.send(signal.SIGTERM)
+
+    with running_app(backend, "--drain-timeout", "10") as (child, url):
+        anyio.run(one_in_flight, url, child)
+        assert_drained_cleanly(child)
+    assert app_counts(child) == (1, 1)  # answered, to the END_STREAM
+    if statuses != [200]:
+        # httpcore (on h2 4.x) takes no frame but GOAWAY after a GOAWAY, so it
+        # fails every request in flight when a drain begins (nginx's too).
+        (failure,) = statuses
+        assert isinstance(failure, str)
+        assert failure.startswith("RemoteProtocolError("), failure
+        assert "ConnectionTerminated error_code:0, last_stream_id:2147483647" in failure
+        pytest.xfail("httpx fails requests in flight on GOAWAY: encode/httpcore#46")
+
+
+async def _get(client: httpx.AsyncClient, url: str, statuses: list[int | str]) -> None:
+    try:
+        response = await client.get(url)
+    except httpx.HTTPError as error:
+        statuses.append(repr(error))
+    else:
+        statuses.append(response.status_code)
