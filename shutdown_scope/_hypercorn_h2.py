@@ -14,9 +14,10 @@ hypercorn's own HTTP/2 shutdown cuts instead of draining:
   cut after their HEADERS);
 - a client that goes away leaves an app waiting for its response body to be sent
   (hypercorn's sender stops, nothing wakes the app): its last ``send`` hangs;
-- a DATA frame on a stream already answered (a KeyError), or PRIORITY frames
-  for a thousand streams (priority's TooManyStreamsError), end the connection's
-  task with an error, and with it ``serve()``.
+- a DATA frame on a stream already answered (a KeyError), PRIORITY frames for
+  a thousand streams (priority's TooManyStreamsError), or a plain CONNECT
+  request (an UnboundLocalError) end the connection's task with an error, and
+  with it ``serve()``.
 
 ``GracefulH2Protocol`` is hypercorn's ``H2Protocol`` with those fixed. When the
 drain begins (or the connection has idled for ``keep_alive_timeout``, or served
@@ -67,6 +68,7 @@ _PING_DATA = b"shutdown"  # PING's opaque data: 8 bytes
 _ACK_WAIT = 1.0
 # After the server's half-close, how long the client has to close its end.
 _LINGER = 1.0
+_NOT_IMPLEMENTED = [(b":status", b"501"), (b"content-length", b"0")]
 
 
 def _goaway(last_stream_id: int) -> bytes:
@@ -245,6 +247,12 @@ class GracefulH2Protocol(H2Protocol):
             # RST_STREAM(REFUSED_STREAM): after a GOAWAY, clients built on h2
             # (httpx) fail on it, while they retry a stream the GOAWAY excludes.
             ignored.add(stream_id)
+            return
+        if not any(name == b":path" for name, _ in event.headers or ()):
+            # A plain CONNECT (RFC 9113, 8.5): hypercorn only knows websockets'
+            # CONNECT, which has a path; without one it fails with an error.
+            ignored.add(stream_id)
+            self.connection.send_headers(stream_id, _NOT_IMPLEMENTED, end_stream=True)
             return
         await self._create_stream(event)
         await self.send(Updated(idle=False))

@@ -12,12 +12,16 @@ import dataclasses
 import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.settings
 from hyperframe.frame import GoAwayFrame
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["H2Client", "Stream"]
 
@@ -102,15 +106,20 @@ class H2Client:
     def request(self, path: str, *, method: str = "GET", end: bool = True) -> int:
         """Open a stream with a request for ``path``; its id.
 
-        ``end=False`` leaves the request body open (``send_data`` goes on).
+        ``end=False`` leaves the request body open (``send_data`` goes on). A
+        CONNECT (a tunnel) takes ``host:port`` for ``path`` and stays open.
         """
         stream_id = self.h2.get_next_available_stream_id()
-        headers = [
-            (b":method", method.encode()),
-            (b":path", path.encode()),
-            (b":scheme", b"http"),
-            (b":authority", b"x"),
-        ]
+        if method == "CONNECT":
+            headers = [(b":method", b"CONNECT"), (b":authority", path.encode())]
+            end = False
+        else:
+            headers = [
+                (b":method", method.encode()),
+                (b":path", path.encode()),
+                (b":scheme", b"http"),
+                (b":authority", b"x"),
+            ]
         self.h2.send_headers(stream_id, headers, end_stream=end)
         self.streams[stream_id] = Stream()
         self.sock.sendall(self.h2.data_to_send())
@@ -211,3 +220,9 @@ class H2Client:
     def close(self) -> None:
         """Close the socket."""
         self.sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

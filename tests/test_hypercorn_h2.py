@@ -65,22 +65,21 @@ def test_busy_connection_gets_goaway_first_and_its_streams_finish(
     backend: str,
 ) -> None:
     with running_app(backend, "--drain-timeout", "60") as (child, url):
-        client = H2Client(url, window=0)
-        first = client.request("/work?ms=0")
-        client.read_until(lambda: client.streams[first].status is not None)
-        # The client has not read the first GOAWAY yet when it opens a stream:
-        # served, since the final GOAWAY comes after its PING's answer.
-        client.hold_answers()
-        child.send(signal.SIGTERM)
-        client.read_until(lambda: client.goaways == [LAST_POSSIBLE])
-        crossed = client.request("/work?ms=0")
-        client.release()
-        client.read_until(lambda: len(client.goaways) == 2)
-        late = client.request("/work?ms=0")  # after the final GOAWAY
-        client.open_window(first)
-        client.open_window(crossed)
-        client.read_to_the_end()
-        client.close()
+        with H2Client(url, window=0) as client:
+            first = client.request("/work?ms=0")
+            client.read_until(lambda: client.streams[first].status is not None)
+            # The client has not read the first GOAWAY yet when it opens a stream:
+            # served, since the final GOAWAY comes after its PING's answer.
+            client.hold_answers()
+            child.send(signal.SIGTERM)
+            client.read_until(lambda: client.goaways == [LAST_POSSIBLE])
+            crossed = client.request("/work?ms=0")
+            client.release()
+            client.read_until(lambda: len(client.goaways) == 2)
+            late = client.request("/work?ms=0")  # after the final GOAWAY
+            client.open_window(first)
+            client.open_window(crossed)
+            client.read_to_the_end()
         assert_drained_cleanly(child)
     assert client.goaways == [LAST_POSSIBLE, crossed]
     assert client.streams[first] == DONE
@@ -96,11 +95,10 @@ def test_busy_connection_gets_goaway_first_and_its_streams_finish(
 
 def test_idle_connection_gets_goaway_and_is_closed(backend: str) -> None:
     with running_app(backend, "--drain-timeout", "60") as (child, url):
-        client = H2Client(url)
-        client.read_until(lambda: client.settings_acked)
-        child.send(signal.SIGTERM)
-        client.read_to_the_end()
-        client.close()
+        with H2Client(url) as client:
+            client.read_until(lambda: client.settings_acked)
+            child.send(signal.SIGTERM)
+            client.read_to_the_end()
         assert_drained_cleanly(child)
     assert client.log == [("goaway", LAST_POSSIBLE), ("goaway", 0), ("eof", 0)]
 
@@ -125,11 +123,10 @@ def test_streaming_response_of_a_client_gone_does_not_hold_the_drain(
     backend: str,
 ) -> None:
     with running_app(backend, "--drain-timeout", "10") as (child, url):
-        client = H2Client(url)
-        events = client.request("/events")
-        client.read_until(lambda: b"tick 2" in client.streams[events].body)
-        client.close()
-        child.send(signal.SIGTERM)
+        with H2Client(url) as client:
+            events = client.request("/events")
+            client.read_until(lambda: b"tick 2" in client.streams[events].body)
+        child.send(signal.SIGTERM)  # the client has gone
         assert_drained_cleanly(child)
 
 
@@ -137,25 +134,23 @@ def test_response_waiting_for_a_client_gone_does_not_hold_the_drain(
     backend: str,
 ) -> None:
     with running_app(backend, "--drain-timeout", "10") as (child, url):
-        client = H2Client(url, window=0)  # the body waits for our window
-        stream = client.request("/work?ms=0")
-        client.read_until(lambda: client.streams[stream].status is not None)
-        client.close()
-        child.send(signal.SIGTERM)
+        with H2Client(url, window=0) as client:  # the body waits for our window
+            stream = client.request("/work?ms=0")
+            client.read_until(lambda: client.streams[stream].status is not None)
+        child.send(signal.SIGTERM)  # the client has gone
         assert_drained_cleanly(child)
     assert app_counts(child) == (1, 1)
 
 
 def test_upgraded_connection_is_drained_like_the_others(backend: str) -> None:
     with running_app(backend, "--drain-timeout", "60") as (child, url):
-        client = H2Client(url, upgrade="/work?ms=0", window=0)
-        client.read_until(lambda: client.streams[1].status is not None)
-        child.send(signal.SIGTERM)
-        client.read_until(lambda: len(client.goaways) == 2)
-        late = client.request("/work?ms=0")
-        client.open_window(1)
-        client.read_to_the_end()
-        client.close()
+        with H2Client(url, upgrade="/work?ms=0", window=0) as client:
+            client.read_until(lambda: client.streams[1].status is not None)
+            child.send(signal.SIGTERM)
+            client.read_until(lambda: len(client.goaways) == 2)
+            late = client.request("/work?ms=0")
+            client.open_window(1)
+            client.read_to_the_end()
         assert_drained_cleanly(child)
     assert client.goaways == [LAST_POSSIBLE, 1]
     assert client.streams[1] == DONE
@@ -167,15 +162,14 @@ def test_request_body_after_the_response_is_ignored(backend: str) -> None:
     # The app answers without reading the body; the rest of the body arrives
     # after the response (allowed: RFC 9113, 8.1). It once ended the server.
     with running_app(backend) as (child, url):
-        client = H2Client(url)
-        first = client.request("/work?ms=0", method="POST", end=False)
-        client.read_until(lambda: client.streams[first].ended)
-        client.send_data(first, b"x" * 1000, end=True)
-        second = client.request("/work?ms=0")
-        client.read_until(lambda: client.streams[second].ended)
-        child.send(signal.SIGTERM)
-        client.read_to_the_end()
-        client.close()
+        with H2Client(url) as client:
+            first = client.request("/work?ms=0", method="POST", end=False)
+            client.read_until(lambda: client.streams[first].ended)
+            client.send_data(first, b"x" * 1000, end=True)
+            second = client.request("/work?ms=0")
+            client.read_until(lambda: client.streams[second].ended)
+            child.send(signal.SIGTERM)
+            client.read_to_the_end()
         assert_drained_cleanly(child)
     assert client.streams[second] == DONE
 
@@ -183,18 +177,19 @@ def test_request_body_after_the_response_is_ignored(backend: str) -> None:
 def test_priority_frames_for_many_idle_streams_are_ignored(backend: str) -> None:
     # hypercorn's priority tree holds 1000 streams; it once ended the server.
     with running_app(backend) as (child, url):
-        client = H2Client(url)
-        client.read_until(lambda: client.settings_acked)
-        frames = b"".join(
-            PriorityFrame(stream_id=n, depends_on=n + 2, stream_weight=15).serialize()
-            for n in range(101, 101 + 2 * 1200, 2)
-        )
-        client.send_raw(frames)
-        stream = client.request("/work?ms=0")
-        client.read_until(lambda: client.streams[stream].ended)
-        child.send(signal.SIGTERM)
-        client.read_to_the_end()
-        client.close()
+        with H2Client(url) as client:
+            client.read_until(lambda: client.settings_acked)
+            frames = b"".join(
+                PriorityFrame(
+                    stream_id=n, depends_on=n + 2, stream_weight=15
+                ).serialize()
+                for n in range(101, 101 + 2 * 1200, 2)
+            )
+            client.send_raw(frames)
+            stream = client.request("/work?ms=0")
+            client.read_until(lambda: client.streams[stream].ended)
+            child.send(signal.SIGTERM)
+            client.read_to_the_end()
         assert_drained_cleanly(child)
     assert client.streams[stream] == DONE
 
@@ -273,3 +268,18 @@ async def _get(client: httpx.AsyncClient, url: str, statuses: list[int | str]) -
         statuses.append(repr(error))
     else:
         statuses.append(response.status_code)
+
+
+def test_plain_connect_is_answered_501(backend: str) -> None:
+    # A CONNECT without :path (a tunnel, RFC 9113, 8.5) once ended the server.
+    with running_app(backend) as (child, url):
+        with H2Client(url) as client:
+            tunnel = client.request("example.com:443", method="CONNECT")
+            client.read_until(lambda: client.streams[tunnel].ended)
+            stream = client.request("/work?ms=0")
+            client.read_until(lambda: client.streams[stream].ended)
+            child.send(signal.SIGTERM)
+            client.read_to_the_end()
+        assert_drained_cleanly(child)
+    assert client.streams[tunnel] == Stream(status=501, ended=True)
+    assert client.streams[stream] == DONE
