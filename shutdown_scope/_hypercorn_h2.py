@@ -12,8 +12,9 @@ hypercorn's own HTTP/2 shutdown cuts instead of draining:
   anything: the DATA and END_STREAM still queued for finished responses are
   dropped (on trio, where the socket write lets the app run first, responses are
   cut after their HEADERS);
-- a client that goes away leaves an app waiting for its response body to be sent
-  (hypercorn's sender stops, nothing wakes the app): its last ``send`` hangs;
+- a client that goes away, or resets a stream whose response waits for its
+  flow-control window, leaves the app waiting for its body to be sent (nothing
+  wakes it): its last ``send`` hangs;
 - a DATA frame on a stream already answered (a KeyError), PRIORITY frames for
   a thousand streams (priority's TooManyStreamsError), or a plain CONNECT
   request (an UnboundLocalError) end the connection's task with an error, and
@@ -226,6 +227,10 @@ class GracefulH2Protocol(H2Protocol):
             elif isinstance(event, h2.events.PingAckReceived):
                 if event.ping_data == _PING_DATA:
                     self._ping_acked.set()
+            elif isinstance(event, h2.events.StreamReset):
+                await super()._handle_events([event])
+                assert stream_id is not None
+                await self._drop_reset_stream(stream_id)
             elif isinstance(event, h2.events.DataReceived) and (
                 stream_id not in self.streams
             ):
@@ -237,6 +242,15 @@ class GracefulH2Protocol(H2Protocol):
             else:
                 await super()._handle_events([event])
         await self._flush()
+
+    async def _drop_reset_stream(self, stream_id: int) -> None:
+        # hypercorn leaves a response the client reset waiting for a window
+        # that never opens, and its app in its last send: the buffer is closed
+        # (the app's sends return), and the sender, woken, lets it go.
+        buffer = self.stream_buffers.get(stream_id)
+        if buffer is not None:
+            await buffer.close()
+            await self._window_updated(stream_id)
 
     async def _open_stream(
         self, event: h2.events.RequestReceived, stream_id: int, ignored: set[int]

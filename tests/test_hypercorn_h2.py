@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,10 +23,19 @@ import anyio.to_thread
 import httpx
 import pytest
 from _h2_client import H2Client, Stream
+from _services import NO_SIGNALS
 from _spawn import Child
+from hypercorn.config import Config
 from hyperframe.frame import PriorityFrame
 
-APP = str(Path(__file__).parent.parent / "examples" / "hypercorn_app.py")
+from shutdown_scope import graceful_scope
+from shutdown_scope.hypercorn import serve
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+sys.path.insert(0, str(EXAMPLES))
+import work_app  # noqa: E402
+
+APP = str(EXAMPLES / "hypercorn_app.py")
 LAST_POSSIBLE = 2**31 - 1
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # length 0, type 4, stream 0
@@ -283,3 +293,49 @@ def test_plain_connect_is_answered_501(backend: str) -> None:
         assert_drained_cleanly(child)
     assert client.streams[tunnel] == Stream(status=501, ended=True)
     assert client.streams[stream] == DONE
+
+
+def test_last_request_of_a_connection_ends_it_by_goaway(backend: str) -> None:
+    # At keep_alive_max_requests, hypercorn closed the connection with h2 at
+    # once: the responses still due were cut. In process, to set the limit.
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.keep_alive_max_requests = 1
+
+    def exchange(url: str) -> H2Client:
+        with H2Client(url, window=0) as client:
+            first = client.request("/work?ms=0")
+            client.request("/work?ms=0")  # above the limit: the last one
+            client.read_until(lambda: len(client.goaways) == 2)
+            client.open_window(first)
+            client.open_window(first + 2)
+            client.read_to_the_end()
+        return client
+
+    async def main() -> H2Client:
+        async with graceful_scope(**NO_SIGNALS) as scope:
+            (url,) = await scope.start(serve, work_app.App(), config)
+            client = await anyio.to_thread.run_sync(exchange, url)
+            scope.request_shutdown("test over")
+        assert scope.report.clean
+        return client
+
+    client = anyio.run(main, backend=backend)
+    assert client.goaways == [LAST_POSSIBLE, 3]
+    assert client.streams[1] == client.streams[3] == DONE
+    assert client.log[-1] == ("eof", 0)
+
+
+def test_stream_reset_by_the_client_does_not_hold_the_drain(backend: str) -> None:
+    with running_app(backend, "--drain-timeout", "10") as (child, url):
+        with H2Client(url, window=0) as client:  # the body waits for our window
+            stream = client.request("/work?ms=0")
+            client.read_until(lambda: client.streams[stream].status is not None)
+            client.h2.reset_stream(stream)
+            client.send_raw(client.h2.data_to_send())
+            child.send(signal.SIGTERM)
+            client.read_to_the_end()
+        assert_drained_cleanly(child)
+    assert app_counts(child) == (1, 1)
+    assert client.goaways == [LAST_POSSIBLE, stream]
