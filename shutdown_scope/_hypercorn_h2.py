@@ -1,7 +1,8 @@
 """hypercorn's HTTP/2 connection, drained as RFC 9113 (section 6.8) describes.
 
-Verified with hypercorn 0.17.3 and 0.18.0 (``hypercorn.protocol.h2``, whose
-internals this module depends on; pyproject pins ``hypercorn<0.19``) and h2 4.x.
+Verified with hypercorn 0.18.0 and 0.17.3, with h2 4.4 (``hypercorn.protocol.h2``,
+whose internals this module extends; pyproject pins ``hypercorn<0.19``). With h2
+4.2 and later, hypercorn 0.17.3 itself fails every ``Upgrade: h2c``.
 hypercorn's own HTTP/2 shutdown cuts instead of draining:
 
 - a stream opened during the drain is reset with NO_ERROR (which a client
