@@ -71,6 +71,7 @@ class H2Client:
         self.log: list[tuple[str, int]] = []
         self.eof = False
         self.settings_acked = False  # the server has read our preface
+        self.received = b""  # every HTTP/2 byte the server sent, GOAWAYs too
         self._frames = b""
         self._held: list[bytes] | None = None  # see hold_answers
         if upgrade is None:
@@ -92,11 +93,11 @@ class H2Client:
             data = self.sock.recv(65536)
             assert data, f"closed during the upgrade: {head!r}"
             head += data
-        head, self._frames = head.split(b"\r\n\r\n", 1)
+        head, rest = head.split(b"\r\n\r\n", 1)
         assert head.startswith(b"HTTP/1.1 101 "), head
         self.streams[1] = Stream()
         self.sock.sendall(self.h2.data_to_send())  # the preface
-        self._feed(b"")
+        self._feed(rest)
 
     @property
     def goaways(self) -> list[int]:
@@ -170,6 +171,7 @@ class H2Client:
         self.read_until(lambda: False)
 
     def _feed(self, data: bytes) -> None:
+        self.received += data
         self._frames += data
         while len(self._frames) >= _FRAME_HEADER:
             length = int.from_bytes(self._frames[:3], "big")

@@ -20,11 +20,14 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import h2.config
+import h2.connection
 import httpx
 import pytest
 from _h2_client import H2Client, Stream
 from _services import NO_SIGNALS
 from _spawn import Child
+from h2.events import ConnectionTerminated, PingReceived
 from hypercorn.config import Config
 from hyperframe.frame import PriorityFrame
 
@@ -111,6 +114,17 @@ def test_idle_connection_gets_goaway_and_is_closed(backend: str) -> None:
             client.read_to_the_end()
         assert_drained_cleanly(child)
     assert client.log == [("goaway", LAST_POSSIBLE), ("goaway", 0), ("eof", 0)]
+    # A client on the h2 library takes no frame but a GOAWAY after a GOAWAY:
+    # the PING came first, so it reads them all.
+    plain = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    plain.initiate_connection()
+    events = plain.receive_data(client.received)
+    drain = [e for e in events if isinstance(e, (PingReceived, ConnectionTerminated))]
+    assert [type(e) for e in drain] == [
+        PingReceived,
+        ConnectionTerminated,
+        ConnectionTerminated,
+    ]
 
 
 def test_silent_idle_client_does_not_hold_the_drain(backend: str) -> None:
