@@ -250,7 +250,7 @@ async def _httpx_load(
 
 def test_httpx_requests_before_the_drain_are_answered(backend: str) -> None:
     statuses: list[int | str] = []
-    options = ("--announce-delay", "1", "--drain-timeout", "10")
+    options = ("--announce-delay", "2", "--drain-timeout", "10")
     with running_app(backend, *options) as (child, url):
         anyio.run(_httpx_load, url, child, statuses)
         assert_drained_cleanly(child)  # the idle pooled connection did not hold it
