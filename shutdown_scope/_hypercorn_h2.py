@@ -65,8 +65,8 @@ CloseOutput = Callable[[], Awaitable[None]]
 
 _LAST_POSSIBLE_STREAM = 2**31 - 1
 _PING_DATA = b"shutdown"  # PING's opaque data: 8 bytes
-# How long the client has to acknowledge the first GOAWAY's PING (a round trip)
-# before the final GOAWAY; streams it opens after that are refused.
+# How long the client has to answer the PING sent with the first GOAWAY (a
+# round trip) before the final GOAWAY; streams it opens after that are ignored.
 _ACK_WAIT = 1.0
 # After the server's half-close, how long the client has to close its end.
 _LINGER = 1.0
@@ -112,7 +112,7 @@ class GracefulH2Protocol(H2Protocol):
         )
         self._close_output = close_output
         self._highest_accepted = 0  # of the streams the client opened
-        # None until the final GOAWAY: then the streams above it are refused.
+        # None until the final GOAWAY: then the streams above it are ignored.
         self._last_stream_id: int | None = None
         self._ping_acked = anyio.Event()
         self._changed = anyio.Event()
