@@ -43,6 +43,7 @@ httpcore retries it on a new connection.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 
 import anyio
 import h2.events
@@ -56,7 +57,6 @@ from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import AppWrapper, ConnectionState, TaskGroup, WorkerContext
 from hyperframe.frame import GoAwayFrame
-from priority.priority import PriorityError
 
 __all__ = ["CloseOutput", "begin_goaway", "with_graceful_http2"]
 
@@ -111,7 +111,7 @@ class GracefulH2Protocol(H2Protocol):
             send,
         )
         self._close_output = close_output
-        self._highest_accepted = 0  # of the streams the client opened
+        self._highest_accepted = 0  # the last stream the client opened, served
         # None until the final GOAWAY: then the streams above it are ignored.
         self._last_stream_id: int | None = None
         self._ping_acked = anyio.Event()
@@ -147,6 +147,8 @@ class GracefulH2Protocol(H2Protocol):
         settings: bytes | None = None,
     ) -> None:
         """Start the connection (hypercorn's), and watch for the drain."""
+        if headers is not None:  # an upgrade: its request is stream 1
+            self._highest_accepted = 1
         await super().initiate(headers, settings)
         self.task_group.spawn(self._close_when_due)
 
@@ -160,10 +162,8 @@ class GracefulH2Protocol(H2Protocol):
         # The PING goes first, in the same write: its answer comes a round trip
         # after the GOAWAY left, and clients built on h2 (httpx) fail on any
         # frame but a GOAWAY after a GOAWAY.
-        try:
+        with suppress(h2.exceptions.ProtocolError):  # h2 closed it (an error)
             self.connection.ping(_PING_DATA)
-        except h2.exceptions.ProtocolError:
-            self._ping_acked.set()  # h2 has closed the connection (an error)
         first = self.connection.data_to_send() + _goaway(_LAST_POSSIBLE_STREAM)
         await self.send(RawData(data=first))
         with anyio.move_on_after(_ACK_WAIT):
@@ -209,13 +209,6 @@ class GracefulH2Protocol(H2Protocol):
         await super()._send_data(stream_id)
         self._poke()  # a response may have been sent to its end
 
-    async def _create_stream(self, request: h2.events.RequestReceived) -> None:
-        stream_id = request.stream_id
-        assert stream_id is not None
-        if stream_id % 2:  # opened by the client (even ones are server pushes)
-            self._highest_accepted = max(self._highest_accepted, stream_id)
-        await super()._create_stream(request)
-
     async def _handle_events(self, events: list[h2.events.Event]) -> None:
         ignored: set[int] = set()
         for event in events:
@@ -226,8 +219,7 @@ class GracefulH2Protocol(H2Protocol):
             elif stream_id in ignored:
                 pass  # the rest of an ignored stream's frames in this batch
             elif isinstance(event, h2.events.PingAckReceived):
-                if event.ping_data == _PING_DATA:
-                    self._ping_acked.set()
+                self._ping_acked.set()  # ours: the server sends no other PING
             elif isinstance(event, h2.events.StreamReset):
                 await super()._handle_events([event])
                 assert stream_id is not None
@@ -263,6 +255,7 @@ class GracefulH2Protocol(H2Protocol):
             # (httpx) fail on it, while they retry a stream the GOAWAY excludes.
             ignored.add(stream_id)
             return
+        self._highest_accepted = stream_id  # h2 checks that ids increase
         if not any(name == b":path" for name, _ in event.headers or ()):
             # A plain CONNECT (RFC 9113, 8.5): hypercorn only knows websockets'
             # CONNECT, which has a path; without one it fails with an error.
@@ -280,14 +273,11 @@ class GracefulH2Protocol(H2Protocol):
         # hypercorn's priority tree until it refuses new streams with an error.
         open_streams = self.stream_buffers
         depends_on = event.depends_on or 0
-        if event.stream_id not in open_streams or (
-            depends_on and depends_on not in open_streams
+        if event.stream_id in open_streams and (
+            not depends_on or depends_on in open_streams
         ):
-            return
-        try:
+            # Both in the tree: no stream is added, hypercorn's code cannot fail.
             await super()._priority_updated(event)
-        except PriorityError:
-            return  # a dependency loop, say: keep the current order
 
 
 class _ProtocolWrapper(ProtocolWrapper):
@@ -331,8 +321,6 @@ def with_graceful_http2(
         wrapper: the one hypercorn's TCPServer has just built (not used yet).
         close_output: half-closes that connection.
     """
-    if isinstance(wrapper, _ProtocolWrapper):
-        return wrapper
     return _ProtocolWrapper(wrapper, close_output)
 
 

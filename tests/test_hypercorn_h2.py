@@ -13,7 +13,7 @@ import json
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -185,37 +185,44 @@ def test_upgraded_connection_is_drained_like_the_others(backend: str) -> None:
 def test_request_body_after_the_response_is_ignored(backend: str) -> None:
     # The app answers without reading the body; the rest of the body arrives
     # after the response (allowed: RFC 9113, 8.1). It once ended the server.
-    with running_app(backend) as (child, url):
-        with H2Client(url) as client:
-            first = client.request("/work?ms=0", method="POST", end=False)
-            client.read_until(lambda: client.streams[first].ended)
-            client.send_data(first, b"x" * 1000, end=True)
-            second = client.request("/work?ms=0")
-            client.read_until(lambda: client.streams[second].ended)
-            child.send(signal.SIGTERM)
-            client.read_to_the_end()
+    with running_app(backend) as (child, url), H2Client(url) as client:
+        first = client.request("/work?ms=0", method="POST", end=False)
+        client.read_until(lambda: client.streams[first].ended)
+        client.send_data(first, b"x" * 1000, end=True)
+        # Or the client resets the stream it no longer needs a body for.
+        second = client.request("/work?ms=0", method="POST", end=False)
+        client.read_until(lambda: client.streams[second].ended)
+        client.h2.reset_stream(second)
+        client.send_raw(client.h2.data_to_send())
+        third = client.request("/work?ms=0")
+        client.read_until(lambda: client.streams[third].ended)
+        child.send(signal.SIGTERM)
+        client.read_to_the_end()
         assert_drained_cleanly(child)
-    assert client.streams[second] == DONE
+    assert client.streams[first] == client.streams[third] == DONE
 
 
 def test_priority_frames_for_many_idle_streams_are_ignored(backend: str) -> None:
     # hypercorn's priority tree holds 1000 streams; it once ended the server.
-    with running_app(backend) as (child, url):
-        with H2Client(url) as client:
-            client.read_until(lambda: client.settings_acked)
-            frames = b"".join(
-                PriorityFrame(
-                    stream_id=n, depends_on=n + 2, stream_weight=15
-                ).serialize()
-                for n in range(101, 101 + 2 * 1200, 2)
-            )
-            client.send_raw(frames)
-            stream = client.request("/work?ms=0")
-            client.read_until(lambda: client.streams[stream].ended)
-            child.send(signal.SIGTERM)
-            client.read_to_the_end()
+    with running_app(backend) as (child, url), H2Client(url, window=0) as client:
+        held = client.request("/work?ms=0")  # open until its window opens
+        client.read_until(lambda: client.streams[held].status is not None)
+        flood = [
+            PriorityFrame(stream_id=n, depends_on=n + 2, stream_weight=15)
+            for n in range(101, 101 + 2 * 1200, 2)
+        ]
+        # For an open stream: kept (its parent is the connection).
+        kept = PriorityFrame(stream_id=held, depends_on=0, stream_weight=200)
+        client.send_raw(b"".join(f.serialize() for f in [*flood, kept]))
+        client.open_window(held)
+        client.read_until(lambda: client.streams[held].ended)
+        stream = client.request("/work?ms=0")
+        client.open_window(stream)
+        client.read_until(lambda: client.streams[stream].ended)
+        child.send(signal.SIGTERM)
+        client.read_to_the_end()
         assert_drained_cleanly(child)
-    assert client.streams[stream] == DONE
+    assert client.streams[held] == client.streams[stream] == DONE
 
 
 async def _httpx_load(
@@ -309,13 +316,46 @@ def test_plain_connect_is_answered_501(backend: str) -> None:
     assert client.streams[stream] == DONE
 
 
-def test_last_request_of_a_connection_ends_it_by_goaway(backend: str) -> None:
-    # At keep_alive_max_requests, hypercorn closed the connection with h2 at
-    # once: the responses still due were cut. In process, to set the limit.
+def _config(**settings: float) -> Config:
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
-    config.keep_alive_max_requests = 1
+    for name, value in settings.items():
+        setattr(config, name, value)
+    return config
+
+
+async def _serve_for(exchange: Callable[[str], H2Client], config: Config) -> H2Client:
+    """Serve the work app in process while ``exchange(url)`` runs in a thread."""
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        (url,) = await scope.start(serve, work_app.App(), config)
+        client = await anyio.to_thread.run_sync(exchange, url)
+        scope.request_shutdown("test over")
+    assert scope.report.clean
+    return client
+
+
+def test_idle_connection_at_keep_alive_timeout_is_closed_by_goaway(
+    backend: str,
+) -> None:
+    # hypercorn closed it without a GOAWAY. In process, to set the timeout.
+    def exchange(url: str) -> H2Client:
+        with H2Client(url) as client:
+            stream = client.request("/work?ms=0")
+            client.read_to_the_end()  # idle from here on
+        assert client.streams[stream] == DONE
+        return client
+
+    config = _config(keep_alive_timeout=0.2)
+    client = anyio.run(_serve_for, exchange, config, backend=backend)
+    assert client.goaways == [LAST_POSSIBLE, 1]
+    assert client.log[-1] == ("eof", 0)
+
+
+def test_last_request_of_a_connection_ends_it_by_goaway(backend: str) -> None:
+    # At keep_alive_max_requests, hypercorn closed the connection with h2 at
+    # once: the responses still due were cut. In process, to set the limit.
+    config = _config(keep_alive_max_requests=1)
 
     def exchange(url: str) -> H2Client:
         with H2Client(url, window=0) as client:
@@ -327,15 +367,7 @@ def test_last_request_of_a_connection_ends_it_by_goaway(backend: str) -> None:
             client.read_to_the_end()
         return client
 
-    async def main() -> H2Client:
-        async with graceful_scope(**NO_SIGNALS) as scope:
-            (url,) = await scope.start(serve, work_app.App(), config)
-            client = await anyio.to_thread.run_sync(exchange, url)
-            scope.request_shutdown("test over")
-        assert scope.report.clean
-        return client
-
-    client = anyio.run(main, backend=backend)
+    client = anyio.run(_serve_for, exchange, config, backend=backend)
     assert client.goaways == [LAST_POSSIBLE, 3]
     assert client.streams[1] == client.streams[3] == DONE
     assert client.log[-1] == ("eof", 0)
