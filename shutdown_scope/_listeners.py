@@ -135,14 +135,17 @@ class _OpenConnections:
             if not self._all_ended.is_set():
                 # Cancelled (the deadline, or a failure): the connections were
                 # cancelled too. Those that cannot end (a write shielded and
-                # blocked on a client that does not read) are reset.
+                # blocked on a client that does not read) are reset, and so are
+                # those whose handler ended but whose socket is still open (an
+                # asyncio transport that waits to flush to such a client).
+                open_when_cancelled = list(self._sockets)
                 with anyio.CancelScope(shield=True):  # bounded: a few rounds
                     for _ in range(_UNWIND_ROUNDS):
                         if not self._sockets:
                             break
                         await anyio.lowlevel.checkpoint()
-                for sock in list(self._sockets):
-                    abort_connection(sock)
+                for sock in open_when_cancelled:
+                    abort_connection(sock)  # nothing to do once it is closed
 
 
 def _accept_ready(
