@@ -75,9 +75,9 @@ class PhaseMachine:
         if state.phase >= Phase.CANCELLING:
             state.service_phase(svc, Phase.CANCELLING)
         state.cancel(svc)
-        with anyio.move_on_at(state.final_deadline):
+        with anyio.move_on_at(state.wait_deadline):
             await first_of(svc.done.wait, escalated)
-        with anyio.move_on_at(state.final_deadline):  # earlier if escalated
+        with anyio.move_on_at(state.wait_deadline):  # earlier if escalated
             await svc.done.wait()
         for _ in range(_UNWIND_ROUNDS):
             if svc.done.is_set():

@@ -49,7 +49,7 @@ class ShutdownState:
         self.t0 = math.inf  # anyio clock: the trigger
         self._cancelling_at = math.inf  # anyio clock: CANCELLING began
         self._guarded = False  # a trigger with a budget (not "finished")
-        self._no_final = False  # a service outlived the budget: nothing is cut now
+        self._no_final = False  # a service outlived the budget: wait for each
         self.body = Service("body", node=FlightNode(), view=self, started=True)
         self.services: list[Service] = []
         self.errors: list[Exception] = []
@@ -88,9 +88,13 @@ class ShutdownState:
     @property
     def final_deadline(self) -> float:
         """When everything is cut off (the watchdog's moment, on anyio's clock)."""
-        if self._no_final:
-            return math.inf
         return min(self.drain_deadline + self.plan.cancel_timeout, self.cancel_deadline)
+
+    @property
+    def wait_deadline(self) -> float:
+        """How long the machine waits for a cancelled service: the final
+        deadline, or for ever once a service outlived it (``hard_exit=False``)."""
+        return math.inf if self._no_final else self.final_deadline
 
     def deadline_for(self, phase: Phase) -> float:
         """When work in ``phase`` gets cancelled (a token's ``deadline``)."""
