@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 import anyio
 
 from ._extras import missing_extra
+from ._misuse import not_a_coroutine
 from ._report import ShutdownReport, report_sink
 
 __all__ = ["run"]
@@ -29,10 +30,16 @@ def run(
     ran, the exit code is 0. Exceptions from ``main`` propagate as usual.
 
     Raises:
+        TypeError: ``main`` is a coroutine (``run(main())``: pass the function)
+            or not callable.
         SystemExit: always, with the exit code.
         ModuleNotFoundError: ``backend="trio"`` without trio installed (the
             message names the extra: ``shutdown-scope[trio]``).
     """
+    not_a_coroutine(main, call="run()", right="run(main), not run(main())")
+    if not callable(main):
+        msg = f"run() takes an async function, not {main!r}"
+        raise TypeError(msg)
     if backend not in {"asyncio", "trio"}:
         msg = f"backend must be 'asyncio' or 'trio', not {backend!r}"
         raise ValueError(msg)
