@@ -7,6 +7,8 @@ SHUTDOWN_SCOPE_GENERATION) takes the N-th behaviour, or the last one:
   and on SIGTERM/SIGINT print ``gen N got SIGx`` and exit 0 (SIGINT: exit 130);
   on SIGUSR1 print ``gen N got SIGUSR1`` and go on.
 - ``crash``: exit 3 at once, never ready.
+- ``deaf``: like serve, but never waits for connections on its socket (it only
+  sleeps): ready by READY=1, never by ``--ready accepting``.
 - ``hang``: never send READY=1; otherwise like serve.
 - ``ignore``: like serve, but print and ignore SIGTERM.
 - ``orphan``: like serve, after leaving an orphan that exits at once (a zombie
@@ -165,7 +167,7 @@ if behaviour not in {"hang", "mainpid"}:
     if os.environ.get("WATCHDOG_USEC"):
         notify(b"WATCHDOG=1")
 while not stopping:
-    if listener is None:
+    if listener is None or behaviour == "deaf":
         time.sleep(0.05)
         continue
     try:

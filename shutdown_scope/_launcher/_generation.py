@@ -33,6 +33,7 @@ class Generation:
     kill_at: float = math.inf
     group_gone: bool = False
     refusal_told: bool = False  # the supervisor's STATUS= said refusal()
+    next_probe: float = 0.0  # --ready accepting: when to look in /proc again
 
     def __post_init__(self) -> None:
         self.inbox.started(f"generation {self.number}", self.pid)
@@ -68,11 +69,12 @@ class Generation:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, sig)
 
-    def read_notifications(self) -> list[list[str]]:
+    def read_notifications(self, *, count_ready: bool = True) -> list[list[str]]:
         """Take the notifications its main process sent (see ``NotifyInbox``):
-        each datagram as its ``KEY=VALUE`` lines."""
+        each datagram as its ``KEY=VALUE`` lines. ``READY=1`` makes it ready
+        if ``count_ready``."""
         datagrams = self.inbox.receive()
-        if any("READY=1" in lines for lines in datagrams):
+        if count_ready and any("READY=1" in lines for lines in datagrams):
             self.ready = True
         return datagrams
 

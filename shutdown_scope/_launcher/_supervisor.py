@@ -24,6 +24,7 @@ from shutdown_scope._sd_protocol import MANAGER_VARIABLES, watchdog_interval
 from ._control import ControlServer, Reply
 from ._generation import Generation, describe_exit, exit_code_of
 from ._notify import NotifyAccess, NotifyInbox
+from ._readiness import PROBE_INTERVAL, ReadyMode, is_accepting, socket_inodes
 from ._runtime_dir import RuntimeDir
 from ._signal_inbox import FORWARDED, HANDLED, SignalInbox
 from ._sockets import Listener
@@ -55,6 +56,7 @@ class Options:
     ready_timeout: float = 30.0
     debounce: float = 0.2
     notify_access: NotifyAccess = "main"
+    ready: ReadyMode = field(default_factory=ReadyMode)
 
 
 def _no_upstream(state: str) -> None:
@@ -106,6 +108,8 @@ class Supervisor:
         self._exit_code: int | None = None
         self._last_signal: dict[int, float] = {}
         self._signals = signals  # caught since the launcher's start; main() owns it
+        # What --ready accepting looks for in the generations' epoll sets.
+        self._inodes = socket_inodes([x.sock.fileno() for x in self.listeners])
 
     # -- the loop ------------------------------------------------------------
 
@@ -158,6 +162,7 @@ class Supervisor:
         successor = self.successor
         if successor is not None and not successor.ready and not self.stopping:
             deadlines.append(successor.started_at + self.options.ready_timeout)
+        deadlines.extend(self._probe_deadline(g) for g in self._unready())
         if self._control is not None:
             deadlines.append(self._control.next_deadline())
         return min(deadlines, default=math.inf)
@@ -260,7 +265,9 @@ class Supervisor:
 
     def _on_notify(self, gen: Generation) -> None:
         was_ready = gen.ready
-        datagrams = gen.read_notifications()
+        datagrams = gen.read_notifications(
+            count_ready=self.options.ready.kind == "notify"
+        )
         if gen.ready and not was_ready:
             self._on_ready(gen)
         elif gen.refusal() and not gen.refusal_told:
@@ -282,7 +289,12 @@ class Supervisor:
             logger.info("%s ready, but the launcher is stopping", gen)
             return
         if gen is self.current:
-            logger.info("%s ready", gen)
+            how = (
+                ""
+                if self.options.ready.kind == "notify"
+                else f" (--ready {self.options.ready})"
+            )
+            logger.info("%s ready%s", gen, how)
             self._upstream("READY=1")
             return
         if gen is not self.successor or self.current is None:
@@ -382,8 +394,38 @@ class Supervisor:
                 other.signal_group(self._stop_signal())
         self._exit_code = gen.exit_code
 
+    # -- readiness without READY=1 (--ready accepting, after:S) -------------------
+
+    def _unready(self) -> list[Generation]:
+        """The generations whose readiness the launcher must find out itself."""
+        if self.options.ready.kind == "notify" or self.stopping:
+            return []
+        return [
+            g
+            for g in (self.current, self.successor)
+            if g is not None and not g.ready and g.exit_code is None
+        ]
+
+    def _probe_deadline(self, gen: Generation) -> float:
+        if self.options.ready.kind == "after":
+            return gen.started_at + self.options.ready.seconds
+        return gen.next_probe
+
+    def _probe(self, now: float) -> None:
+        for gen in self._unready():
+            if now < self._probe_deadline(gen):
+                continue
+            if self.options.ready.kind == "accepting":
+                # Bounded work per look; the next one a short while later.
+                gen.next_probe = now + PROBE_INTERVAL
+                if not is_accepting(gen.pid, self._inodes):
+                    continue
+            gen.ready = True
+            self._on_ready(gen)
+
     def _check_deadlines(self) -> None:
         now = time.monotonic()
+        self._probe(now)
         if self._control is not None:
             self._control.check_deadlines(now)
         successor = self.successor
@@ -398,13 +440,18 @@ class Supervisor:
             self._fail_reload(
                 f"{successor} not ready within --ready-timeout "
                 f"{self.options.ready_timeout:g} s (stopped)"
-                f"{_also(successor.refusal())}"
+                f"{_also(successor.refusal())}{self._never_accepted()}"
             )
         for gen in self._live():
             if now >= gen.kill_at:
                 logger.warning("%s still running after its grace period: SIGKILL", gen)
                 gen.kill_at = math.inf
                 gen.signal_group(signal.SIGKILL)
+
+    def _never_accepted(self) -> str:
+        if self.options.ready.kind != "accepting":
+            return ""
+        return "; --ready accepting: it never waited for connections on a handed socket"
 
     # -- reloads ---------------------------------------------------------------
 
