@@ -96,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default 30)",
     )
     run.add_argument(
+        "--workers",
+        type=values.workers,
+        metavar="N",
+        help="run N worker processes per generation on the same sockets (auto or 0:"
+        " one per CPU available); a worker that dies on its own is replaced",
+    )
+    run.add_argument(
         "--ready",
         type=values.ready_mode,
         default=values.ready_mode("notify"),
@@ -256,6 +263,7 @@ def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> 
             debounce=args.debounce,
             notify_access=args.notify_access,
             ready=args.ready,
+            workers=args.workers,
         )
         if args.notify_access == "main" and not senders_known():
             logger.warning(
