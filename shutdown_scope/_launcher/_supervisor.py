@@ -347,9 +347,9 @@ class Supervisor:
         gen.told_ready = True
         self._respawns.clear()  # the old generation's dead are not replaced
         self._retire(old, self._stop_signal())
-        shown = str(gen) if self.options.workers is None else f"{gen}: {gen.outcomes()}"
+        shown = f"{gen} ready" + self._outcomes(gen)
         sig_name = signal.Signals(self._stop_signal()).name
-        self._reloads.finish(ok=True, why=f"{shown} ready; {old} sent {sig_name}")
+        self._reloads.finish(ok=True, why=f"{shown}; {old} sent {sig_name}")
         self._upstream("READY=1")
         self._begin_queued()
 
