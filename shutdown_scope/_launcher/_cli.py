@@ -100,6 +100,22 @@ def _parser() -> argparse.ArgumentParser:
         "(default 30)",
     )
     run.add_argument(
+        "--workers",
+        type=values.workers,
+        metavar="N",
+        help="run N worker processes per generation on the same sockets (auto or 0:"
+        " one per CPU available); a worker that dies on its own is replaced",
+    )
+    run.add_argument(
+        "--ready",
+        type=values.ready_mode,
+        default=values.ready_mode("notify"),
+        metavar="MODE",
+        help="when a generation is ready: notify (it sends READY=1, the default), "
+        "accepting (it waits for connections on a handed socket, seen in /proc) "
+        "or after:S (S seconds after its start)",
+    )
+    run.add_argument(
         "--debounce",
         type=values.interval,
         default=0.2,
@@ -229,6 +245,12 @@ def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> 
             text = error.strerror if isinstance(error, OSError) else None
             logger.error("%s", text or error)  # noqa: TRY400 -- a clear line, no traceback
             return _LAUNCHER_ERROR
+        if args.ready.kind == "accepting" and not listeners:
+            logger.error(
+                "--ready accepting needs a socket to watch: add --listen ADDR"
+                " (or run the launcher socket-activated)"
+            )
+            return 2
         for index, listener in enumerate(listeners):
             logger.info(
                 "listening on %s (fd %d in the child)",
@@ -244,6 +266,8 @@ def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> 
             ready_timeout=args.ready_timeout,
             debounce=args.debounce,
             notify_access=args.notify_access,
+            ready=args.ready,
+            workers=args.workers,
         )
         if args.notify_access == "main" and not senders_known():
             logger.warning(
