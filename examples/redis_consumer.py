@@ -152,8 +152,9 @@ async def handle_batch(
     """Handle and acknowledge ``entries`` in order.
 
     They are all in flight from the moment they were received: the drain waits
-    for the whole batch, and at the drain deadline the report names every entry
-    not yet acknowledged (it stays pending, and the next run handles it).
+    for the whole batch. At the drain deadline the report names every entry
+    still in flight; those whose handling is cancelled stay pending, and the
+    next run handles them.
     """
     with ExitStack() as batch:
         flights = [batch.enter_context(ExitStack()) for _ in entries]
