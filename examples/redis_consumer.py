@@ -85,10 +85,9 @@ async def take(
 ) -> list[Entry] | None:
     """Up to ``--count`` entries; None once the shutdown began. A checkpoint.
 
-    Called after the shutdown began, it returns None without asking Redis.
-
     ``after=">"`` asks for new entries, waiting up to ``--block-ms`` for one;
     any other ID reads this consumer's own pending entries after that ID.
+    Called after the shutdown began, it returns None without asking Redis.
     """
     # Waiting for entries is not work in flight: it is cut as the shutdown
     # begins. Redis moves entries to this consumer's pending list as it sends
@@ -108,28 +107,26 @@ async def take(
 
 def parse_entries(reply: Reply) -> list[Entry]:
     """XREADGROUP's reply for one stream: ``[[stream, [[id, fields], ...]]]``."""
-    if reply is None:  # BLOCK timed out
-        return []
-    if not isinstance(reply, list) or len(reply) != 1:
-        msg = f"unexpected XREADGROUP reply: {reply!r}"
-        raise TypeError(msg)
-    stream = reply[0]
-    if not isinstance(stream, list) or not isinstance(stream[1], list):
-        msg = f"unexpected XREADGROUP stream reply: {stream!r}"
-        raise TypeError(msg)
-    entries = []
-    for item in stream[1]:
-        match item:
-            case [bytes(entry_id), None]:
-                entries.append(Entry(id=entry_id.decode(), fields=None))
-            case [bytes(entry_id), list(flat)]:
-                words = [w.decode(errors="replace") for w in flat if type(w) is bytes]
-                fields = dict(zip(words[::2], words[1::2], strict=True))
-                entries.append(Entry(id=entry_id.decode(), fields=fields))
-            case _:
-                msg = f"unexpected stream entry: {item!r}"
-                raise TypeError(msg)
-    return entries
+    match reply:
+        case None:  # BLOCK timed out
+            return []
+        case [[bytes(), list(items)]]:
+            return [parse_entry(item) for item in items]
+    msg = f"unexpected XREADGROUP reply: {reply!r}"
+    raise TypeError(msg)
+
+
+def parse_entry(item: Reply) -> Entry:
+    """``[id, [field, value, ...]]``, or ``[id, None]`` for a deleted entry."""
+    match item:
+        case [bytes(entry_id), None]:
+            return Entry(id=entry_id.decode(), fields=None)
+        case [bytes(entry_id), list(flat)] if all(type(w) is bytes for w in flat):
+            words = [w.decode(errors="replace") for w in flat if type(w) is bytes]
+            fields = dict(zip(words[::2], words[1::2], strict=True))
+            return Entry(id=entry_id.decode(), fields=fields)
+    msg = f"unexpected stream entry: {item!r}"
+    raise TypeError(msg)
 
 
 async def handle(entry: Entry, opts: Options, output: AsyncFile[str] | None) -> None:
@@ -184,14 +181,12 @@ async def consume(
     await create_group(redis, opts)
     task_status.started()
     # ID 0 reads this consumer's pending entries: received by an earlier run
-    # (under the same --consumer name) but never acknowledged.
+    # (under the same --consumer name) but never acknowledged. Each leaves
+    # that list once acknowledged, so reading from 0 again gives the next ones.
     after = "0"
     while (entries := await take(token, redis, opts, after)) is not None:
-        if after != ">":
-            if not entries:
-                after = ">"  # the earlier runs' entries are done: new ones
-                continue
-            after = entries[-1].id
+        if after == "0" and not entries:
+            after = ">"  # the earlier runs' entries are done: now new ones
         await handle_batch(token, redis, opts, entries, output)
     log.info("consumer %s: takes no more entries", opts.consumer)
 

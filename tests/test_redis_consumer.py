@@ -179,13 +179,15 @@ def stop(child: Child) -> tuple[int, dict[str, Any]]:
     return code, report
 
 
-def next_run(backend: str, redis: Redis, last_id: str, output: Path) -> list[str]:
+def next_run(
+    backend: str, redis: Redis, last_id: str, output: Path, *options: str
+) -> list[str]:
     """Run the consumer again until it acknowledged ``last_id``, then SIGTERM it.
 
     Returns:
         The IDs it handled, in order.
     """
-    options = ("--work-time", "0.01", "--output", str(output))
+    options += ("--work-time", "0.01", "--output", str(output))
     with consumer(backend, redis.address, *options) as child:
         child.wait_for(f"entry {last_id}: acknowledged")
         code, report = stop(child)
@@ -259,10 +261,28 @@ def test_entries_cut_at_the_drain_deadline_stay_pending_and_the_next_run_handles
     assert redis.last_delivered_id() == ids[2]  # the fourth was never taken
 
     # At least once: the cut entries first (the second time each was
-    # delivered), then the one the first run never took.
-    assert next_run(backend, redis, ids[-1], tmp_path / "second.jsonl") == ids
+    # delivered; two reads of this consumer's pending list), then the one the
+    # first run never took.
+    second = tmp_path / "second.jsonl"
+    assert next_run(backend, redis, ids[-1], second, "--count", "2") == ids
     assert redis.pending() == {}
     assert redis.xack_calls() == len(ids)
+
+
+def test_an_entry_deleted_while_pending_is_acknowledged_with_nothing_to_handle(
+    backend: str, redis: Redis, tmp_path: Path
+) -> None:
+    ids = redis.add_orders(3)
+    # A run of this consumer took the first two and stopped before handling
+    # them; then the first was deleted from the stream.
+    redis.call("XGROUP", "CREATE", STREAM, GROUP, "0")
+    redis.call("XREADGROUP", "GROUP", GROUP, NAME, "COUNT", 2, "STREAMS", STREAM, ">")
+    assert redis.call("XDEL", STREAM, ids[0]) == 1
+    assert set(redis.pending()) == set(ids[:2])
+    handled = next_run(backend, redis, ids[-1], tmp_path / "handled.jsonl")
+    assert handled == ids[1:]
+    assert redis.pending() == {}
+    assert redis.xack_calls() == 3
 
 
 class Relay:
