@@ -126,7 +126,7 @@ def typing(session: nox.Session) -> None:
 @nox.session
 def examples(session: nox.Session) -> None:
     """Run the tests that drive the example programs."""
-    run_pytest(session, "tests/test_examples.py")
+    run_pytest(session, "tests/test_examples.py", "tests/test_redis_consumer.py")
 
 
 @nox.session
