@@ -1,23 +1,26 @@
 """Keep-alive HTTP/1.1 load with an exact account of every request's fate.
 
-``python examples/http_load.py http://127.0.0.1:8000/work?ms=5 --clients 32
---seconds 2`` runs real clients (anyio sockets and h11) and prints what happened
-to their requests. ``examples/demo.py``, the tests and ``bench/drain.py`` use it
-to show that a graceful shutdown loses nothing. Each request ends in one of:
+``await run_load("http://127.0.0.1:8000/work?ms=5", clients=32, seconds=2)``
+runs real clients (anyio sockets and h11) and returns what happened to their
+requests; ``rehearse()`` drives a server with it, and so do this project's demo,
+tests and benchmarks (``examples/http_load.py`` is its command line). Each
+request ends in one of:
 
 * **answered**: a complete response;
 * **refused**: the connection could not be opened (the listener is closed);
+  counted per attempt: a refused client retries every 5 ms;
 * **closed idle**: a reused keep-alive connection was closed before any byte of
   the answer came back. The server closed it between requests, so it never read
   this one; HTTP/1.1 lets a client retry such a request (RFC 9112, 9.3.1), and
   the server-side count of requests read tells the two cases apart;
 * **lost**: anything else: the connection broke after the request was sent on a
   new connection, or in the middle of an answer.
+
+Needs h11: ``pip install "shutdown-scope[testing]"``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import time
@@ -25,10 +28,18 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import anyio
-import h11
 from anyio.abc import SocketStream
 
-__all__ = ["LoadStats", "run_load"]
+try:
+    import h11
+except ImportError as error:  # pragma: no cover -- the test extra installs h11
+    msg = (
+        "shutdown_scope.testing.http_load needs h11:"
+        ' pip install "shutdown-scope[testing]"'
+    )
+    raise ImportError(msg, name=error.name) from error
+
+__all__ = ["LoadStats", "get_status", "run_load", "split_url"]
 
 _READ = 65536
 
@@ -170,14 +181,14 @@ async def run_load(
     every 5 ms. They stop after ``seconds``, or once ``while_()`` is false
     (checked before each connection and request). Pass ``stats`` to read the
     numbers while it runs.
+
+    Raises:
+        ValueError: ``url`` is not ``http://host:port/...``, or ``clients`` < 1.
     """
-    parts = urlsplit(url)
-    if parts.scheme != "http" or parts.hostname is None or parts.port is None:
-        msg = f"need http://host:port/path, not {url!r}"
+    host, port, target = split_url(url)
+    if isinstance(clients, bool) or not isinstance(clients, int) or clients < 1:
+        msg = f"clients must be an int >= 1, not {clients!r}"
         raise ValueError(msg)
-    target = parts.path or "/"
-    if parts.query:
-        target += "?" + parts.query
     stats = LoadStats() if stats is None else stats
     until = time.monotonic() + seconds
 
@@ -186,17 +197,44 @@ async def run_load(
 
     async with anyio.create_task_group() as tg:
         for _ in range(clients):
-            tg.start_soon(_client, parts.hostname, parts.port, target, stats, going)
+            tg.start_soon(_client, host, port, target, stats, going)
     return stats
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("url")
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    args = parser.parse_args()
-    result = anyio.run(
-        lambda: run_load(args.url, clients=args.clients, seconds=args.seconds)
-    )
-    print(result.summary())
+async def get_status(url: str) -> int:
+    """One GET of ``url`` on a new connection; the status of its answer.
+
+    Raises:
+        ValueError: ``url`` is not ``http://host:port/...``.
+        OSError: no complete answer (refused, reset, closed early).
+    """
+    host, port, target = split_url(url)
+    async with await anyio.connect_tcp(host, port) as stream:
+        try:
+            status, _ = await _exchange(
+                stream, h11.Connection(h11.CLIENT), host, target
+            )
+        except _BrokenError:
+            msg = f"{url}: the connection ended before a complete answer"
+            raise ConnectionError(msg) from None
+    return status
+
+
+def split_url(url: str) -> tuple[str, int, str]:
+    """Host, port and request target of an ``http://host:port/path?query`` URL.
+
+    Raises:
+        ValueError: it is not such a URL.
+    """
+    msg = f"need an http://host:port/path URL, not {url!r}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        raise ValueError(msg) from None
+    if parts.scheme != "http" or not parts.hostname or port is None:
+        raise ValueError(msg)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return parts.hostname, port, target
