@@ -93,7 +93,8 @@ def test_a_reload_under_the_launcher_loses_nothing() -> None:
     assert rehearsal.exit_code == 0
     replaced, last = rehearsal.reports
     assert rehearsal.report is replaced
-    assert replaced.clean and last.clean, rehearsal.output
+    assert replaced.clean, rehearsal.output
+    assert last.clean, rehearsal.output
     assert replaced.signal == last.signal == signal.SIGTERM
 
 
@@ -111,9 +112,7 @@ def test_reload_needs_the_launcher() -> None:
 def test_a_server_that_exits_before_answering() -> None:
     code = "import sys; print('no port', sys.argv[1]); sys.exit(3)"
     with pytest.raises(RehearsalError) as failed:
-        rehearse(
-            [sys.executable, "-c", code, "{port}"], url="http://127.0.0.1:{port}/"
-        )
+        rehearse([sys.executable, "-c", code, "{port}"], url="http://127.0.0.1:{port}/")
     message = str(failed.value)
     assert "exited with code 3 before it answered" in message
     assert "no port" in message  # its output

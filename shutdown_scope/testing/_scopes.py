@@ -36,12 +36,15 @@ async def drive_to(
     """Begin the shutdown (unless begun) and wait until ``scope`` reaches ``phase``.
 
     Returns the scope's phase when this returns: ``phase``, or a later one if
-    the scope went on without pausing there (it leaves STOPPING at once
-    without an ``announce_delay``, and DRAINING at once when nothing is in
-    flight). Waiting for ``Phase.RUNNING`` returns at once. A checkpoint.
+    the scope was past it already, or went on before this task ran again (it
+    leaves DRAINING at once when nothing is in flight). ``Phase.RUNNING``
+    returns at once. A checkpoint. The scope stays in DRAINING while work is
+    in flight, up to its drain deadline; under virtual time
+    (``virtual_clock_backend``) the deadlines pass as soon as every task waits.
 
-    Call it from the scope's body, or from a task of its own: the phases after
-    CANCELLING need the body to end, which it cannot while it waits here.
+    The body is stopped last, like a service: once the scope is CANCELLING,
+    the body's next checkpoint is cancelled. The phases after CANCELLING need
+    the body to end, so they cannot be waited for here.
 
     Raises:
         ValueError: ``phase`` is after CANCELLING.

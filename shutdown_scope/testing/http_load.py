@@ -32,7 +32,7 @@ from anyio.abc import SocketStream
 
 try:
     import h11
-except ImportError as error:  # pragma: no cover -- the test extra installs h11
+except ImportError as error:
     msg = (
         "shutdown_scope.testing.http_load needs h11:"
         ' pip install "shutdown-scope[testing]"'
