@@ -92,6 +92,20 @@ class ShutdownScope:
             raise RuntimeError(msg)
         return self._report
 
+    @property
+    def signals_received(self) -> int:
+        """Shutdown signals counted so far (repeats within the debounce count once)."""
+        handlers = self._signals
+        return 0 if handlers is None else handlers.count
+
+    def in_flight_by_service(self) -> dict[str, int]:
+        """Units of work in flight per service, in start order; the body's own
+        work under ``"body"``. Reads counters only, so a metrics exporter may
+        call it from its own thread."""
+        counts = {svc.name: svc.node.count for svc in tuple(self._services)}
+        counts["body"] = max(0, self._body.node.count - sum(counts.values()))
+        return counts
+
     async def start(
         self, fn: Callable[..., Awaitable[Any]], *args: object, name: str | None = None
     ) -> Any:
