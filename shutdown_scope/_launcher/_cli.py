@@ -19,6 +19,7 @@ from pathlib import Path
 from shutdown_scope._serve_args import add_serve_parser
 
 from ._control import ControlServer, ask_reload, parse_group
+from ._metrics_file import MetricsFile
 from ._notify import NOTIFY_ACCESS, Upstream, senders_known
 from ._pid_file import PidFile, name_this_process, parse_pid, signal_launcher
 from ._sockets import FIRST_FD, Listener, adopt_inherited, bind
@@ -163,6 +164,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--pid-file", metavar="PATH", help="write the launcher's pid here")
     run.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write reloads by outcome and the serving generation here, in the "
+        "Prometheus text format, at start and after each reload (for "
+        "node_exporter's textfile collector: name it *.prom)",
+    )
+    run.add_argument(
         "-q", "--quiet", action="store_true", help="log only warnings and errors"
     )
     run.add_argument("cmd", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -289,6 +297,14 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
                 "this system does not tell notify senders apart:"
                 " --notify-access main acts as all"
             )
+        metrics = None if args.metrics_file is None else MetricsFile(args.metrics_file)
+        try:
+            if metrics is not None:
+                metrics.write()
+        except OSError as error:
+            why = error.strerror or error
+            logger.error("cannot write --metrics-file %s: %s", args.metrics_file, why)  # noqa: TRY400
+            return _LAUNCHER_ERROR
         upstream = _upstream(environ, stack)
         try:
             supervisor = Supervisor(
@@ -297,6 +313,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
                 environ=environ,
                 control=control,
                 notify_upstream=None if upstream is None else upstream.send,
+                metrics=metrics,
             )
         except OSError as error:
             logger.error("%s", error.strerror or error)  # noqa: TRY400

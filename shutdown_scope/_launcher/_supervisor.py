@@ -25,6 +25,7 @@ from shutdown_scope._sd_notify import MANAGER_VARIABLES, watchdog_interval
 
 from ._control import ControlServer, Reply
 from ._generation import Generation, describe_exit, exit_code_of
+from ._metrics_file import MetricsFile, ReloadOutcome
 from ._notify import NotifyAccess, NotifyInbox
 from ._runtime_dir import RuntimeDir
 from ._sockets import Listener
@@ -91,8 +92,10 @@ class Supervisor:
         environ: dict[str, str],
         control: ControlServer | None = None,
         notify_upstream: Callable[[str], None] | None = None,
+        metrics: MetricsFile | None = None,
     ) -> None:
         self.options = options
+        self._metrics = metrics
         self.listeners = list(listeners)
         self._base_env = {
             k: v for k, v in environ.items() if k not in MANAGER_VARIABLES
@@ -247,6 +250,8 @@ class Supervisor:
         for gen in self._live():
             gen.asked_to_stop = True
             gen.kill_at = min(gen.kill_at, now + self.options.grace_period)
+        if self._reload is not None:
+            self._count_reload("interrupted")
         for request in (self._reload, self._queued):
             if request is not None:
                 self._answer(request, ok=False, why=f"stopping ({why})")
@@ -326,6 +331,7 @@ class Supervisor:
         self._retire(old, self._stop_signal())
         assert self._reload is not None
         why = f"{gen} ready; {old} sent {signal.Signals(self._stop_signal()).name}"
+        self._count_reload("done")  # first: whoever hears the outcome sees it
         self._answer(self._reload, ok=True, why=why)
         self._upstream("READY=1")
         self._reload = None
@@ -482,6 +488,8 @@ class Supervisor:
         logger.info("reload %d: %s started", self._reloads, self.successor)
 
     def _fail_reload(self, why: str) -> None:
+        if self._reload is not None:
+            self._count_reload("failed")
         serving = (
             f"{self.current} keeps serving" if self.current else "no generation serves"
         )
@@ -496,6 +504,15 @@ class Supervisor:
         if self._queued is not None and not self.stopping:
             self._reload, self._queued = self._queued, None
             self._begin_reload()
+
+    def _count_reload(self, outcome: ReloadOutcome) -> None:
+        if self._metrics is None:
+            return
+        serving = 0 if self.current is None else self.current.number
+        try:
+            self._metrics.reload_ended(outcome, serving)
+        except OSError as error:
+            logger.warning("cannot write --metrics-file: %s", error.strerror or error)
 
     def _answer(self, request: _ReloadRequest, *, ok: bool, why: str) -> None:
         if ok:
