@@ -125,7 +125,7 @@ def package(session: nox.Session) -> None:
     venv = Path(session.create_tmp()) / "fresh"
     session.run("python", "-m", "venv", "--clear", str(venv))
     python = str(venv / "bin" / "python")
-    extras = "trio,hypercorn,uvicorn"
+    extras = "trio,hypercorn,uvicorn,testing,prometheus"
     session.run(python, "-m", "pip", "install", "-q", f"{wheel}[{extras}]")
     session.run(python, str(ROOT / "tests" / "import_everything.py"), external=True)
 

@@ -27,12 +27,12 @@ from shutdown_scope import Phase, ServiceOutcome, ShutdownScope
 try:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
     from prometheus_client.registry import Collector
-except ImportError as error:
+except ImportError as _missing:
     msg = (
         "shutdown_scope.prometheus needs prometheus_client:"
         ' pip install "shutdown-scope[prometheus]"'
     )
-    raise ImportError(msg, name=error.name) from error
+    raise ImportError(msg, name=_missing.name) from _missing
 
 __all__ = ["ScopeCollector"]
 

@@ -32,12 +32,12 @@ from anyio.abc import SocketStream
 
 try:
     import h11
-except ImportError as error:
+except ImportError as _missing:
     msg = (
         "shutdown_scope.testing.http_load needs h11:"
         ' pip install "shutdown-scope[testing]"'
     )
-    raise ImportError(msg, name=error.name) from error
+    raise ImportError(msg, name=_missing.name) from _missing
 
 __all__ = ["LoadStats", "get_status", "run_load", "split_url"]
 
