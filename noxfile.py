@@ -15,7 +15,7 @@ from pathlib import Path
 import nox
 
 nox.needs_version = ">=2025.10.14"  # nox.options.download_python
-nox.options.sessions = ["tests", "coverage", "lint", "typing", "package"]
+nox.options.sessions = ["tests", "coverage", "lint", "typing", "package", "docs"]
 # virtualenv ships with nox and seeds pip from its own wheels, so it works on a
 # Python without ensurepip (Debian's python3 without python3-venv), where the
 # stdlib venv backend fails.
@@ -38,6 +38,9 @@ RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 # [nodejs]: a Node.js wheel, so pyright needs no system node and no npm download.
 PYRIGHT = "pyright[nodejs]==1.1.414"
+# The docs' tools, pinned like the linters: a new Sphinx may warn, and warnings
+# fail the build. Sphinx 8.1 is the last that runs on every supported Python.
+DOCS = ["sphinx==8.1.3", "furo==2025.12.19", "sphinx-argparse==0.6.1"]
 
 
 def run_pytest(session: nox.Session, *default_args: str, measure: bool = False) -> None:
@@ -128,6 +131,25 @@ def package(session: nox.Session) -> None:
     extras = "trio,hypercorn,uvicorn,testing,prometheus"
     session.run(python, "-m", "pip", "install", "-q", f"{wheel}[{extras}]")
     session.run(python, str(ROOT / "tests" / "import_everything.py"), external=True)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the docs into docs/_build/html; any warning fails the build.
+
+    The build first runs real shutdowns (docs/_ext/real_shutdowns.py) for the
+    reports and timelines the pages show. Sphinx arguments go after ``--``.
+    """
+    # The integrations' extras: autodoc imports every public module, and the
+    # shutdowns run the demo's hypercorn server.
+    session.install(".[trio,hypercorn,uvicorn]", *DOCS)
+    out = ROOT / "docs" / "_build" / "html"
+    args = session.posargs or ["-q"]
+    session.run(
+        "python", "-m", "sphinx", "-W", "--keep-going", "-n", "-E", "-b", "html",
+        *args, str(ROOT / "docs"), str(out),
+    )  # fmt: skip
+    session.log(f"the site: {out / 'index.html'}")
 
 
 @nox.session

@@ -37,11 +37,14 @@ read and answered, so both sides are counted the same way. The load is
    idle (see ``examples/http_load.py``); the time from SIGTERM to the exit of the
    process (the return of ``waitpid``), and from the last answer a client got to
    that exit.
+3. The same over HTTP/2 (h2c), on fresh servers: ``examples/h2_load.py``'s
+   streams, each answered, failed or not processed (see ``bench/h2_drain.py``).
 
 The goals (from the issue): ours loses no request in flight; its throughput is
 at least 0.97 of bare hypercorn's on the same worker; it exits within 50 ms of
-the last request in flight finishing. The bench is a measurement: it exits 0
-whether or not a goal is met, and 1 only if a server could not be started.
+the last request in flight finishing; over HTTP/2, it fails no stream. The
+bench is a measurement: it exits 0 whether or not a goal is met, and 1 only if
+a server could not be started.
 """
 
 from __future__ import annotations
@@ -70,6 +73,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))
 from http_load import LoadStats, run_load  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from h2_drain import measure_h2_shutdown, report_h2  # noqa: E402
 
 BARE_APP = Path(__file__).resolve().parent.parent / "examples" / "work_app.py"
 OURS_APP = EXAMPLES / "hypercorn_app.py"
@@ -202,6 +208,11 @@ class Server:
             if found:
                 self.url = found[1]
                 return
+
+    @property
+    def exit_code(self) -> int:
+        """The exit code (once ``signal_and_wait`` has returned)."""
+        return self.proc.returncode
 
     def _kill(self) -> None:
         self.killed = True
@@ -572,7 +583,10 @@ def run(args: argparse.Namespace) -> None:
         stop_idle(servers)
         fresh = start_servers(stack, workers)
         down = measure_shutdown(fresh, args.signal_after)
+        fresh_h2 = start_servers(stack, workers)
+        down_h2 = measure_h2_shutdown(list(fresh_h2), args.signal_after)
     report(workers, steady, down, verbose=args.verbose)
+    report_h2([server.name for server in fresh_h2], down_h2)
 
 
 def main() -> int:

@@ -35,6 +35,10 @@ time without a successful answer to any client, both over the reload window (fro
 the first reload to the end of the load); the median time one reload took; and the
 exit codes.
 
+Then the launcher method once more under HTTP/2 (h2c) load: streams answered,
+failed or not processed (see ``bench/h2_reload.py``); the goal there: 0 failed
+streams over every reload.
+
 The goal (from the issue): 0 failed requests (refused + reset + lost + not 200, none
 unanswered, every reload done, every process exited 0) and no gap longer than the
 slowest request, over every reload. The naive restart is the baseline and is
@@ -47,6 +51,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import itertools
 import os
 import queue
@@ -69,6 +74,13 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))
 from http_load import LoadStats, run_load  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from h2_reload import (  # noqa: E402
+    H2ReloadOutcome,
+    measure_h2_reloads,
+    report_h2_reloads,
+)
 
 APP = EXAMPLES / "hypercorn_app.py"
 
@@ -396,8 +408,10 @@ def _reload_launcher(launcher: Launcher, control: str) -> Reload:
     return Reload(ok=ok, started=started, seconds=seconds, text=text)
 
 
-async def measure_launcher(plan: Plan, stack: contextlib.ExitStack) -> Outcome:
-    """The launcher method: N reloads through ``reload --control`` under load."""
+def _start_launcher(
+    plan: Plan, stack: contextlib.ExitStack
+) -> tuple[Launcher, str, int]:
+    """The launcher, ready: it, its control socket's path and its port."""
     control = str(Path(stack.enter_context(tempfile.TemporaryDirectory())) / "ctl")
     launcher = Launcher(
         "launcher",
@@ -417,6 +431,12 @@ async def measure_launcher(plan: Plan, stack: contextlib.ExitStack) -> Outcome:
     stack.callback(launcher.close)
     port = int(launcher.wait_for(LISTENING_ON, START_TIMEOUT)[1])
     launcher.wait_for(re.compile(r"generation 1 \(pid \d+\) ready"), START_TIMEOUT)
+    return launcher, control, port
+
+
+async def measure_launcher(plan: Plan, stack: contextlib.ExitStack) -> Outcome:
+    """The launcher method: N reloads through ``reload --control`` under load."""
+    launcher, control, port = _start_launcher(plan, stack)
     stats, going = Load(), [True]
     reloads: list[Reload] = []
     async with anyio.create_task_group() as tg:
@@ -446,6 +466,29 @@ async def measure_launcher(plan: Plan, stack: contextlib.ExitStack) -> Outcome:
         killed=launcher.killed,
         counts=launcher.counts(),
         notes=notes,
+    )
+
+
+async def measure_launcher_h2(
+    plan: Plan, stack: contextlib.ExitStack
+) -> H2ReloadOutcome:
+    """The launcher method under HTTP/2 load (``bench/h2_reload.py``)."""
+    launcher, control, port = _start_launcher(plan, stack)
+    stats, reloads = await measure_h2_reloads(
+        port,
+        reloads=plan.reloads,
+        warmup=plan.warmup,
+        pause=plan.pause,
+        reload_once=functools.partial(_reload_launcher, launcher, control),
+    )
+    code = await anyio.to_thread.run_sync(launcher.stop)
+    return H2ReloadOutcome(
+        stats=stats,
+        reloads_ok=sum(r.ok for r in reloads),
+        reloads=len(reloads),
+        exit_code=code,
+        killed=launcher.killed,
+        counts=launcher.counts(),
     )
 
 
@@ -635,7 +678,10 @@ def run(args: argparse.Namespace) -> None:
     for measure in (measure_launcher, measure_naive):
         with contextlib.ExitStack() as stack:
             outcomes.append(anyio.run(measure, plan, stack))
+    with contextlib.ExitStack() as stack:
+        over_h2 = anyio.run(measure_launcher_h2, plan, stack)
     report(outcomes, verbose=args.verbose)
+    report_h2_reloads(over_h2)
 
 
 def main() -> int:

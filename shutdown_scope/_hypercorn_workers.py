@@ -24,6 +24,8 @@ from hypercorn.config import Config
 from hypercorn.events import Updated
 from hypercorn.typing import AppWrapper, LifespanState
 
+from ._hypercorn_h2 import begin_goaway, with_graceful_http2
+
 __all__ = ["Worker", "current_worker"]
 
 # Rounds of the scheduler an idle connection gives its reader before it is
@@ -108,6 +110,33 @@ class _ClosedIdleError(Exception):
     """A request arrived on a connection already being closed as idle."""
 
 
+class _Http2ByGoaway:
+    """For a hypercorn TCPServer: HTTP/2 is served by our GracefulH2Protocol."""
+
+    _conn: socket.socket
+    _protocol: Any
+    send_lock: Any
+
+    @property
+    def protocol(self) -> Any:
+        return self._protocol
+
+    @protocol.setter
+    def protocol(self, wrapper: Any) -> None:
+        # Set once, by hypercorn's run(), before the connection is read.
+        self._protocol = with_graceful_http2(wrapper, self._close_output)
+
+    async def _close_output(self) -> None:
+        """Half-close: the client reads all that was sent, then the end."""
+        async with self.send_lock:  # after every write begun before
+            writer = getattr(self, "writer", None)
+            with suppress(OSError, RuntimeError):
+                if writer is not None:  # asyncio: once the bytes it holds are sent
+                    writer.write_eof()
+                else:  # trio: the bytes are in the kernel once send_all returns
+                    self._conn.shutdown(socket.SHUT_WR)
+
+
 def _guarded(base: type[Any]) -> type[Any]:
     """``base`` (one of hypercorn's TCPServer classes), made safe for the drain.
 
@@ -115,7 +144,7 @@ def _guarded(base: type[Any]) -> type[Any]:
     anyio's clock) set before ``run()``.
     """
 
-    class Server(base):  # type: ignore[misc]
+    class Server(_Http2ByGoaway, base):  # type: ignore[misc]
         _conn: socket.socket
         _accepted_at: float
         _reading: anyio.CancelScope | None = None
@@ -123,6 +152,8 @@ def _guarded(base: type[Any]) -> type[Any]:
         async def _initiate_server_close(self) -> None:
             # hypercorn's idle timeout (at keep_alive_timeout, or at once when
             # the drain begins) waits its own way, then calls this, shielded.
+            if begin_goaway(self.protocol.protocol):
+                return  # HTTP/2: closed by GOAWAY once its streams are done
             if not await _may_close(self, self._conn, self._accepted_at):
                 return
             # Decided: from here on, a request that still gets parsed (its

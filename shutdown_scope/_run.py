@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import anyio
 
+from ._extras import missing_extra
 from ._report import ShutdownReport, report_sink
 from ._report_file import ReportFile
 
@@ -34,10 +35,17 @@ def run(
 
     Raises:
         SystemExit: always, with the exit code.
+        ModuleNotFoundError: ``backend="trio"`` without trio installed (the
+            message names the extra: ``shutdown-scope[trio]``).
     """
     if backend not in {"asyncio", "trio"}:
         msg = f"backend must be 'asyncio' or 'trio', not {backend!r}"
         raise ValueError(msg)
+    if backend == "trio":
+        try:
+            import trio  # noqa: F401 -- anyio would, with a less helpful error
+        except ModuleNotFoundError as error:
+            raise missing_extra(error, "trio") from error
     report_file = ReportFile.take(os.environ)
     reports: list[ShutdownReport] = []
     token = report_sink.set(reports)

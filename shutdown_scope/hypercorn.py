@@ -44,8 +44,14 @@ from typing import Any
 import anyio
 import anyio.abc
 from anyio.abc import TaskStatus
-from hypercorn.config import Config
-from hypercorn.utils import wrap_app
+
+from ._extras import missing_extra
+
+try:
+    from hypercorn.config import Config
+    from hypercorn.utils import wrap_app
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "hypercorn") from _missing
 
 from ._hypercorn_workers import Worker, current_worker
 from ._listeners import describe_socket, serve_sockets
@@ -55,7 +61,7 @@ from .asgi import ShutdownMiddleware
 
 __all__ = ["serve"]
 
-logger = logging.getLogger("shutdown_scope")
+_logger = logging.getLogger("shutdown_scope")
 
 _STARTUP_LABEL = "lifespan startup"
 _SHUTDOWN_LABEL = "lifespan shutdown"
@@ -233,7 +239,7 @@ async def _stop_lifespan_at_last(token: ShutdownToken, worker: Worker) -> None:
     with window:
         await _stop_lifespan(token, worker)
     if window.cancelled_caught:
-        logger.warning(
+        _logger.warning(
             "shutdown_scope: the app's lifespan shutdown did not end %.3g s"
             " after the server was cut short; cancelling it",
             window.deadline - now,

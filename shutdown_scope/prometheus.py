@@ -23,16 +23,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import get_args
 
 from shutdown_scope import Phase, ServiceOutcome, ShutdownScope
+from shutdown_scope._extras import missing_extra
 
 try:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
     from prometheus_client.registry import Collector
-except ImportError as _missing:
-    msg = (
-        "shutdown_scope.prometheus needs prometheus_client:"
-        ' pip install "shutdown-scope[prometheus]"'
-    )
-    raise ImportError(msg, name=_missing.name) from _missing
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "prometheus") from _missing
 
 __all__ = ["ScopeCollector"]
 

@@ -36,17 +36,11 @@ refused.
 from __future__ import annotations
 
 import os
-import stat
-from typing import Final
 
-from ._sd_notify import decimal, send
+from ._sd_protocol import send
+from ._socket_activation import LISTEN_VARIABLES, SD_LISTEN_FDS_START, passed_fds
 
 __all__ = ["SD_LISTEN_FDS_START", "listen_fds", "listen_fds_with_names", "notify"]
-
-SD_LISTEN_FDS_START: Final = 3
-"""The first fd passed by socket activation."""
-
-_LISTEN_VARIABLES: Final = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
 def notify(state: str) -> bool:
@@ -106,47 +100,19 @@ def listen_fds_with_names(*, unset_environment: bool = True) -> list[tuple[int, 
 
     Raises:
         ValueError: a malformed variable (``LISTEN_FDS`` or ``LISTEN_PID`` not
-            a decimal integer, ``LISTEN_FDNAMES`` not one name per fd), or an
-            fd that is not a socket; the message names it.
+            ASCII digits in range, ``LISTEN_FDNAMES`` not one non-empty name per
+            fd), or an fd that is not a socket; the message names it.
         OSError: an fd is not open (the message names it).
     """
     if not isinstance(unset_environment, bool):
         msg = f"unset_environment must be True or False, not {unset_environment!r}"
         raise TypeError(msg)
     try:
-        return _passed_fds()
+        passed = passed_fds(os.environ)
     finally:
         if unset_environment:
-            for name in _LISTEN_VARIABLES:
+            for name in LISTEN_VARIABLES:
                 os.environ.pop(name, None)
-
-
-def _passed_fds() -> list[tuple[int, str]]:
-    count, pid = os.environ.get("LISTEN_FDS"), os.environ.get("LISTEN_PID")
-    if count is None or pid is None:
-        return []
-    if decimal("LISTEN_PID", pid, minimum=1) != os.getpid():
-        return []  # passed to another process (we may be its child)
-    n = decimal("LISTEN_FDS", count)
-    raw = os.environ.get("LISTEN_FDNAMES")
-    # "unknown": systemd's name for an fd whose unit gives it none.
-    names = ["unknown"] * n if raw is None else [] if not raw else raw.split(":")
-    if len(names) != n or "" in names:
-        msg = (
-            f"LISTEN_FDNAMES must hold {n} non-empty name(s), one per fd of"
-            f" LISTEN_FDS={count!r}, separated by ':'; not {raw!r}"
-        )
-        raise ValueError(msg)
-    fds = list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + n))
-    for fd, name in zip(fds, names, strict=True):
-        try:
-            mode = os.fstat(fd).st_mode
-        except OSError as exc:
-            msg = f"LISTEN_FDS: fd {fd} ({name}) is not open: {exc.strerror}"
-            raise OSError(exc.errno, msg) from exc
-        if not stat.S_ISSOCK(mode):
-            msg = f"LISTEN_FDS: fd {fd} ({name}) is not a socket"
-            raise ValueError(msg)
-    for fd in fds:
+    for fd, _ in passed:
         os.set_inheritable(fd, False)  # noqa: FBT003 -- the stdlib signature
-    return list(zip(fds, names, strict=True))
+    return passed

@@ -19,7 +19,6 @@ connection at once (see ``examples/tcp_echo.py``).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import logging
@@ -35,6 +34,7 @@ import anyio.abc
 
 from ._listeners import describe_socket, serve_sockets
 from ._token import ShutdownToken
+from ._unix_paths import BoundPath
 
 __all__ = ["ConnectionHandler", "serve_tcp"]
 
@@ -230,7 +230,8 @@ async def serve_tcp(
             interface, IPv4 and IPv6 where the system has both.
         port: the TCP port; 0 picks a free one.
         path: a unix socket path to bind instead. A stale socket file there is
-            removed first; the server removes its own socket file when it ends.
+            removed first; the server removes its own socket file when it ends,
+            unless a successor has bound a new one there meanwhile.
         sockets: listening sockets to serve instead (e.g. from systemd socket
             activation); made non-blocking, and closed when the server ends.
         backlog: the accept queue length of a socket bound here.
@@ -247,6 +248,7 @@ async def serve_tcp(
         raise TypeError(msg)
     _check_args(host, port, path, sockets, backlog)
     unix_path = None if path is None else Path(path)
+    bound: BoundPath | None = None
     if sockets is not None:
         listeners = _inherited(sockets)
     elif unix_path is not None:
@@ -255,10 +257,9 @@ async def serve_tcp(
     else:
         listeners = [await _open(host, port, backlog)]
     try:
-        inode = None
         if unix_path is not None:
-            info = unix_path.stat()
-            inode = (info.st_dev, info.st_ino)
+            # Only this file is removed at the end: a successor may bind a new one.
+            bound = BoundPath.of(str(unix_path))
         addresses = [describe_socket(sock) for sock in listeners]
         await serve_sockets(
             token,
@@ -269,10 +270,5 @@ async def serve_tcp(
     finally:
         for sock in listeners:
             sock.close()  # serve_sockets closed them, unless it failed early
-        if inode is not None:
-            assert unix_path is not None
-            # Only our own file: a successor may have bound a new one there.
-            with contextlib.suppress(OSError):
-                info = unix_path.lstat()
-                if (info.st_dev, info.st_ino) == inode:
-                    unix_path.unlink()
+        if bound is not None:
+            bound.unlink_if_ours()

@@ -38,7 +38,13 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
-from uvicorn.config import Config
+
+from ._extras import missing_extra
+
+try:
+    from uvicorn.config import Config
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "uvicorn") from _missing
 
 from ._listeners import describe_socket, serve_sockets
 from ._token import ShutdownToken

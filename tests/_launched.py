@@ -4,7 +4,8 @@
 SHUTDOWN_SCOPE_GENERATION) takes the N-th behaviour, or the last one:
 
 - ``serve``: answer each connection on fd 3 with ``gen N pid P``, send READY=1,
-  and on SIGTERM/SIGINT print ``gen N got SIGx`` and exit 0 (SIGINT: exit 130).
+  and on SIGTERM/SIGINT print ``gen N got SIGx`` and exit 0 (SIGINT: exit 130);
+  on SIGUSR1 print ``gen N got SIGUSR1`` and go on.
 - ``crash``: exit 3 at once, never ready.
 - ``hang``: never send READY=1; otherwise like serve.
 - ``ignore``: like serve, but print and ignore SIGTERM.
@@ -124,6 +125,8 @@ stopping: list[int] = []
 
 def on_signal(signum: int, frame: object) -> None:
     say(f"got {signal.Signals(signum).name}")
+    if signum == signal.SIGUSR1:
+        return  # noted only: a SIGTERM that follows must find it still running
     if behaviour == "ignore" and signum == signal.SIGTERM:
         return
     stopping.append(signum)

@@ -21,6 +21,7 @@ PUBLIC = (
     "shutdown_scope.tcp",
     "shutdown_scope.testing",
     "shutdown_scope.testing.http_load",
+    "shutdown_scope.timeline",
     "shutdown_scope.uvicorn",
 )
 
@@ -36,6 +37,9 @@ def main() -> None:
     if not (typed / "py.typed").is_file():
         sys.exit("the wheel has no py.typed")
     version = importlib.metadata.version("shutdown-scope")
+    package_version = importlib.import_module("shutdown_scope").__version__
+    if package_version != version:
+        sys.exit(f"__version__ is {package_version}, the metadata says {version}")
     help_text = subprocess.run(
         [sys.executable, "-m", "shutdown_scope", "--help"],
         check=True,

@@ -39,9 +39,25 @@ def test_reload_bench_quick_prints_both_methods_and_the_goals() -> None:
     # A naive restart leaves the port closed while the new process starts.
     assert int(rows["naive"]["refused"]) > 0, output
     goals = [line for line in child.lines if line.startswith("goal: ")]
-    assert len(goals) == 2, output
+    assert len(goals) == 3, output
     assert goals[0].startswith(GOAL + "launcher "), output
     failed = "(0 failed: 0 refused, 0 reset, 0 lost, 0 not 200; 0 unanswered;"
     assert failed in goals[0], output
     assert goals[0].endswith("; 3/3 reloads done; exit codes 0)"), output
     assert goals[1].startswith(GOAL + "naive NOT MET ("), output
+    h2_header = next(
+        i
+        for i, line in enumerate(child.lines)
+        if line.split()[:4] == ["method", "reloads", "answered", "failed"]
+    )
+    h2_columns = child.lines[h2_header].split()
+    h2_row = dict(zip(h2_columns, child.lines[h2_header + 1].split(), strict=True))
+    assert h2_row["method"] == "launcher-h2", output
+    assert int(h2_row["answered"]) > 0, output
+    assert [h2_row[name] for name in ("failed", "refused", "unanswered")] == [
+        "0"
+    ] * 3, output
+    assert goals[2] == (
+        "goal: 0 failed HTTP/2 streams over every reload: launcher-h2 met (0 failed,"
+        " 0 refused; 0 unanswered; 3/3 reloads done; exit code 0)"
+    ), output

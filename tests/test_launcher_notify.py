@@ -126,7 +126,7 @@ def test_a_process_outside_the_generation_cannot_make_it_ready(
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as intruder:
                 intruder.sendto(b"READY=1", path)
             # Read after that READY=1: generation 2 stops without being ready.
-            os.kill(successor, signal.SIGUSR1)
+            os.kill(successor, signal.SIGTERM)
             assert asking.finish() == 1
         assert f"READY=1 from pid {os.getpid()} was dropped" in asking.output
         assert ask(port).startswith("gen 1 ")

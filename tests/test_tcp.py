@@ -385,25 +385,34 @@ async def test_unix_path_refuses_to_remove_a_file_that_is_no_socket(
     assert path.read_text() == "precious"
 
 
+@pytest.mark.parametrize("takeover", ["unlink", "rename"])
 async def test_unix_path_replaces_a_stale_socket_and_keeps_a_successors(
-    sock_dir: Path,
+    sock_dir: Path, takeover: str
 ) -> None:
     path = sock_dir / "server.sock"
+    staged = sock_dir / "successor.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
         gone.bind(str(path))  # closed without removing its file: stale
-    async with graceful_scope(**NO_SIGNALS) as scope:
-        [address] = await scope.start(serve(path=path), echo, name="server")
-        async with await connect(address) as client:
-            await client.send(b"hi\n")
-            reply = await receive_line(BufferedByteReceiveStream(client))
-        # A successor takes over the path while this server still runs: this
-        # server must leave the successor's socket file alone when it ends.
-        path.unlink()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as successor:
-            successor.bind(str(path))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as successor:
+        async with graceful_scope(**NO_SIGNALS) as scope:
+            [address] = await scope.start(serve(path=path), echo, name="server")
+            async with await connect(address) as client:
+                await client.send(b"hi\n")
+                reply = await receive_line(BufferedByteReceiveStream(client))
+            # A successor takes over the path while this server still runs
+            # (after removing its file, or by renaming its own over it): this
+            # server must leave the successor's socket file alone when it ends.
+            if takeover == "unlink":
+                path.unlink()
+            successor.bind(str(path if takeover == "unlink" else staged))
+            successor.listen()
+            if takeover == "rename":
+                staged.rename(path)
             scope.request_shutdown("test over")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.connect(str(path))  # the successor's: it is still there
+        successor.accept()[0].close()
     assert reply == b"hi"
-    assert path.is_socket()
     assert scope.report.clean
 
 

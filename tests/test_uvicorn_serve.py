@@ -418,7 +418,10 @@ async def test_a_shutdown_during_the_lifespan_startup_stops_the_start() -> None:
             await scope.start(serve, app, config_for(app, lifespan="on"))
     assert caught.value.by_shutdown
     assert startup_cancelled.is_set()
-    assert scope.report.clean
+    # A start cut short is not a clean stop (as with hypercorn.serve): exit 1.
+    assert not scope.report.clean
+    assert scope.report.exit_code == 1
+    assert [s.stopped_while_starting for s in scope.report.services].count(True) == 1
 
 
 async def test_accepted_tcp_connections_do_not_wait_for_delayed_acks() -> None:

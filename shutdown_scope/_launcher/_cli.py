@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import logging
 import math
 import os
-import signal
 import socket
-import stat
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
-from pathlib import Path
 
 from shutdown_scope._serve_args import add_serve_parser
+from shutdown_scope._version import __version__
 
+from . import _values as values
 from ._control import ControlServer, ask_reload, parse_group
 from ._metrics_file import MetricsFile
 from ._notify import NOTIFY_ACCESS, Upstream, senders_known
 from ._pid_file import PidFile, name_this_process, parse_pid, signal_launcher
+from ._signal_inbox import SignalInbox
 from ._sockets import FIRST_FD, Listener, adopt_inherited, bind
 from ._supervisor import Options, Supervisor
 
@@ -43,51 +42,14 @@ example:
 """
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        msg = f"{text!r} is not a number of seconds"
-        raise argparse.ArgumentTypeError(msg) from None
-    if math.isnan(value) or value < 0:
-        msg = f"{text!r}: seconds must be >= 0 (inf for never)"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _signal_number(text: str) -> int:
-    name = text.upper()
-    if name in {"0", "NONE"}:
-        return 0
-    if name.isdigit():
-        try:
-            return signal.Signals(int(name))
-        except ValueError:
-            pass
-    else:
-        with contextlib.suppress(KeyError):
-            return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
-    msg = f"{text!r} is not a signal name (TERM, SIGINT, ...) or number"
-    raise argparse.ArgumentTypeError(msg)
-
-
-def _rewrite(text: str) -> tuple[int, int]:
-    source, sep, target = text.partition(":")
-    if not sep:
-        msg = f"{text!r}: expected FROM:TO, as in TERM:INT (TO may be 0 to drop it)"
-        raise argparse.ArgumentTypeError(msg)
-    from_sig = _signal_number(source)
-    if from_sig == 0:
-        msg = f"{text!r}: the signal to rewrite cannot be 0"
-        raise argparse.ArgumentTypeError(msg)
-    return from_sig, _signal_number(target)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shutdown-scope",
         description="Run a service safely as PID 1, with socket handover and "
         "zero-downtime reload.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"shutdown-scope {__version__}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
@@ -102,27 +64,29 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ADDR",
-        help="bind HOST:PORT, [V6]:PORT or unix:PATH once and pass it to every "
-        "generation as LISTEN_FDS (repeatable; port 0 picks a free port)",
+        help="bind HOST:PORT, [V6]:PORT, unix:PATH or unix:@NAME (abstract, Linux) "
+        "once and pass it to every generation as LISTEN_FDS (repeatable; port 0 "
+        "picks a free port)",
     )
     run.add_argument(
         "--backlog",
-        type=int,
+        type=values.backlog,
         default=socket.SOMAXCONN,
-        help="listen backlog (default: SOMAXCONN)",
+        metavar="N",
+        help="listen backlog, 0 to 2147483647 (default: SOMAXCONN)",
     )
     run.add_argument(
         "--rewrite",
         action="append",
         default=[],
-        type=_rewrite,
+        type=values.rewrite,
         metavar="FROM:TO",
         help="forward signal FROM as TO (TERM:INT; TO=0 drops it; HUP:HUP forwards "
         "HUP instead of reloading); repeatable",
     )
     run.add_argument(
         "--grace-period",
-        type=_seconds,
+        type=values.seconds,
         default=math.inf,
         metavar="S",
         help="after a stop signal, SIGKILL what still runs after S seconds "
@@ -130,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--ready-timeout",
-        type=_seconds,
+        type=values.timeout,
         default=30.0,
         metavar="S",
         help="a reload fails if the successor has not sent READY=1 within S seconds "
@@ -138,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--debounce",
-        type=_seconds,
+        type=values.interval,
         default=0.2,
         metavar="S",
         help="the same signal again within S seconds counts once (default 0.2)",
@@ -191,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--pid-file", metavar="PATH", help="the launcher's --pid-file")
     reload.add_argument(
         "--timeout",
-        type=_seconds,
+        type=values.wait,
         default=120.0,
         metavar="S",
         help="with --control, wait at most S seconds (default 120)",
@@ -211,33 +175,30 @@ def _become_subreaper() -> None:
         )
 
 
-def _unlink_if_same(path: str) -> None:
-    """Remove the socket file we bound, unless another process has replaced it."""
-    with contextlib.suppress(OSError):
-        if stat.S_ISSOCK(Path(path).stat().st_mode):
-            Path(path).unlink()
-
-
 def _close_all(listeners: list[Listener]) -> None:
     for listener in listeners:
         listener.sock.close()
 
 
 def _prepare(
-    args: argparse.Namespace, environ: dict[str, str], stack: ExitStack
+    args: argparse.Namespace,
+    environ: dict[str, str],
+    stack: ExitStack,
+    signals: SignalInbox,
 ) -> tuple[list[Listener], ControlServer | None]:
     """Sockets, control socket, pid file; each undone by ``stack``.
 
     Raises:
         OSError, ValueError: one of them cannot be set up (the message says which).
     """
-    listeners = adopt_inherited(environ)
+    listeners = adopt_inherited(environ, opened_here=signals.fds)
     stack.callback(_close_all, listeners)
     for text in args.listen:
         listener = bind(text, backlog=args.backlog)
         listeners.append(listener)
-        if listener.address.startswith("unix:"):
-            stack.callback(_unlink_if_same, listener.address[len("unix:") :])
+        if listener.bound_path is not None:
+            # Unless a successor has bound a new socket file there meanwhile.
+            stack.callback(listener.bound_path.unlink_if_ours)
     control = None
     if args.control:
         control = ControlServer(args.control, group=args.control_group)
@@ -261,7 +222,7 @@ def _upstream(environ: dict[str, str], stack: ExitStack) -> Upstream | None:
     return upstream
 
 
-def _run(args: argparse.Namespace, command: list[str]) -> int:
+def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> int:
     if not command:
         logger.error("no command: shutdown-scope run [options] -- CMD [ARGS...]")
         return 2
@@ -271,7 +232,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     environ = dict(os.environ)
     with ExitStack() as stack:
         try:
-            listeners, control = _prepare(args, environ, stack)
+            listeners, control = _prepare(args, environ, stack, signals)
         except (OSError, ValueError) as error:
             text = error.strerror if isinstance(error, OSError) else None
             logger.error("%s", text or error)  # noqa: TRY400 -- a clear line, no traceback
@@ -310,6 +271,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
             supervisor = Supervisor(
                 options,
                 listeners,
+                signals=signals,
                 environ=environ,
                 control=control,
                 notify_upstream=None if upstream is None else upstream.send,
@@ -340,26 +302,41 @@ def _reload(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``shutdown-scope`` command; returns its exit code."""
+def main(
+    argv: Sequence[str] | None = None, *, signals: SignalInbox | None = None
+) -> int:
+    """The ``shutdown-scope`` command; returns its exit code.
+
+    Args:
+        argv: the arguments; ``sys.argv[1:]`` by default.
+        signals: for ``run``, the inbox opened first thing (see ``_launcher.main``);
+            one is opened here without it.
+    """
     words = list(sys.argv[1:] if argv is None else argv)
     command: list[str] = []
-    if "--" in words:  # everything after the first -- is the command, verbatim
+    if "--" in words and words[:1] == ["run"]:  # the rest is the command, verbatim
         split = words.index("--")
         words, command = words[:split], words[split + 1 :]
-    args = _parser().parse_args(words)
+    parser = _parser()
+    args = parser.parse_args(words)
+    twice = values.rewritten_twice(args.rewrite) if args.command == "run" else None
+    if twice is not None:
+        parser.error(f"--rewrite: {twice} is rewritten twice")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("shutdown-scope: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     logger.propagate = False
     try:
-        if args.command == "run":
-            return _run(args, command or list(args.cmd))
         if args.command == "serve":  # imports the event loop: only when chosen
             from shutdown_scope._serve_command import serve_command
 
             return serve_command(args)
-        return _reload(args)
+        if args.command != "run":
+            return _reload(args)
+        if signals is None:
+            with SignalInbox() as own:
+                return _run(args, command or list(args.cmd), own)
+        return _run(args, command or list(args.cmd), signals)
     finally:
         logger.removeHandler(handler)

@@ -17,7 +17,7 @@ import socket
 import struct
 from typing import Final, Literal
 
-from shutdown_scope._sd_notify import is_state_line, notify_address
+from shutdown_scope._sd_protocol import is_state_line, notify_address
 
 __all__ = ["NOTIFY_ACCESS", "NotifyAccess", "NotifyInbox", "Upstream", "senders_known"]
 

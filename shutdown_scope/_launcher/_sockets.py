@@ -1,19 +1,25 @@
-"""The launcher's listening sockets: bound once, handed to every generation.
+"""The launcher's listening sockets: bound or adopted once, passed to every generation.
 
-Each socket is kept at a file descriptor above the range a child receives them
-in (3, 4, ...), close-on-exec, so the child's ``dup2`` to 3 + i never overwrites a
-socket it has yet to receive.
+They are close-on-exec in the launcher; ``spawn`` places them at 3, 4, ... in
+each child, wherever they sit here.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
-import os
 import socket
 import stat
+import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+
+from shutdown_scope._socket_activation import (
+    LISTEN_VARIABLES,
+    SD_LISTEN_FDS_START,
+    passed_fds,
+)
+from shutdown_scope._unix_paths import BoundPath, is_abstract
 
 __all__ = [
     "FIRST_FD",
@@ -25,45 +31,76 @@ __all__ = [
 ]
 
 # sd_listen_fds(3): passed file descriptors start at 3 (SD_LISTEN_FDS_START).
-FIRST_FD = 3
-# Kept out of the range 3 .. 3 + len(listeners) the children receive them in.
-_HIGH_FD_FLOOR = 64
+FIRST_FD = SD_LISTEN_FDS_START
+_MAX_PORT = 65535
+_FORMS = "HOST:PORT (127.0.0.1:8000, [::1]:8000, 0.0.0.0:8000), unix:PATH, unix:@NAME"
 
 
 @dataclass(frozen=True)
 class Listener:
-    """A listening socket and how to describe it."""
+    """A listening socket, how to describe it, and the file to remove at the end."""
 
     sock: socket.socket
     name: str
     address: str
+    bound_path: BoundPath | None = None  # a unix socket file we created
+
+
+def _port(text: str, port_text: str) -> int:
+    # ASCII digits only: int() and str.isdigit() take other scripts' digits too.
+    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):  # noqa: PLR2004
+        msg = f"--listen {text!r}: expected {_FORMS}"
+        raise ValueError(msg)
+    port = int(port_text)
+    if port > _MAX_PORT:
+        msg = f"--listen {text!r}: a port is 0 to {_MAX_PORT} (0 picks a free one)"
+        raise ValueError(msg)
+    return port
+
+
+def _unix_address(text: str) -> str:
+    path = text[len("unix:") :]
+    if not path.startswith("@"):
+        if not path:
+            msg = f"--listen {text!r}: a unix socket needs a path: unix:/run/app.sock"
+            raise ValueError(msg)
+        return path
+    if not sys.platform.startswith("linux"):
+        msg = f"--listen {text!r}: abstract sockets (unix:@name) exist only on Linux"
+        raise ValueError(msg)
+    if len(path) == 1:
+        msg = f"--listen {text!r}: an abstract socket needs a name: unix:@app"
+        raise ValueError(msg)
+    return "\0" + path[1:]  # Linux's abstract namespace: no file
 
 
 def parse_address(text: str) -> tuple[int, str | tuple[str, int]]:
-    """``host:port``, ``[v6]:port`` or ``unix:/path`` -> (family, address).
+    """``host:port``, ``[v6]:port``, ``unix:PATH``, ``unix:@NAME`` -> (family, address).
 
     Raises:
         ValueError: the text is none of those (the message shows the forms).
     """
     if text.startswith("unix:"):
-        path = text[len("unix:") :]
-        if not path:
-            msg = f"--listen {text!r}: a unix socket needs a path: unix:/run/app.sock"
-            raise ValueError(msg)
-        return socket.AF_UNIX, path
+        return socket.AF_UNIX, _unix_address(text)
     host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:  # noqa: PLR2004
-        msg = (
-            f"--listen {text!r}: expected HOST:PORT (127.0.0.1:8000, [::1]:8000, "
-            f"0.0.0.0:8000) or unix:/path"
-        )
+    if not sep:
+        msg = f"--listen {text!r}: expected {_FORMS}"
         raise ValueError(msg)
+    port = _port(text, port_text)
     if host.startswith("[") and host.endswith("]"):
-        return socket.AF_INET6, (host[1:-1], int(port_text))
-    if ":" in host or not host:
+        host, family = host[1:-1], socket.AF_INET6
+    elif ":" in host:
         msg = f"--listen {text!r}: write an IPv6 host in brackets, as in [::1]:8000"
         raise ValueError(msg)
-    return socket.AF_INET, (host, int(port_text))
+    else:
+        family = socket.AF_INET
+    if not host:
+        msg = (
+            f"--listen {text!r}: name the host: 0.0.0.0:{port} or [::]:{port} for"
+            f" every interface, 127.0.0.1:{port} for this machine only"
+        )
+        raise ValueError(msg)
+    return family, (host, port)
 
 
 def remove_stale_unix_socket(path: str) -> None:
@@ -86,21 +123,17 @@ def remove_stale_unix_socket(path: str) -> None:
     raise OSError(errno.EADDRINUSE, "another process listens there")
 
 
-def _keep_high(sock: socket.socket) -> socket.socket:
-    """The same socket, moved to a close-on-exec fd at or above the floor."""
-    high = fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, _HIGH_FD_FLOOR)
-    family, kind = sock.family, sock.type
-    sock.close()
-    return socket.socket(family, kind, fileno=high)
-
-
 def _describe(sock: socket.socket) -> str:
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
-        return f"unix:{name.decode() if isinstance(name, bytes) else name}"
+        if isinstance(name, bytes):
+            name = name.decode(errors="backslashreplace")
+        return f"unix:@{name[1:]}" if is_abstract(name) else f"unix:{name}"
     if sock.family == socket.AF_INET6:
         return f"[{name[0]}]:{name[1]}"
-    return f"{name[0]}:{name[1]}"
+    if isinstance(name, tuple) and len(name) >= 2:  # noqa: PLR2004
+        return f"{name[0]}:{name[1]}"
+    return f"family {int(sock.family)} {name!r}"
 
 
 def bind(text: str, *, backlog: int) -> Listener:
@@ -112,58 +145,45 @@ def bind(text: str, *, backlog: int) -> Listener:
     """
     family, address = parse_address(text)
     sock = socket.socket(family, socket.SOCK_STREAM)
+    bound = None
     try:
-        if family == socket.AF_UNIX:
-            assert isinstance(address, str)
-            remove_stale_unix_socket(address)
+        if isinstance(address, str):
+            if not is_abstract(address):
+                remove_stale_unix_socket(address)
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        if isinstance(address, str) and not is_abstract(address):
+            bound = BoundPath.of(address)
         sock.listen(backlog)
     except OSError as error:
         sock.close()
+        if bound is not None:
+            bound.unlink_if_ours()
         msg = f"cannot listen on {text}: {error.strerror or error}"
         raise OSError(error.errno, msg) from None
-    kept = _keep_high(sock)
-    return Listener(kept, name=text, address=_describe(kept))
+    return Listener(sock, name=text, address=_describe(sock), bound_path=bound)
 
 
-def adopt_inherited(environ: dict[str, str]) -> list[Listener]:
+def adopt_inherited(
+    environ: dict[str, str], *, opened_here: Collection[int]
+) -> list[Listener]:
     """Sockets systemd passed to the launcher itself (LISTEN_FDS for our pid).
 
-    They are taken out of ``environ`` so they are never passed on twice.
+    The variables are taken out of ``environ`` whatever they hold, so they are
+    never passed on. The sockets are made close-on-exec: ``spawn`` passes them.
+    ``opened_here``: the fds the launcher opened before (see ``passed_fds``).
 
     Raises:
-        ValueError: LISTEN_FDS, LISTEN_PID or LISTEN_FDNAMES is malformed.
+        ValueError, OSError: a malformed variable, or a passed fd that is not an
+            open socket (see ``passed_fds``).
     """
-    count_text = environ.pop("LISTEN_FDS", None)
-    pid_text = environ.pop("LISTEN_PID", None)
-    names_text = environ.pop("LISTEN_FDNAMES", None)
-    if count_text is None or pid_text is None:
-        return []
-    if not pid_text.isdigit():
-        msg = f"LISTEN_PID={pid_text!r} is not a process id"
-        raise ValueError(msg)
-    if int(pid_text) != os.getpid():
-        return []  # meant for another process
-    if not count_text.isdigit():
-        msg = f"LISTEN_FDS={count_text!r} is not a count of file descriptors"
-        raise ValueError(msg)
-    count = int(count_text)
-    names = names_text.split(":") if names_text else ["unknown"] * count
-    if len(names) != count:
-        msg = f"LISTEN_FDNAMES={names_text!r} does not name {count} sockets"
-        raise ValueError(msg)
+    passed: dict[str, str] = {
+        name: environ.pop(name) for name in LISTEN_VARIABLES if name in environ
+    }
     listeners = []
-    for offset, name in enumerate(names):
-        fd = FIRST_FD + offset
-        try:
-            is_socket = stat.S_ISSOCK(os.fstat(fd).st_mode)
-        except OSError:
-            is_socket = False
-        if not is_socket:
-            msg = f"LISTEN_FDS={count}: fd {fd} is not an open socket"
-            raise ValueError(msg)
-        kept = _keep_high(socket.socket(fileno=fd))
-        listeners.append(Listener(kept, name=name, address=_describe(kept)))
+    for fd, name in passed_fds(passed, opened_here=opened_here):
+        sock = socket.socket(fileno=fd)
+        sock.set_inheritable(False)
+        listeners.append(Listener(sock, name=name, address=_describe(sock)))
     return listeners

@@ -21,7 +21,6 @@ from ._sockets import FIRST_FD
 
 __all__ = ["SpawnError", "spawn"]
 
-_HIGH_FD_FLOOR = 64
 _PR_SET_PDEATHSIG = 1
 # The process's own symbols, libc among them (find_library would run programs).
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -31,11 +30,22 @@ class SpawnError(OSError):
     """The command could not be executed (not found, not executable, ...)."""
 
 
-def _high_pipe() -> tuple[int, int]:
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    high = fcntl.fcntl(write_end, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD_FLOOR)
-    os.close(write_end)
-    return read_end, high
+def _above(fd: int, floor: int) -> int:  # pragma: no cover -- in the child
+    """``fd``, or a close-on-exec copy at ``floor`` or above if it sits lower."""
+    return fd if fd >= floor else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
+
+
+def _place(fds: Sequence[int]) -> None:  # pragma: no cover -- in the child
+    """Put ``fds[i]`` at ``FIRST_FD + i``, inheritable.
+
+    An fd already inside the target range is first copied above it, so no
+    ``dup2`` overwrites a socket still to be placed. (No fixed high floor for
+    the sockets: the launcher must work under a small RLIMIT_NOFILE.)
+    """
+    floor = FIRST_FD + len(fds)
+    clear = [_above(fd, floor) for fd in fds]
+    for offset, fd in enumerate(clear):
+        os.dup2(fd, FIRST_FD + offset)  # inheritable: survives the exec
 
 
 def _exec_child(
@@ -48,6 +58,8 @@ def _exec_child(
     parent: int,
 ) -> None:  # pragma: no cover -- runs in the forked child, until exec
     try:
+        # Out of the way of the sockets' places first, so a failure is reported.
+        report_fd = _above(report_fd, FIRST_FD + len(fds))
         signal.set_wakeup_fd(-1)  # the launcher's; the child must not write to it
         os.setpgid(0, 0)
         # Python ignores SIGPIPE and SIGXFSZ; a command expects the defaults.
@@ -59,8 +71,7 @@ def _exec_child(
             if os.getppid() != parent:
                 os._exit(1)  # it died before that took effect
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        for offset, fd in enumerate(fds):
-            os.dup2(fd, FIRST_FD + offset)  # inheritable: survives the exec
+        _place(fds)
         if fds:
             env["LISTEN_PID"] = str(os.getpid())
         os.execvpe(argv[0], list(argv), env)  # noqa: S606 -- running the command is the point
@@ -92,13 +103,9 @@ def spawn(
     if not argv:
         msg = "no command to run"
         raise ValueError(msg)
-    floor = FIRST_FD + len(fds)
-    if any(fd < floor for fd in fds):
-        msg = f"sockets to pass must sit at fds >= {floor}, not {list(fds)}"
-        raise ValueError(msg)
     child_env = dict(env)
     signals = list(reset_signals)
-    read_end, write_end = _high_pipe()
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
     parent = os.getpid()
     try:
         pid = os.fork()

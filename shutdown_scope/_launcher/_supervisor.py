@@ -1,7 +1,7 @@
 """The launcher's loop: signals, reaping, readiness, reloads.
 
 Single-threaded and synchronous on purpose: as PID 1 it must keep working
-whatever the child does. Signals arrive through ``signal.set_wakeup_fd`` (the
+whatever the child does. Signals arrive through the ``SignalInbox``'s pipe (the
 handlers themselves do nothing), so one ``select`` waits for signals, notify
 datagrams and control connections at once.
 """
@@ -15,19 +15,18 @@ import math
 import os
 import selectors
 import signal
-import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 
-from shutdown_scope._sd_notify import MANAGER_VARIABLES, watchdog_interval
+from shutdown_scope._sd_protocol import MANAGER_VARIABLES, watchdog_interval
 
 from ._control import ControlServer, Reply
 from ._generation import Generation, describe_exit, exit_code_of
 from ._metrics_file import MetricsFile, ReloadOutcome
 from ._notify import NotifyAccess, NotifyInbox
 from ._runtime_dir import RuntimeDir
+from ._signal_inbox import FORWARDED, HANDLED, SignalInbox
 from ._sockets import Listener
 from ._spawn import SpawnError, spawn
 
@@ -35,16 +34,6 @@ __all__ = ["FORWARDED", "STOPPING", "Options", "Supervisor"]
 
 logger = logging.getLogger("shutdown_scope.launcher")
 
-# Signals the launcher handles: these are forwarded; SIGHUP means reload.
-FORWARDED = (
-    signal.SIGABRT,  # systemd's watchdog signal: the hung child must get it
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGWINCH,
-)
 # Incoming signals that mean "stop": no reload after one, and the grace period runs.
 STOPPING = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 # Without a finite --grace-period, a successor that failed its reload gets this
@@ -52,6 +41,9 @@ STOPPING = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 _FAILED_SUCCESSOR_GRACE = 10.0
 # How often to look whether a process group whose leader exited is empty.
 _GROUP_POLL = 0.1
+# The longest single wait: epoll takes at most INT_MAX ms (24.8 days), so a
+# farther deadline (--grace-period 3000000) is waited for in steps.
+_LONGEST_WAIT = 86400.0
 
 
 @dataclass(frozen=True)
@@ -70,10 +62,6 @@ def _no_upstream(state: str) -> None:
     """No supervisor above the launcher: its notifications go nowhere."""
 
 
-def _ignore(signum: int, frame: FrameType | None) -> None:
-    """Set as the Python handler so the wakeup fd is written; the loop does the work."""
-
-
 class _ReloadRequest:
     """One reload's callers: they all hear its outcome."""
 
@@ -89,6 +77,7 @@ class Supervisor:
         options: Options,
         listeners: Sequence[Listener],
         *,
+        signals: SignalInbox,
         environ: dict[str, str],
         control: ControlServer | None = None,
         notify_upstream: Callable[[str], None] | None = None,
@@ -119,13 +108,13 @@ class Supervisor:
         self.stopping = False
         self._exit_code: int | None = None
         self._last_signal: dict[int, float] = {}
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._signals = signals  # caught since the launcher's start; main() owns it
 
     # -- the loop ------------------------------------------------------------
 
     def run(self) -> int:
         """Start the first generation and supervise until every child has exited."""
-        previous = self._install_signals()
+        self._selector.register(self._signals, selectors.EVENT_READ, self._on_wakeup)
         try:
             try:
                 self.current = self._start_generation()
@@ -141,7 +130,6 @@ class Supervisor:
             assert self._exit_code is not None
             return self._exit_code
         finally:
-            self._restore_signals(previous)
             self._close()
 
     def _finished(self) -> bool:
@@ -157,7 +145,7 @@ class Supervisor:
     def _wait_once(self) -> None:
         timeout = self._next_deadline() - time.monotonic()
         events = self._selector.select(
-            None if math.isinf(timeout) else max(0.0, timeout)
+            None if math.isinf(timeout) else min(max(0.0, timeout), _LONGEST_WAIT)
         )
         for key, _ in events:
             callback: Callable[[], None] = key.data
@@ -179,30 +167,8 @@ class Supervisor:
 
     # -- signals ---------------------------------------------------------------
 
-    def _install_signals(self) -> tuple[int, dict[int, object]]:
-        self._wake_r.setblocking(False)  # noqa: FBT003 -- the stdlib signature
-        self._wake_w.setblocking(False)  # noqa: FBT003 -- the stdlib signature
-        self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
-        previous_fd = signal.set_wakeup_fd(
-            self._wake_w.fileno(), warn_on_full_buffer=False
-        )
-        handlers: dict[int, object] = {}
-        for sig in (*FORWARDED, signal.SIGHUP, signal.SIGCHLD):
-            handlers[sig] = signal.signal(sig, _ignore)
-        return previous_fd, handlers
-
-    def _restore_signals(self, previous: tuple[int, dict[int, object]]) -> None:
-        previous_fd, handlers = previous
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
-        signal.set_wakeup_fd(previous_fd)
-
     def _on_wakeup(self) -> None:
-        try:
-            data = self._wake_r.recv(4096)
-        except BlockingIOError:
-            return
-        for signum in data:
+        for signum in self._signals.take():
             if signum != signal.SIGCHLD:
                 self._on_signal(signal.Signals(signum))
 
@@ -285,7 +251,7 @@ class Supervisor:
                 self.options.command,
                 env,
                 [x.sock.fileno() for x in self.listeners],
-                reset_signals=(*FORWARDED, signal.SIGHUP, signal.SIGCHLD),
+                reset_signals=HANDLED,
             )
         except BaseException:
             inbox.close()
@@ -535,8 +501,6 @@ class Supervisor:
         if self._control is not None:
             self._control.close()
         self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
         self._runtime.close()  # with the generations' sockets
 
 

@@ -7,6 +7,8 @@ import selectors
 from collections.abc import Callable
 from typing import Literal
 
+from shutdown_scope._extras import missing_extra
+
 __all__ = ["VirtualClockLoop", "virtual_clock_backend"]
 
 
@@ -71,7 +73,10 @@ def virtual_clock_backend(
     if name == "asyncio":
         return "asyncio", {"loop_factory": VirtualClockLoop}
     if name == "trio":
-        from trio.testing import MockClock
+        try:
+            from trio.testing import MockClock
+        except ModuleNotFoundError as error:
+            raise missing_extra(error, "trio") from error
 
         return "trio", {"clock": MockClock(autojump_threshold=0)}
     msg = f"backend must be 'asyncio' or 'trio', not {name!r}"

@@ -30,14 +30,12 @@ from urllib.parse import urlsplit
 import anyio
 from anyio.abc import SocketStream
 
+from shutdown_scope._extras import missing_extra
+
 try:
     import h11
-except ImportError as _missing:
-    msg = (
-        "shutdown_scope.testing.http_load needs h11:"
-        ' pip install "shutdown-scope[testing]"'
-    )
-    raise ImportError(msg, name=_missing.name) from _missing
+except ModuleNotFoundError as _missing:
+    raise missing_extra(_missing, "testing") from _missing
 
 __all__ = ["LoadStats", "get_status", "run_load", "split_url"]
 
