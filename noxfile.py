@@ -142,7 +142,7 @@ def docs(session: nox.Session) -> None:
     """
     # The integrations' extras: autodoc imports every public module, and the
     # shutdowns run the demo's hypercorn server.
-    session.install(".[trio,hypercorn,uvicorn]", *DOCS)
+    session.install(".[trio,hypercorn,uvicorn,testing,prometheus]", *DOCS)
     out = ROOT / "docs" / "_build" / "html"
     args = session.posargs or ["-q"]
     session.run(

@@ -8,6 +8,7 @@ shows the requests it lost; under the launcher a reload loses nothing either.
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -183,3 +184,18 @@ def test_bad_arguments_are_refused_before_anything_starts(
     options.setdefault("url", "http://127.0.0.1:80/")
     with pytest.raises(error, match=match):
         rehearse(command, **options)
+
+
+def test_the_docs_recipe_passes() -> None:
+    """examples/test_shutdown_rehearsal.py, run by pytest as a user would."""
+    recipe = ROOT / "examples" / "test_shutdown_rehearsal.py"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(recipe)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout

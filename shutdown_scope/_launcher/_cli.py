@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="write reloads by outcome and the serving generation here, in the "
         "Prometheus text format, at start and after each reload (for "
-        "node_exporter's textfile collector: name it *.prom)",
+        "node_exporter's textfile collector, name it NAME.prom)",
     )
     run.add_argument(
         "-q", "--quiet", action="store_true", help="log only warnings and errors"
