@@ -44,7 +44,6 @@ def test_a_graceful_server_loses_nothing(
     assert dict(rehearsal.statuses) == {200: rehearsal.answered}
     assert (rehearsal.exit_code, rehearsal.killed) == (0, False)
     assert rehearsal.refused_before_stop == 0
-    assert rehearsal.closed_by_server > 0  # Connection: close while draining
     assert 0 < rehearsal.exited_after < 30
     (report,) = rehearsal.reports
     assert report.signal == signal.SIGTERM
@@ -130,6 +129,44 @@ def test_a_server_that_never_answers() -> None:
         )
 
 
+def test_a_server_that_exits_under_load_before_the_signal() -> None:
+    with pytest.raises(RehearsalError, match="exited with code 4 before the signal"):
+        rehearse(
+            [sys.executable, BAD, "{port}", "--exit-after"],
+            url="http://127.0.0.1:{port}/",
+            clients=2,
+            signal_after=5,
+        )
+
+
+def test_a_server_that_stops_answering_under_load() -> None:
+    with pytest.raises(RehearsalError, match=r"no answer from .* in 0\.5 s"):
+        rehearse(
+            [sys.executable, BAD, "{port}", "--hang-after-first"],
+            url="http://127.0.0.1:{port}/",
+            clients=2,
+            signal_after=0.1,
+            start_timeout=0.5,
+        )
+
+
+def test_a_reload_that_never_completes(tmp_path: Path) -> None:
+    # Generation 2 never gets ready: generation 1 is not replaced.
+    wrapper = 'test "$SHUTDOWN_SCOPE_GENERATION" = 2 && exec sleep 60; exec "$0" "$@"'
+    launcher = [sys.executable, "-m", "shutdown_scope", "run"]
+    listen = ["--listen", "127.0.0.1:{port}", "--"]
+    with pytest.raises(RehearsalError, match=r"the reload did not replace pid \d+"):
+        rehearse(
+            [*launcher, *listen, "sh", "-c", wrapper, sys.executable, APP],
+            url="http://127.0.0.1:{port}/work?ms=5",
+            clients=2,
+            signal_after=0.1,
+            reload=True,
+            start_timeout=0.5,
+            grace_period=0.5,
+        )
+
+
 def test_the_server_gets_a_port_and_a_clean_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -174,6 +211,7 @@ def test_the_server_gets_a_port_and_a_clean_environment(
         (["app"], {"start_timeout": float("inf")}, ValueError, "finite seconds"),
         (["app"], {"grace_period": "1"}, TypeError, "number of seconds"),
         (["app"], {"signal": 0}, ValueError, "signal number"),
+        (["app"], {"signal": True}, ValueError, "signal number"),
         (["app"], {"signal": 4096}, ValueError, "signal number"),
         (["app"], {"reload": 1}, TypeError, "True or False"),
     ],

@@ -189,10 +189,12 @@ def _check_options(  # noqa: PLR0917 -- rehearse()'s keyword-only options
             msg = f"{name} must be finite seconds >= 0, not {value!r}"
             raise ValueError(msg)
     try:
-        Signals(signal)
+        valid = not isinstance(signal, bool) and bool(Signals(signal))
     except ValueError:
+        valid = False
+    if not valid:
         msg = f"signal must be a signal number (signal.SIGTERM), not {signal!r}"
-        raise ValueError(msg) from None
+        raise ValueError(msg)
     if not isinstance(reload, bool):
         msg = f"reload must be True or False, not {reload!r}"
         raise TypeError(msg)
@@ -331,7 +333,9 @@ class _Drive:
     async def _load_for(self, seconds: float) -> None:
         """Let the load run ``seconds``, and until an answer came in that time."""
         answered = self.stats.answered
-        await anyio.sleep(seconds)
+        with anyio.move_on_after(seconds):
+            while self.running():  # noqa: ASYNC110 -- Popen has nothing to await
+                await anyio.sleep(_POLL)
         with anyio.move_on_after(self.start_timeout):
             while self.stats.answered == answered and self.running():  # noqa: ASYNC110 -- polls the clients' counters
                 await anyio.sleep(_POLL)
