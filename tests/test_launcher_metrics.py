@@ -78,10 +78,16 @@ def test_reloads_are_counted_by_outcome(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "launcher.prom"]
 
 
+@pytest.mark.parametrize(
+    ("where", "why"),
+    [("missing/launcher.prom", "No such file"), ("a directory", "Is a directory")],
+)
 def test_a_metrics_file_that_cannot_be_written_stops_the_launcher_at_once(
-    tmp_path: Path,
+    tmp_path: Path, where: str, why: str
 ) -> None:
-    path = tmp_path / "missing" / "launcher.prom"
+    path = tmp_path / where
+    if where == "a directory":
+        path.mkdir()
     with Launcher(
         "-m",
         "shutdown_scope",
@@ -95,5 +101,6 @@ def test_a_metrics_file_that_cannot_be_written_stops_the_launcher_at_once(
     ) as child:
         code = child.finish()
     assert code == 1
-    assert f"cannot write --metrics-file {path}: No such file" in child.output
+    assert f"cannot write --metrics-file {path}: {why}" in child.output
     assert "generation 1" not in child.output
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
