@@ -583,7 +583,9 @@ def run(args: argparse.Namespace) -> None:
         stop_idle(servers)
         fresh = start_servers(stack, workers)
         down = measure_shutdown(fresh, args.signal_after)
-        fresh_h2 = start_servers(stack, workers)
+        # uvicorn serves HTTP/1.1 only: the HTTP/2 table is hypercorn's.
+        http2_workers = [worker for worker in workers if worker != "uvicorn"]
+        fresh_h2 = start_servers(stack, http2_workers)
         down_h2 = measure_h2_shutdown(list(fresh_h2), args.signal_after)
     report(workers, steady, down, verbose=args.verbose)
     report_h2([server.name for server in fresh_h2], down_h2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any, Protocol
@@ -60,6 +61,23 @@ class _AsyncioHandle:
 
     @contextmanager
     def wake_on_signals(self) -> Iterator[None]:
+        # Counted per loop: scopes and signal receivers nest in any order, and
+        # the wakeup fd must stay until the last of them has exited.
+        users = _WAKE_USERS.get(self._loop, 0)
+        _WAKE_USERS[self._loop] = users + 1
+        try:
+            if users:
+                yield
+            else:
+                with self._own_wakeup_fd():
+                    yield
+        finally:
+            _WAKE_USERS[self._loop] -= 1
+            if not _WAKE_USERS[self._loop]:
+                del _WAKE_USERS[self._loop]
+
+    @contextmanager
+    def _own_wakeup_fd(self) -> Iterator[None]:
         previous = signal.set_wakeup_fd(-1)
         if previous != -1:  # someone wakes the loop already (add_signal_handler)
             signal.set_wakeup_fd(previous)
@@ -101,6 +119,12 @@ class _AsyncioHandle:
             out.append(f"  {task.get_name()}: {task.get_coro()!r}\n")
             out.append(_frames(_await_chain(task.get_coro()), "      "))
         return "".join(out)
+
+
+# Loops whose wakeup fd is in use, with the number of users (main thread only).
+_WAKE_USERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _drain(sock: socket.socket) -> None:

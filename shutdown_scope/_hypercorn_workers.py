@@ -156,18 +156,7 @@ def _guarded(base: type[Any]) -> type[Any]:
                 return  # HTTP/2: closed by GOAWAY once its streams are done
             if not await _may_close(self, self._conn, self._accepted_at):
                 return
-            # Decided: from here on, a request that still gets parsed (its
-            # bytes were on their way) must not reach the app, whose answer
-            # would go nowhere. The client sees an idle connection closed.
-            inner = self.protocol.protocol
-            send = inner.send
-
-            async def refuse_requests(event: Any) -> None:
-                if isinstance(event, Updated) and not event.idle:
-                    raise _ClosedIdleError
-                await send(event)
-
-            inner.send = refuse_requests
+            _refuse_further_requests(self.protocol.protocol)
             await super()._initiate_server_close()
 
         async def _read_data(self) -> None:
@@ -192,6 +181,20 @@ def _guarded(base: type[Any]) -> type[Any]:
                     self._reading.cancel()
 
     return Server
+
+
+def _refuse_further_requests(inner: Any) -> None:
+    """Decided to close: from here on, a request that still gets parsed (its
+    bytes were on their way) must not reach the app, whose answer would go
+    nowhere. The client sees an idle connection closed."""
+    send = inner.send
+
+    async def refuse_requests(event: Any) -> None:
+        if isinstance(event, Updated) and not event.idle:
+            raise _ClosedIdleError
+        await send(event)
+
+    inner.send = refuse_requests
 
 
 def _cancelling(server: Any) -> bool:

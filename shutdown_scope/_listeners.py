@@ -2,13 +2,15 @@
 
 The life of a server, phase by phase:
 
-* RUNNING and STOPPING: accept connections; each listener is in flight as
-  ``"listening on <address>"``, so an idle server is not stopped before its
-  announce delay is over.
+* All along, the server holds its drain open (``token.closes_itself``): it
+  stops by itself, so the scope waits for it to return rather than cancel it
+  for having nothing in flight. Only its connections' work is in flight; the
+  holds show in the dump, not in the report.
+* RUNNING and STOPPING: accept connections, held as ``"listening on <address>"``.
 * DRAINING: stop accepting; take every connection already waiting in the
   kernel's accept queue (closing a listener with a queue resets those clients),
-  then close the listeners. ``"closing connections"`` is in flight until every
-  connection has ended and the server's own cleanup has run.
+  then close the listeners. ``"closing connections"`` holds the drain until
+  every connection has ended and the server's own cleanup has run.
 * The drain deadline: the scope cancels the service, and with it every
   connection still open. With ``abort_on_cancel``, a connection that has not
   ended a few scheduler rounds later is reset (see ``abort_connection``): a
@@ -34,11 +36,12 @@ import anyio.lowlevel
 from ._phases import Phase
 from ._token import ShutdownToken
 
-__all__ = ["CLOSING_LABEL", "abort_connection", "describe_socket", "serve_sockets"]
+__all__ = ["abort_connection", "describe_socket", "serve_sockets"]
 
 logger = logging.getLogger("shutdown_scope")
 
-CLOSING_LABEL = "closing connections"
+CLOSING = "closing connections"  # what holds the drain once the listeners close
+
 # Out of file descriptors or memory: the listener is fine, the process is not.
 # Wait and retry instead of ending the server (as trio.serve_listeners does).
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
@@ -135,14 +138,17 @@ class _OpenConnections:
             if not self._all_ended.is_set():
                 # Cancelled (the deadline, or a failure): the connections were
                 # cancelled too. Those that cannot end (a write shielded and
-                # blocked on a client that does not read) are reset.
+                # blocked on a client that does not read) are reset, and so are
+                # those whose handler ended but whose socket is still open (an
+                # asyncio transport that waits to flush to such a client).
+                open_when_cancelled = list(self._sockets)
                 with anyio.CancelScope(shield=True):  # bounded: a few rounds
                     for _ in range(_UNWIND_ROUNDS):
                         if not self._sockets:
                             break
                         await anyio.lowlevel.checkpoint()
-                for sock in list(self._sockets):
-                    abort_connection(sock)
+                for sock in open_when_cancelled:
+                    abort_connection(sock)  # nothing to do once it is closed
 
 
 def _accept_ready(
@@ -215,11 +221,10 @@ async def serve_sockets(
         on_drain: called once the listeners are closed, to tell connections
             the drain has begun (the HTTP server closes idle ones then).
         after_connections: awaited once every connection has ended (the ASGI
-            lifespan shutdown), still under ``"closing connections"``.
-        hold: where to keep ``"closing connections"`` in flight, for a caller
-            with cleanup of its own after this returns: the scope stops a
-            service the moment nothing is in flight. By default it is released
-            when this returns.
+            lifespan shutdown), the drain still held open.
+        hold: where to keep the drain held open (``token.closes_itself``), for
+            a caller with cleanup of its own after this returns. By default it
+            is released when this returns.
         abort_on_cancel: when this is cancelled, reset the connections that
             have not ended a few scheduler rounds later (``handle`` shields
             its writes, as hypercorn does).
@@ -243,7 +248,7 @@ async def serve_sockets(
 
             with ExitStack() as listening:
                 for name in names:
-                    listening.enter_context(token.in_flight(f"listening on {name}"))
+                    listening.enter_context(token.closes_itself(f"listening on {name}"))
                 try:
                     with token.cancel_on(Phase.DRAINING):
                         async with anyio.create_task_group() as accepting:
@@ -251,8 +256,8 @@ async def serve_sockets(
                                 accepting.start_soon(_accept_loop, sock, spawn)
                             task_status.started()
                 finally:
-                    # Before the listening marks go: never idle in between.
-                    closing.enter_context(token.in_flight(CLOSING_LABEL))
+                    # Before the listening holds go: never idle in between.
+                    closing.enter_context(token.closes_itself(CLOSING))
                     _take_queue_and_close(sockets, spawn)
             if tracked is not None:
                 tracked.accepting_over()

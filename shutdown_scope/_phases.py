@@ -8,7 +8,15 @@ import signal
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["Phase", "Plan", "ShutdownPlanWarning", "validate_signals"]
+__all__ = [
+    "Phase",
+    "Plan",
+    "ShutdownPlanWarning",
+    "validate_dump_signal",
+    "validate_exit_code",
+    "validate_flags",
+    "validate_signals",
+]
 
 
 class Phase(enum.IntEnum):
@@ -75,6 +83,7 @@ class Plan:
     cancel_timeout: float
     grace_period: float | None
     signal_debounce: float
+    start_warning: float = 5.0
 
     @classmethod
     def from_options(
@@ -85,6 +94,7 @@ class Plan:
         cancel_timeout: object,
         grace_period: object,
         signal_debounce: object,
+        start_timeout_warning: object = 5.0,
     ) -> Plan:
         """Check every budget and return the plan.
 
@@ -105,6 +115,9 @@ class Plan:
             if grace_period is None
             else _seconds("grace_period", grace_period, allow_zero=False),
             signal_debounce=debounce,
+            start_warning=_seconds(
+                "start_timeout_warning", start_timeout_warning, allow_zero=False
+            ),
         )
 
     @property
@@ -156,3 +169,45 @@ def validate_signals(signals: object) -> tuple[signal.Signals, ...]:
         if known not in result:
             result.append(known)
     return tuple(result)
+
+
+def validate_flags(**flags: object) -> None:
+    """Raises: TypeError: an option that must be a bool is not."""
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            msg = f"{name} must be True or False, not {flag!r}"
+            raise TypeError(msg)
+
+
+def validate_exit_code(code: object) -> None:
+    """Raises: TypeError, ValueError: not None or an exit code (0-255)."""
+    if code is None:
+        return
+    if isinstance(code, bool) or not isinstance(code, int):
+        msg = f"hard_exit_code must be None or an int, not {code!r}"
+        raise TypeError(msg)
+    if not 0 <= code <= 255:  # noqa: PLR2004 -- the range of exit codes
+        msg = f"hard_exit_code must be from 0 to 255, not {code}"
+        raise ValueError(msg)
+
+
+def validate_dump_signal(
+    dump_signal: object, signals: tuple[signal.Signals, ...]
+) -> signal.Signals | None:
+    """The ``dump_signal=`` option, checked.
+
+    Raises:
+        TypeError, ValueError: not a catchable signal, or one of ``signals``.
+    """
+    if dump_signal is None:
+        return None
+    if isinstance(dump_signal, bool) or not isinstance(dump_signal, int):
+        msg = f"dump_signal must be None or a signal number, not {dump_signal!r}"
+        raise TypeError(msg)
+    (sig,) = validate_signals((dump_signal,))
+    if sig in signals:
+        msg = (
+            f"dump_signal {sig.name} is also in signals: a dump must not stop the scope"
+        )
+        raise ValueError(msg)
+    return sig

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 import anyio
 
 from ._extras import missing_extra
+from ._misuse import not_a_coroutine
 from ._report import ShutdownReport, report_sink
 from ._report_file import ReportFile
 
@@ -34,10 +35,16 @@ def run(
     written there as JSON (``as_dict()``) at the end, also when ``main`` raised.
 
     Raises:
+        TypeError: ``main`` is a coroutine (``run(main())``: pass the function)
+            or not callable.
         SystemExit: always, with the exit code.
         ModuleNotFoundError: ``backend="trio"`` without trio installed (the
             message names the extra: ``shutdown-scope[trio]``).
     """
+    not_a_coroutine(main, call="run()", right="run(main), not run(main())")
+    if not callable(main):
+        msg = f"run() takes an async function, not {main!r}"
+        raise TypeError(msg)
     if backend not in {"asyncio", "trio"}:
         msg = f"backend must be 'asyncio' or 'trio', not {backend!r}"
         raise ValueError(msg)

@@ -35,8 +35,8 @@ from ._sd_protocol import connect as _connect
 from ._sd_protocol import failure as _failure
 
 if TYPE_CHECKING:
-    from ._machine import PhaseMachine
     from ._report import ShutdownReport
+    from ._state import ShutdownState
 
 __all__ = [
     "MANAGER_VARIABLES",
@@ -116,12 +116,12 @@ class ScopeNotifier:
         sock: socket.socket,
         value: str,
         *,
-        machine: PhaseMachine,
+        state: ShutdownState,
         watchdog: float | None,
     ) -> None:
         self._sock = sock  # connected, non-blocking
         self._value = value
-        self._machine = machine
+        self._state = state
         self._watchdog = watchdog
         self._outbox: deque[str] = deque()
         self._queued = anyio.Event()
@@ -136,13 +136,13 @@ class ScopeNotifier:
         self._post("READY=1\nSTATUS=running")
 
     def phase_entered(self, phase: Phase, in_flight: tuple[str, ...]) -> None:
-        """The machine's hook: the scope entered ``phase``."""
+        """Subscribed to the state's phase events: the scope entered ``phase``."""
         if phase == Phase.DONE:
             self._tasks.cancel()  # finish() says the last word, with the report
             return
         self._last = (phase, in_flight)
         if phase == Phase.STOPPING:
-            reason = _printable(self._machine.shared.reason or "", _REASON_CHARS)
+            reason = _printable(self._state.reason or "", _REASON_CHARS)
             lines = ["STOPPING=1", f"STATUS=stopping: {reason}"]
         else:
             lines = [f"STATUS={phase.name.lower()}: {_in_flight(in_flight)}"]
@@ -182,13 +182,13 @@ class ScopeNotifier:
             await anyio.sleep_until(tick)
 
     async def _heartbeats(self) -> None:
-        cell, node = self._machine.body.cell, self._machine.body.node
-        await cell.wait(Phase.STOPPING)
+        state = self._state
+        await state.body.cell.wait(Phase.STOPPING)
         tick = anyio.current_time()
         while True:
             tick += _HEARTBEAT
             await anyio.sleep_until(tick)
-            now = (cell.phase, node.snapshot())
+            now = (state.phase, state.in_flight())
             if now != self._last:  # progress since the last word
                 self._last = now
                 status = f"STATUS={now[0].name.lower()}: {_in_flight(now[1])}"
@@ -203,7 +203,7 @@ class ScopeNotifier:
         scope gives up (and its watchdog exits hard). None without a finite
         budget, or once it is spent.
         """
-        left = self._machine.shared.final_deadline - anyio.current_time()
+        left = self._state.final_deadline - anyio.current_time()
         usec = math.floor(left * 1_000_000) if math.isfinite(left) else 0
         return [f"EXTEND_TIMEOUT_USEC={usec}"] if usec > 0 else []
 
@@ -235,7 +235,7 @@ class ScopeNotifier:
 
 @contextmanager
 def open_scope_notifier(
-    machine: PhaseMachine, environ: Mapping[str, str]
+    state: ShutdownState, environ: Mapping[str, str]
 ) -> Iterator[ScopeNotifier | None]:
     """The scope's notifier: None without ``NOTIFY_SOCKET``, inside a scope that
     notifies already, or when the socket cannot be reached (logged once).
@@ -266,6 +266,8 @@ def open_scope_notifier(
             except ValueError as exc:
                 logger.warning("shutdown_scope: %s; no watchdog pings", exc)
                 interval = None
-            yield ScopeNotifier(sock, value, machine=machine, watchdog=interval)
+            notifier = ScopeNotifier(sock, value, state=state, watchdog=interval)
+            state.subscribe(notifier.phase_entered)
+            yield notifier
     finally:
         _CLAIM.release()

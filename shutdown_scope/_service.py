@@ -1,14 +1,15 @@
-"""One service's bookkeeping inside a scope."""
+"""One service's record inside a scope: written only by ``ShutdownState``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
 
 from ._report import ServiceOutcome, ServiceRecord
-from ._token import FlightNode, PhaseCell, ScopeShared, ShutdownToken
+from ._token import FlightNode, PhaseCell, ScopeView, ShutdownToken
 
 __all__ = ["Service", "StartedRelay"]
 
@@ -16,7 +17,10 @@ T = TypeVar("T")
 
 
 class Service:
-    """A service (or the scope's body): its token, cancel scope and fate."""
+    """A service (or the scope's body): its token, cancel scope and fate.
+
+    An ordinary record: ``ShutdownState`` is the only code that assigns to it.
+    """
 
     __slots__ = (
         "cancel_scope",
@@ -29,34 +33,31 @@ class Service:
         "node",
         "outcome",
         "started",
+        "started_event",
         "stop_requested_at",
         "token",
     )
 
     def __init__(
-        self, name: str, *, cell: PhaseCell, node: FlightNode, shared: ScopeShared
+        self, name: str, *, node: FlightNode, view: ScopeView, started: bool
     ) -> None:
         self.name = name
-        self.cell = cell
+        self.cell = PhaseCell()
         self.node = node
-        self.token = ShutdownToken(name=name, cell=cell, node=node, shared=shared)
+        self.token = ShutdownToken(name=name, cell=self.cell, node=node, view=view)
         self.cancel_scope = anyio.CancelScope()
         self.done = anyio.Event()
-        self.started = False
+        self.started = started
+        self.started_event = anyio.Event()
         self.outcome: ServiceOutcome = "returned"
         self.error: BaseException | None = None
         self.stop_requested_at: float | None = None
         self.finished_at: float | None = None
         self.cancelled_in_flight: tuple[str, ...] = ()
 
-    def finish(self, now: float) -> None:
-        """Settle the outcome once the task is over (unless it failed)."""
-        if self.outcome == "returned" and self.cancel_scope.cancel_called:
-            self.outcome = "cancelled" if self.cancelled_in_flight else "stopped"
-        self.finished_at = now
-        self.done.set()
-
     def record(self, t0: float) -> ServiceRecord:
+        """The report's record, times counted from ``t0``."""
+
         def since(t: float | None) -> float | None:
             return None if t is None or t < t0 else t - t0
 
@@ -71,15 +72,21 @@ class Service:
 
 
 class StartedRelay(TaskStatus[T], Generic[T]):
-    """Passes ``started()`` on to anyio and remembers that it happened."""
+    """Passes ``started()`` on to anyio once the state has recorded it."""
 
-    def __init__(self, service: Service, inner: TaskStatus[T]) -> None:
+    def __init__(
+        self,
+        service: Service,
+        inner: TaskStatus[T],
+        mark_started: Callable[[Service], None],
+    ) -> None:
         self._service = service
         self._inner = inner
+        self._mark_started = mark_started
 
     def started(self, value: T | None = None) -> None:
         if self._service.started:
             msg = f"service {self._service.name!r} called task_status.started() twice"
             raise RuntimeError(msg)
-        self._service.started = True
+        self._mark_started(self._service)
         self._inner.started(value)  # type: ignore[arg-type]  # None only for TaskStatus[None]

@@ -2,43 +2,44 @@
 
 from __future__ import annotations
 
-import math
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import final
+from typing import Protocol, final
 
 import anyio
 
 from ._phases import Phase
 
-__all__ = ["FlightNode", "PhaseCell", "ScopeShared", "ShutdownToken"]
+__all__ = ["FlightNode", "PhaseCell", "ScopeView", "ShutdownToken"]
 
 
-class ScopeShared:
-    """State every token of one scope shares (written only by the scope)."""
+class ScopeView(Protocol):
+    """What a token reads of its scope's shutdown state (``_state.ShutdownState``)."""
 
-    __slots__ = ("cancel_timeout", "final_deadline", "reason")
+    @property
+    def reason(self) -> str | None: ...
 
-    def __init__(self, *, cancel_timeout: float) -> None:
-        self.cancel_timeout: float = cancel_timeout
-        self.reason: str | None = None  # set by the trigger, never unset
-        self.final_deadline: float = math.inf  # anyio clock; when everything is cut off
+    def deadline_for(self, phase: Phase) -> float:
+        """When work in ``phase`` is cancelled, on anyio's clock."""
+
+    def cleanup_bound(self) -> float:
+        """The deadline of a cleanup that starts now."""
 
 
 class PhaseCell:
     """One view of the phase: the scope's own, or one service's.
 
     The phase only moves forward; waiters and watching cancel scopes are woken
-    when it reaches theirs.
+    when it reaches theirs. Only the scope's ``ShutdownState`` advances it.
     """
 
-    __slots__ = ("_events", "_watchers", "deadline", "phase")
+    __slots__ = ("_events", "_watchers", "phase")
 
     def __init__(self) -> None:
         self.phase: Phase = Phase.RUNNING
-        self.deadline: float = math.inf
         self._events: dict[Phase, anyio.Event] = {}
         self._watchers: dict[anyio.CancelScope, Phase] = {}
 
@@ -71,22 +72,30 @@ class PhaseCell:
 
 
 class FlightNode:
-    """Counts the work in flight under one token and everything below it."""
+    """Counts the work in flight under one token and everything below it, and
+    the holds of servers that close themselves (``ShutdownToken.closes_itself``)."""
 
     __slots__ = (
         "__weakref__",
         "chain",
         "children",
         "count",
+        "held",
+        "holds",
         "idle_event",
         "labels",
         "prefix",
+        "started",
     )
 
     def __init__(self, parent: FlightNode | None = None, prefix: str = "") -> None:
         self.prefix: str = prefix
-        self.count: int = 0
+        self.count: int = 0  # work in flight here and below
+        self.held: int = 0  # holds here and below
         self.labels: dict[str, int] = {}
+        self.holds: dict[str, int] = {}
+        # When each unit of work began (time.monotonic()): for the dump.
+        self.started: dict[_InFlight, float] = {}
         # Weak: a child per connection must not be kept once dropped. Work in
         # flight keeps its node alive (the in_flight guard holds it).
         self.children: weakref.WeakSet[FlightNode] = weakref.WeakSet()
@@ -97,19 +106,47 @@ class FlightNode:
             parent.children.add(self)
             self.chain += parent.chain
 
-    def snapshot(self) -> tuple[str, ...]:
-        """Labels in flight here and below, one entry per unit of work, sorted."""
-        found: list[str] = []
+    def _nodes(self) -> Iterator[FlightNode]:
         pending = [self]
         while pending:
             node = pending.pop()
+            yield node
+            pending.extend(node.children)
+
+    def snapshot(self) -> tuple[str, ...]:
+        """Labels in flight here and below, one entry per unit of work, sorted."""
+        found: list[str] = []
+        for node in self._nodes():
             for label, n in node.labels.items():
                 found.extend([node.prefix + label] * n)
-            pending.extend(node.children)
         return tuple(sorted(found))
 
+    def ages(self, now: float) -> list[tuple[str, float]]:
+        """``(label, seconds in flight)`` for each unit here and below, oldest first."""
+        found = [
+            (node.prefix + unit.label, now - since)
+            for node in self._nodes()
+            for unit, since in list(node.started.items())
+        ]
+        return sorted(found, key=lambda item: -item[1])
+
+    def hold_names(self) -> tuple[str, ...]:
+        """What holds the drain open here and below (``closes_itself``), sorted."""
+        found: list[str] = []
+        for node in self._nodes():
+            for what, n in node.holds.items():
+                found.extend([node.prefix + what] * n)
+        return tuple(sorted(found))
+
+    def _left(self) -> None:
+        for up in self.chain:
+            if not (up.count or up.held) and up.idle_event is not None:
+                up.idle_event.set()
+                up.idle_event = None
+
     async def wait_idle(self) -> None:
-        if self.count == 0:
+        """Wait until nothing is in flight and nothing holds the drain."""
+        if not (self.count or self.held):
             await anyio.lowlevel.checkpoint()
             return
         if self.idle_event is None:
@@ -119,17 +156,18 @@ class FlightNode:
 
 @final
 class _InFlight:
-    __slots__ = ("_label", "_node")
+    __slots__ = ("_node", "label")
 
     def __init__(self, node: FlightNode, label: str) -> None:
         self._node = node
-        self._label = label
+        self.label = label
 
     # The node's enter() and leave(), inlined: this runs for every request.
     def __enter__(self) -> None:
-        node, label = self._node, self._label
+        node, label = self._node, self.label
         labels = node.labels
         labels[label] = labels.get(label, 0) + 1
+        node.started[self] = time.monotonic()
         for up in node.chain:
             up.count += 1
 
@@ -139,16 +177,17 @@ class _InFlight:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        node, label = self._node, self._label
+        node, label = self._node, self.label
         labels = node.labels
         left = labels[label] - 1
         if left:
             labels[label] = left
         else:
             del labels[label]
+        node.started.pop(self, None)
         for up in node.chain:
             up.count -= 1
-            if not up.count and up.idle_event is not None:
+            if not (up.count or up.held) and up.idle_event is not None:
                 up.idle_event.set()
                 up.idle_event = None
 
@@ -165,15 +204,15 @@ class ShutdownToken:
     from other threads.
     """
 
-    __slots__ = ("_cell", "_name", "_node", "_shared")
+    __slots__ = ("_cell", "_name", "_node", "_view")
 
     def __init__(
-        self, *, name: str, cell: PhaseCell, node: FlightNode, shared: ScopeShared
+        self, *, name: str, cell: PhaseCell, node: FlightNode, view: ScopeView
     ) -> None:
         self._name = name
         self._cell = cell
         self._node = node
-        self._shared = shared
+        self._view = view
 
     def __repr__(self) -> str:
         return (
@@ -194,7 +233,7 @@ class ShutdownToken:
     @property
     def reason(self) -> str | None:
         """Why the scope is shutting down; None while nothing asked it to."""
-        return self._shared.reason
+        return self._view.reason
 
     @property
     def stop_requested(self) -> bool:
@@ -204,7 +243,7 @@ class ShutdownToken:
     @property
     def ready(self) -> bool:
         """Readiness for load balancers: False from the first trigger on."""
-        return self._shared.reason is None
+        return self._view.reason is None
 
     @property
     def deadline(self) -> float:
@@ -213,7 +252,7 @@ class ShutdownToken:
         ``math.inf`` while running; the drain deadline once this token is asked
         to stop; the end of the cancel window in CANCELLING.
         """
-        return self._cell.deadline
+        return self._view.deadline_for(self._cell.phase)
 
     @property
     def in_flight_count(self) -> int:
@@ -240,6 +279,36 @@ class ShutdownToken:
         return _InFlight(self._node, label)
 
     @contextmanager
+    def closes_itself(self, what: str) -> Iterator[None]:
+        """Hold the drain open while a service closes itself, e.g. a server.
+
+        A service with nothing in flight is cancelled when its turn to drain
+        comes. A server that stops accepting and waits for its connections on
+        its own says so with this around its whole life: while inside, the
+        drain waits for the service to return (up to the drain deadline)
+        instead. It is not work in flight: reports do not list it. A service
+        cut at the deadline inside it is reported ``cancelled``.
+        """
+        if not isinstance(what, str) or not what:
+            msg = f"closes_itself() needs a non-empty description, not {what!r}"
+            raise ValueError(msg)
+        node = self._node
+        node.holds[what] = node.holds.get(what, 0) + 1
+        for up in node.chain:
+            up.held += 1
+        try:
+            yield
+        finally:
+            left = node.holds[what] - 1
+            if left:
+                node.holds[what] = left
+            else:
+                del node.holds[what]
+            for up in node.chain:
+                up.held -= 1
+            node._left()  # noqa: SLF001 -- the node's own bookkeeping
+
+    @contextmanager
     def cancel_on(self, phase: Phase) -> Iterator[anyio.CancelScope]:
         """A cancel scope that is cancelled when this token reaches ``phase``.
 
@@ -264,11 +333,7 @@ class ShutdownToken:
                 with token.shield_cleanup():
                     await connection.aclose()
         """
-        bound = min(
-            anyio.current_time() + self._shared.cancel_timeout,
-            self._shared.final_deadline,
-        )
-        return anyio.CancelScope(shield=True, deadline=bound)
+        return anyio.CancelScope(shield=True, deadline=self._view.cleanup_bound())
 
     def child(self, name: str) -> ShutdownToken:
         """A token for a sub-group of this one's work.
@@ -283,5 +348,5 @@ class ShutdownToken:
             name=f"{self._name}/{name}",
             cell=self._cell,
             node=FlightNode(self._node, prefix=f"{self._node.prefix}{name}/"),
-            shared=self._shared,
+            view=self._view,
         )

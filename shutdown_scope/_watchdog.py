@@ -69,6 +69,10 @@ class Watchdog:
                 os.close(fd)
         self._rfd = self._wfd = -1
 
+    def close(self) -> None:
+        """Release the thread and its pipe (``stop()`` if not done yet)."""
+        self.stop()
+
     def arm(self, seconds: float, exit_code: int) -> None:
         """Fire ``seconds`` from now unless stopped first. Only moves earlier."""
         if math.isinf(seconds):

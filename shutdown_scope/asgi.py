@@ -43,7 +43,7 @@ from typing import Any, Final, TypeAlias, TypeVar, final, overload
 import anyio
 
 from ._phases import Phase
-from ._signals import SignalHandlers
+from ._signal_registry import is_registry_handler
 from ._token import ShutdownToken
 
 __all__ = [
@@ -127,7 +127,7 @@ def _warn_if_the_server_owns_sigterm() -> None:
     handler = signal.getsignal(signal.SIGTERM)
     # SIG_DFL, SIG_IGN or a C handler (None): nobody turns SIGTERM into a
     # graceful stop behind the scope's back.
-    if not callable(handler) or isinstance(handler, SignalHandlers):
+    if not callable(handler) or is_registry_handler(handler):
         return
     owner = getattr(handler, "__qualname__", None) or type(handler).__qualname__
     module = getattr(handler, "__module__", None)

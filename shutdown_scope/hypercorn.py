@@ -172,9 +172,8 @@ async def serve(
     worker = current_worker(wrap_app(app, config.wsgi_max_body_size, "asgi"), config)
     sockets = _listen(config)
     started = _Started(task_status, [f"http://{describe_socket(s)}" for s in sockets])
-    # "closing connections" stays in flight until this returns: the scope stops
-    # a service the moment nothing is in flight, and the lifespan task group
-    # still has to be left.
+    # The drain stays held open (token.closes_itself) until this returns: the
+    # lifespan task group still has to be left.
     try:
         with ExitStack() as closing:
             async with anyio.create_task_group() as lifespan_tasks:

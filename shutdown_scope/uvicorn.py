@@ -318,8 +318,7 @@ async def _serve_until_drained(
         await server.wait_requests()
         await server.lifespan.stop()
 
-    # "closing connections" stays in flight until this returns: the scope
-    # stops a service the moment nothing is in flight.
+    # The drain stays held open (token.closes_itself) until this returns.
     with ExitStack() as closing:
         async with anyio.create_task_group() as background:
             background.start_soon(server.keep_headers_fresh)

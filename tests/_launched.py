@@ -1,12 +1,16 @@
 """A child for the launcher's tests: plain sockets and signals, no shutdown_scope.
 
 ``python _launched.py BEHAVIOUR[,BEHAVIOUR...]``: generation N (from
-SHUTDOWN_SCOPE_GENERATION) takes the N-th behaviour, or the last one:
+SHUTDOWN_SCOPE_GENERATION) takes the N-th behaviour, or the last one. Under
+``run --workers``, a behaviour ``A/B`` gives worker 0 (SHUTDOWN_SCOPE_WORKER) A and
+worker 1 and later B, and the child's tag is ``gen N worker I``:
 
 - ``serve``: answer each connection on fd 3 with ``gen N pid P``, send READY=1,
   and on SIGTERM/SIGINT print ``gen N got SIGx`` and exit 0 (SIGINT: exit 130);
   on SIGUSR1 print ``gen N got SIGUSR1`` and go on.
 - ``crash``: exit 3 at once, never ready.
+- ``deaf``: like serve, but never waits for connections on its socket (it only
+  sleeps): ready by READY=1, never by ``--ready accepting``.
 - ``hang``: never send READY=1; otherwise like serve.
 - ``ignore``: like serve, but print and ignore SIGTERM.
 - ``orphan``: like serve, after leaving an orphan that exits at once (a zombie
@@ -44,6 +48,10 @@ generation = int(os.environ.get("SHUTDOWN_SCOPE_GENERATION", "1"))
 behaviours = sys.argv[1].split(",")
 behaviour = behaviours[min(generation, len(behaviours)) - 1]
 tag = f"gen {generation}"
+if (worker_index := os.environ.get("SHUTDOWN_SCOPE_WORKER")) is not None:
+    tag += f" worker {worker_index}"
+    by_worker = behaviour.split("/")
+    behaviour = by_worker[min(int(worker_index), len(by_worker) - 1)]
 
 
 def say(text: str) -> None:
@@ -157,7 +165,8 @@ if behaviour == "orphan":
 listener = socket.socket(fileno=3) if os.environ.get("LISTEN_FDS") else None
 if listener is not None:
     listener.settimeout(0.05)
-say(f"pid {os.getpid()} listening {listener is not None}")
+own = os.environ.get("LISTEN_PID") == str(os.getpid())
+say(f"pid {os.getpid()} listening {listener is not None} own LISTEN_PID {own}")
 if behaviour == "slowready":
     time.sleep(1)
 if behaviour not in {"hang", "mainpid"}:
@@ -165,7 +174,7 @@ if behaviour not in {"hang", "mainpid"}:
     if os.environ.get("WATCHDOG_USEC"):
         notify(b"WATCHDOG=1")
 while not stopping:
-    if listener is None:
+    if listener is None or behaviour == "deaf":
         time.sleep(0.05)
         continue
     try:

@@ -162,8 +162,9 @@ class Launcher(Child):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        started = re.findall(r"generation \d+ \(pid (\d+)\)", self.output)
-        exited = re.findall(r"generation \d+ \(pid (\d+)\) exited", self.output)
+        named = r"generation \d+(?: worker \d+)? \(pid (\d+)\)"
+        started = re.findall(named, self.output)
+        exited = re.findall(rf"{named} exited", self.output)
         pids = {int(pid) for pid in set(started) - set(exited)}
         if self.proc.poll() is None:  # and those whose lines were not read yet
             pids |= child_pids(self.proc.pid)

@@ -50,7 +50,7 @@ def test_drain_bench_quick_prints_a_row_per_server_and_the_goals() -> None:
     assert goals[1].startswith("goal: throughput ratio >= 0.97: asyncio "), output
     assert goals[2].startswith("goal: ours exits within 50 ms of the last answer:")
     h2_rows = _h2_table(child.lines)
-    assert list(h2_rows) == list(SERVERS), output
+    assert list(h2_rows) == [name for name in SERVERS if "uvicorn" not in name]
     for name in ("ours-asyncio", "ours-trio"):
         assert int(h2_rows[name]["answered"]) > 0, output
         assert h2_rows[name]["failed"] == "0", output

@@ -224,7 +224,7 @@ def test_watchdog_pipe_is_closed_when_the_thread_cannot_start(
     """If the watchdog thread cannot start, its pipe is closed all the same."""
     import os
 
-    from shutdown_scope import _scope, _watchdog
+    from shutdown_scope import _lifetime, _watchdog
 
     made: list[_watchdog.Watchdog] = []
 
@@ -236,7 +236,7 @@ def test_watchdog_pipe_is_closed_when_the_thread_cannot_start(
         def start(self) -> None:
             raise RuntimeError("can't start new thread")
 
-    monkeypatch.setattr(_scope, "Watchdog", NoThreadWatchdog)
+    monkeypatch.setattr(_lifetime, "Watchdog", NoThreadWatchdog)
 
     async def main() -> None:
         async with graceful_scope(signals=(), hard_exit=True):
@@ -399,13 +399,15 @@ def test_handlers_are_restored_when_entry_fails_after_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An error raised in graceful_scope's entry after the signal handlers were
-    installed (here: the watchdog cannot be created) restores them."""
-    from shutdown_scope import _scope
+    installed (here: the watchdog thread cannot start) restores them."""
+    from shutdown_scope import _lifetime, _watchdog
 
-    def broken(**kwargs: Any) -> None:
-        raise OSError("too many open files")
+    class Broken(_watchdog.Watchdog):
+        def start(self) -> None:
+            assert signal.getsignal(signal.SIGUSR1) is not before  # installed
+            raise OSError("too many open files")
 
-    monkeypatch.setattr(_scope, "Watchdog", broken)
+    monkeypatch.setattr(_lifetime, "Watchdog", Broken)
     before = signal.getsignal(signal.SIGUSR1)
 
     async def main() -> None:

@@ -101,6 +101,22 @@ def _parser() -> argparse.ArgumentParser:
         "(default 30)",
     )
     run.add_argument(
+        "--workers",
+        type=values.workers,
+        metavar="N",
+        help="run N worker processes per generation on the same sockets (auto or 0:"
+        " one per CPU available); a worker that dies on its own is replaced",
+    )
+    run.add_argument(
+        "--ready",
+        type=values.ready_mode,
+        default=values.ready_mode("notify"),
+        metavar="MODE",
+        help="when a generation is ready: notify (it sends READY=1, the default), "
+        "accepting (it waits for connections on a handed socket, seen in /proc) "
+        "or after:S (S seconds after its start)",
+    )
+    run.add_argument(
         "--debounce",
         type=values.interval,
         default=0.2,
@@ -222,6 +238,19 @@ def _upstream(environ: dict[str, str], stack: ExitStack) -> Upstream | None:
     return upstream
 
 
+def _metrics_file(path: str | None) -> MetricsFile | None:
+    """The ``--metrics-file``, written once now: a bad path fails at start."""
+    if path is None:
+        return None
+    metrics = MetricsFile(path)
+    try:
+        metrics.write()
+    except OSError as error:
+        why = f"cannot write --metrics-file {path}: {error.strerror or error}"
+        raise OSError(error.errno, why) from error
+    return metrics
+
+
 def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> int:
     if not command:
         logger.error("no command: shutdown-scope run [options] -- CMD [ARGS...]")
@@ -237,6 +266,12 @@ def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> 
             text = error.strerror if isinstance(error, OSError) else None
             logger.error("%s", text or error)  # noqa: TRY400 -- a clear line, no traceback
             return _LAUNCHER_ERROR
+        if args.ready.kind == "accepting" and not listeners:
+            logger.error(
+                "--ready accepting needs a socket to watch: add --listen ADDR"
+                " (or run the launcher socket-activated)"
+            )
+            return 2
         for index, listener in enumerate(listeners):
             logger.info(
                 "listening on %s (fd %d in the child)",
@@ -252,22 +287,17 @@ def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> 
             ready_timeout=args.ready_timeout,
             debounce=args.debounce,
             notify_access=args.notify_access,
+            ready=args.ready,
+            workers=args.workers,
         )
         if args.notify_access == "main" and not senders_known():
             logger.warning(
                 "this system does not tell notify senders apart:"
                 " --notify-access main acts as all"
             )
-        metrics = None if args.metrics_file is None else MetricsFile(args.metrics_file)
-        try:
-            if metrics is not None:
-                metrics.write()
-        except OSError as error:
-            why = error.strerror or error
-            logger.error("cannot write --metrics-file %s: %s", args.metrics_file, why)  # noqa: TRY400
-            return _LAUNCHER_ERROR
         upstream = _upstream(environ, stack)
         try:
+            metrics = _metrics_file(args.metrics_file)
             supervisor = Supervisor(
                 options,
                 listeners,

@@ -1,4 +1,10 @@
-"""One generation of the child: its process, its notify socket, its state."""
+"""One generation of the child: its worker processes, each with its notify socket.
+
+Without ``--workers``, a generation is one process, named ``generation N (pid
+P)`` as it always was; with it, N worker processes named ``generation N worker I
+(pid P)``. Each worker leads a process group of its own and has its own
+NOTIFY_SOCKET, where only its main process may speak.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,11 @@ import contextlib
 import math
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._notify import NotifyInbox
 
-__all__ = ["Generation", "exit_code_of"]
+__all__ = ["Generation", "Worker", "describe_exit", "exit_code_of"]
 
 
 def exit_code_of(status: int) -> int:
@@ -20,10 +26,14 @@ def exit_code_of(status: int) -> int:
 
 
 @dataclass
-class Generation:
-    """A child started by the launcher; ``number`` counts from 1."""
+class Worker:
+    """A process started by the launcher: one of its generation's workers.
 
-    number: int
+    ``index`` is None for the one process of a run without ``--workers``.
+    """
+
+    generation: int
+    index: int | None
     pid: int
     inbox: NotifyInbox  # the launcher's end of its NOTIFY_SOCKET
     started_at: float
@@ -33,12 +43,20 @@ class Generation:
     kill_at: float = math.inf
     group_gone: bool = False
     refusal_told: bool = False  # the supervisor's STATUS= said refusal()
+    next_probe: float = 0.0  # --ready accepting: when to look in /proc again
 
     def __post_init__(self) -> None:
-        self.inbox.started(f"generation {self.number}", self.pid)
+        self.inbox.started(self.name, self.pid)
+
+    @property
+    def name(self) -> str:
+        """``generation N`` or ``generation N worker I``."""
+        if self.index is None:
+            return f"generation {self.generation}"
+        return f"generation {self.generation} worker {self.index}"
 
     def __str__(self) -> str:
-        return f"generation {self.number} (pid {self.pid})"
+        return f"{self.name} (pid {self.pid})"
 
     @property
     def alive(self) -> bool:
@@ -58,7 +76,7 @@ class Generation:
         return True
 
     def signal_group(self, sig: int) -> None:
-        """Send ``sig`` to the generation's process group (or its pid)."""
+        """Send ``sig`` to the worker's process group (or its pid)."""
         if not self.alive:
             return
         try:
@@ -68,11 +86,12 @@ class Generation:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, sig)
 
-    def read_notifications(self) -> list[list[str]]:
+    def read_notifications(self, *, count_ready: bool = True) -> list[list[str]]:
         """Take the notifications its main process sent (see ``NotifyInbox``):
-        each datagram as its ``KEY=VALUE`` lines."""
+        each datagram as its ``KEY=VALUE`` lines. ``READY=1`` makes it ready
+        if ``count_ready``."""
         datagrams = self.inbox.receive()
-        if any("READY=1" in lines for lines in datagrams):
+        if count_ready and any("READY=1" in lines for lines in datagrams):
             self.ready = True
         return datagrams
 
@@ -87,13 +106,53 @@ class Generation:
             f" (pid {self.inbox.main_pid}), see --notify-access"
         )
 
+    def outcome(self) -> str:
+        """``worker 1 (pid P): ready`` and the like, for a reload's answer."""
+        if self.exit_code is not None:
+            state = f"exited: {describe_exit(self.exit_code)}"
+        else:
+            state = "ready" if self.ready else "not ready"
+        who = "" if self.index is None else f"worker {self.index} "
+        return f"{who}(pid {self.pid}): {state}"
+
     def close(self) -> None:
         """Close our end; the socket file is the runtime directory's to remove."""
         self.inbox.close()
 
 
+@dataclass
+class Generation:
+    """The workers started together by one start or reload; ``number`` counts from 1.
+
+    ``workers[i]`` is worker i's latest process (a replacement takes its place).
+    """
+
+    number: int
+    started_at: float
+    workers: list[Worker] = field(default_factory=list)
+    size: int = 1
+    told_ready: bool = False  # its readiness was logged and passed on
+
+    def __str__(self) -> str:
+        if len(self.workers) == 1 and self.workers[0].index is None:
+            return str(self.workers[0])
+        pids = ", ".join(str(w.pid) for w in self.workers)
+        return f"generation {self.number} (pids {pids})"
+
+    @property
+    def ready(self) -> bool:
+        """Every worker has started and is ready (and still runs)."""
+        return len(self.workers) == self.size and all(
+            w.ready and w.exit_code is None for w in self.workers
+        )
+
+    def outcomes(self) -> str:
+        """Each worker's state: ``worker 0 (pid P): ready, worker 1 ...``."""
+        return ", ".join(w.outcome() for w in self.workers)
+
+
 def describe_exit(code: int) -> str:
-    """``exit code 3`` or ``killed by SIGKILL (exit code 137)``."""
+    """``exit code 3`` or ``SIGKILL (exit code 137)``."""
     if code > 128:  # noqa: PLR2004 -- 128 + signal, the shell's convention
         try:
             name = signal.Signals(code - 128).name

@@ -10,19 +10,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import re
 import signal
 
+from ._readiness import ReadyMode
 from ._signal_inbox import FORWARDED
 
 __all__ = [
     "backlog",
     "interval",
+    "ready_mode",
     "rewrite",
     "rewritten_twice",
     "seconds",
     "timeout",
     "wait",
+    "workers",
 ]
 
 # A plain decimal: no sign, spaces, underscores, other scripts' digits, nan.
@@ -135,3 +139,44 @@ def rewritten_twice(rewrites: list[tuple[int, int]]) -> str | None:
     sources = [source for source, _ in rewrites]
     twice = next((x for x in sources if sources.count(x) > 1), None)
     return None if twice is None else signal.Signals(twice).name
+
+
+def ready_mode(text: str) -> ReadyMode:
+    """``--ready``: ``notify``, ``accepting`` or ``after:SECONDS`` (more than 0)."""
+    if text == "notify":
+        return ReadyMode(kind="notify")
+    if text == "accepting":
+        return ReadyMode(kind="accepting")
+    kind, sep, rest = text.partition(":")
+    if kind == "after" and sep:
+        try:
+            return ReadyMode(kind="after", seconds=_duration(rest, never=False))
+        except argparse.ArgumentTypeError as error:
+            msg = f"after:SECONDS: {error}"
+            raise argparse.ArgumentTypeError(msg) from None
+    msg = f"{text!r}: expected notify, accepting or after:SECONDS (such as after:2)"
+    raise argparse.ArgumentTypeError(msg)
+
+
+# More workers than this is a typo, not a machine (and each costs a process).
+_MOST_WORKERS = 1024
+
+
+def workers(text: str) -> int:
+    """``--workers``: 1 to 1024, or ``auto``/``0`` for the CPUs this process may use."""
+    if text.lower() == "auto" or text == "0":
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1)
+        )
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(_MOST_WORKERS)):
+        value = -1
+    else:
+        value = int(text)
+    if not 1 <= value <= _MOST_WORKERS:
+        msg = (
+            f"{text!r} is not a number of workers: 1 to {_MOST_WORKERS}, or auto (or 0)"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return value
