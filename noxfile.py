@@ -141,7 +141,7 @@ def package(session: nox.Session) -> None:
     venv = Path(session.create_tmp()) / "fresh"
     session.run("python", "-m", "venv", "--clear", str(venv))
     python = str(venv / "bin" / "python")
-    extras = "trio,hypercorn,uvicorn"
+    extras = "trio,hypercorn,uvicorn,testing,prometheus"
     session.run(python, "-m", "pip", "install", "-q", f"{wheel}[{extras}]")
     session.run(python, str(ROOT / "tests" / "import_everything.py"), external=True)
 
@@ -155,7 +155,7 @@ def docs(session: nox.Session) -> None:
     """
     # The integrations' extras: autodoc imports every public module, and the
     # shutdowns run the demo's hypercorn server.
-    session.install(".[trio,hypercorn,uvicorn]", *DOCS)
+    session.install(".[trio,hypercorn,uvicorn,testing,prometheus]", *DOCS)
     out = ROOT / "docs" / "_build" / "html"
     args = session.posargs or ["-q"]
     session.run(

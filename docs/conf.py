@@ -46,6 +46,7 @@ napoleon_numpy_docstring = False
 # no page and are let through here; this project's own names must resolve.
 nitpick_ignore_regex = [
     (r"py:.*", r"(anyio|trio|hypercorn|uvicorn|h11|h2|starlette|_contextvars)\..*"),
+    (r"py:.*", r"(prometheus_client|_pytest|pytest|asyncio)\..*"),
     (r"py:.*", r"(socket|signal|os|enum|contextlib|collections|typing)\..*"),
     (r"py:.*", r"(typing_extensions|collections\.abc|types|pathlib|argparse)\..*"),
     (r"py:class", r"(Awaitable|Callable|Mapping|MutableMapping|Sequence|Iterable)"),

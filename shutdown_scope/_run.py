@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn
 
@@ -10,6 +11,7 @@ import anyio
 from ._extras import missing_extra
 from ._misuse import not_a_coroutine
 from ._report import ShutdownReport, report_sink
+from ._report_file import ReportFile
 
 __all__ = ["run"]
 
@@ -28,6 +30,9 @@ def run(
 
     If ``main`` returns a ``ShutdownReport``, that report decides. If no scope
     ran, the exit code is 0. Exceptions from ``main`` propagate as usual.
+
+    With ``SHUTDOWN_SCOPE_REPORT_FILE`` set to a path, the deciding report is
+    written there as JSON (``as_dict()``) at the end, also when ``main`` raised.
 
     Raises:
         TypeError: ``main`` is a coroutine (``run(main())``: pass the function)
@@ -48,15 +53,18 @@ def run(
             import trio  # noqa: F401 -- anyio would, with a less helpful error
         except ModuleNotFoundError as error:
             raise missing_extra(error, "trio") from error
+    report_file = ReportFile.take(os.environ)
     reports: list[ShutdownReport] = []
     token = report_sink.set(reports)
+    result: object = None
     try:
         result = anyio.run(
             main, *args, backend=backend, backend_options=dict(backend_options or {})
         )
     finally:
         report_sink.reset(token)
-    report = result if isinstance(result, ShutdownReport) else None
-    if report is None and reports:
-        report = reports[-1]
+        report = result if isinstance(result, ShutdownReport) else None
+        if report is None and reports:
+            report = reports[-1]
+        report_file.write(report)
     raise SystemExit(0 if report is None else report.exit_code)

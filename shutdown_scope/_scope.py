@@ -68,6 +68,20 @@ class ShutdownScope:
             raise RuntimeError(msg)
         return self._runtime.report
 
+    @property
+    def signals_received(self) -> int:
+        """Shutdown signals counted so far (repeats within the debounce count once)."""
+        return self._runtime.escalation.signals_received
+
+    def in_flight_by_service(self) -> dict[str, int]:
+        """Units of work in flight per service, in start order; the body's own
+        work under ``"body"``. Reads counters only, so a metrics exporter may
+        call it from its own thread."""
+        state = self._runtime.state
+        counts = {svc.name: svc.node.count for svc in tuple(state.services)}
+        counts["body"] = max(0, state.body.node.count - sum(counts.values()))
+        return counts
+
     async def start(
         self,
         fn: Callable[..., Awaitable[Any]],

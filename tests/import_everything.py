@@ -16,8 +16,11 @@ PUBLIC = (
     "shutdown_scope",
     "shutdown_scope.asgi",
     "shutdown_scope.hypercorn",
+    "shutdown_scope.prometheus",
     "shutdown_scope.systemd",
     "shutdown_scope.tcp",
+    "shutdown_scope.testing",
+    "shutdown_scope.testing.http_load",
     "shutdown_scope.timeline",
     "shutdown_scope.uvicorn",
 )

@@ -37,6 +37,7 @@ from shutdown_scope.asgi import (
     ShutdownMiddleware,
     token_from_scope,
 )
+from shutdown_scope.testing import drive_to, graceful_test_scope, virtual_clock_backend
 
 pytestmark = pytest.mark.anyio
 
@@ -149,7 +150,13 @@ async def test_request_is_in_flight_under_its_label() -> None:
     assert len(second[0]) == len("http/GET ") + 100
 
 
-async def test_drain_waits_for_a_slow_request(mock_clock: MockClock) -> None:
+# Virtual time on both backends (the test kit's clocks): exact times on asyncio too.
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [virtual_clock_backend("asyncio"), virtual_clock_backend("trio")],
+    ids=["asyncio", "trio"],
+)
+async def test_drain_waits_for_a_slow_request() -> None:
     running = anyio.Event()
 
     async def slow(scope: Scope, receive: Receive, send: Send) -> None:
@@ -165,11 +172,11 @@ async def test_drain_waits_for_a_slow_request(mock_clock: MockClock) -> None:
         exchanges.append(await call_http(middleware, http_scope("/slow")))
         await anyio.sleep_forever()  # nothing in flight now: stopped when drained
 
-    async with graceful_scope(drain_timeout=20, **NO_SIGNALS) as scope:
+    async with graceful_test_scope(drain_timeout=20) as scope:
         await scope.start(web)
         await running.wait()
         assert scope.token.in_flight_labels() == ("web: GET /slow",)
-        scope.request_shutdown("deploy")
+        assert await drive_to(scope, Phase.DRAINING, reason="deploy") == Phase.DRAINING
     report = scope.report
     assert [(p.phase, p.started, p.duration, p.in_flight) for p in report.phases] == [
         (Phase.STOPPING, 0, 0, ("web: GET /slow",)),

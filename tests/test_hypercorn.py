@@ -11,21 +11,21 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import h11
 import pytest
 import wsproto
 import wsproto.events
 from _spawn import Child
 
+from shutdown_scope import Phase
+from shutdown_scope.testing import Rehearsal
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
-sys.path.insert(0, str(EXAMPLES))
-from http_load import LoadStats, run_load  # noqa: E402
 
 APP = str(EXAMPLES / "hypercorn_app.py")
 
@@ -84,40 +84,26 @@ def connect(url: str) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=10)
 
 
-def test_no_request_lost_under_load(backend: str) -> None:
-    with running_app(backend, "--drain-timeout", "10") as (child, url):
-        stats = LoadStats()
-
-        async def load_then_signal() -> None:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(
-                    lambda: run_load(
-                        f"{url}/work?ms=5", clients=32, seconds=1.5, stats=stats
-                    )
-                )
-                # Mid-load: once every client has had answers for a while.
-                while stats.answered < 500:  # noqa: ASYNC110 -- polling our own counter
-                    await anyio.sleep(0.01)
-                child.send(signal.SIGTERM)
-
-        anyio.run(load_then_signal)
-        assert child.finish() == 0, child.output
-        report = report_of(child)
-    read, answered = _server_counts(child)
-    assert stats.lost == 0, stats.summary()
+def test_no_request_lost_under_load(
+    backend: str, shutdown_rehearsal: Callable[..., Rehearsal]
+) -> None:
+    rehearsal = shutdown_rehearsal(
+        [sys.executable, APP, "--backend", backend, "--bind", "127.0.0.1:{port}"],
+        url="http://127.0.0.1:{port}/work?ms=5",
+        clients=32,
+        signal_after=0.3,  # mid-load: every client has had answers for a while
+    )
+    assert rehearsal.lost == 0, rehearsal
     # Every request the app read was answered, and every answer reached a client.
-    assert read == answered == stats.answered, (read, answered, stats.summary())
-    assert set(stats.statuses) == {200}
-    assert stats.closed_by_server > 0  # Connection: close once stopping
-    assert stats.refused > 0  # the listener closed: new connections refused
-    assert report["clean"] is True
-    assert [p["phase"] for p in report["phases"]] == ["STOPPING", "DRAINING"]
-
-
-def _server_counts(child: Child) -> tuple[int, int]:
-    line = child.lines[child.index("lifespan: shutdown")]
-    words = line.split()
-    return int(words[-4]), int(words[-2])
+    counts = "lifespan: shutdown; /work requests: {0} read, {0} answered"
+    assert counts.format(rehearsal.answered) in rehearsal.output, rehearsal
+    assert set(rehearsal.statuses) == {200}
+    assert rehearsal.closed_by_server > 0  # Connection: close once stopping
+    assert rehearsal.refused > 0  # the listener closed: new connections refused
+    assert rehearsal.exit_code == 0
+    report = rehearsal.report
+    assert report.clean
+    assert [p.phase for p in report.phases] == [Phase.STOPPING, Phase.DRAINING]
 
 
 def test_request_past_the_drain_deadline_is_cancelled(backend: str) -> None:

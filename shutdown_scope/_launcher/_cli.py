@@ -17,6 +17,7 @@ from shutdown_scope._version import __version__
 
 from . import _values as values
 from ._control import ControlServer, ask_reload, parse_group
+from ._metrics_file import MetricsFile
 from ._notify import NOTIFY_ACCESS, Upstream, senders_known
 from ._pid_file import PidFile, name_this_process, parse_pid, signal_launcher
 from ._signal_inbox import SignalInbox
@@ -143,6 +144,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--pid-file", metavar="PATH", help="write the launcher's pid here")
     run.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write reloads by outcome and the serving generation here, in the "
+        "Prometheus text format, at start and after each reload (for "
+        "node_exporter's textfile collector, name it NAME.prom)",
+    )
+    run.add_argument(
         "-q", "--quiet", action="store_true", help="log only warnings and errors"
     )
     run.add_argument("cmd", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -230,6 +238,19 @@ def _upstream(environ: dict[str, str], stack: ExitStack) -> Upstream | None:
     return upstream
 
 
+def _metrics_file(path: str | None) -> MetricsFile | None:
+    """The ``--metrics-file``, written once now: a bad path fails at start."""
+    if path is None:
+        return None
+    metrics = MetricsFile(path)
+    try:
+        metrics.write()
+    except OSError as error:
+        why = f"cannot write --metrics-file {path}: {error.strerror or error}"
+        raise OSError(error.errno, why) from error
+    return metrics
+
+
 def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> int:
     if not command:
         logger.error("no command: shutdown-scope run [options] -- CMD [ARGS...]")
@@ -276,6 +297,7 @@ def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> 
             )
         upstream = _upstream(environ, stack)
         try:
+            metrics = _metrics_file(args.metrics_file)
             supervisor = Supervisor(
                 options,
                 listeners,
@@ -283,6 +305,7 @@ def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> 
                 environ=environ,
                 control=control,
                 notify_upstream=None if upstream is None else upstream.send,
+                metrics=metrics,
             )
         except OSError as error:
             logger.error("%s", error.strerror or error)  # noqa: TRY400

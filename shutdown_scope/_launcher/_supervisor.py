@@ -23,6 +23,7 @@ from shutdown_scope._sd_protocol import MANAGER_VARIABLES, watchdog_interval
 
 from ._control import ControlServer, Reply
 from ._generation import Generation, Worker, describe_exit, exit_code_of
+from ._metrics_file import MetricsFile, ReloadOutcome
 from ._notify import NotifyAccess, NotifyInbox
 from ._readiness import PROBE_INTERVAL, ReadyMode, is_accepting, socket_inodes
 from ._reloads import Reloads
@@ -82,8 +83,10 @@ class Supervisor:
         environ: dict[str, str],
         control: ControlServer | None = None,
         notify_upstream: Callable[[str], None] | None = None,
+        metrics: MetricsFile | None = None,
     ) -> None:
         self.options = options
+        self._metrics = metrics
         self.listeners = list(listeners)
         self._base_env = {
             k: v for k, v in environ.items() if k not in MANAGER_VARIABLES
@@ -235,6 +238,8 @@ class Supervisor:
         for worker in self._live():
             worker.asked_to_stop = True
             worker.kill_at = min(worker.kill_at, now + self.options.grace_period)
+        if self._reloads.running:
+            self._count_reload("interrupted")
         self._reloads.abandon(f"stopping ({why})")
         logger.info("stopping (%s)", why)
 
@@ -349,6 +354,7 @@ class Supervisor:
         self._retire(old, self._stop_signal())
         shown = f"{gen} ready" + self._outcomes(gen)
         sig_name = signal.Signals(self._stop_signal()).name
+        self._count_reload("done")  # first: whoever hears the outcome sees it
         self._reloads.finish(ok=True, why=f"{shown}; {old} sent {sig_name}")
         self._upstream("READY=1")
         self._begin_queued()
@@ -595,6 +601,8 @@ class Supervisor:
         logger.info("reload %d: %s started", number, self.successor)
 
     def _fail_reload(self, why: str) -> None:
+        if self._reloads.running:
+            self._count_reload("failed")
         serving = (
             f"{self.current} keeps serving" if self.current else "no generation serves"
         )
@@ -606,6 +614,15 @@ class Supervisor:
     def _begin_queued(self) -> None:
         if not self.stopping and self._reloads.next():
             self._begin_reload()
+
+    def _count_reload(self, outcome: ReloadOutcome) -> None:
+        if self._metrics is None:
+            return
+        serving = 0 if self.current is None else self.current.number
+        try:
+            self._metrics.reload_ended(outcome, serving)
+        except OSError as error:
+            logger.warning("cannot write --metrics-file: %s", error.strerror or error)
 
     # -- the rest ----------------------------------------------------------------
 
