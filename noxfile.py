@@ -155,7 +155,10 @@ def docs(session: nox.Session) -> None:
     """
     # The integrations' extras: autodoc imports every public module, and the
     # shutdowns run the demo's hypercorn server.
-    session.install(".[trio,hypercorn,uvicorn,testing,prometheus]", *DOCS)
+    # pytest: autodoc imports the test kit's pytest plugin.
+    session.install(
+        ".[trio,hypercorn,uvicorn,testing,prometheus]", "pytest>=8.0", *DOCS
+    )
     out = ROOT / "docs" / "_build" / "html"
     args = session.posargs or ["-q"]
     session.run(
