@@ -10,6 +10,7 @@ A ``python`` block is classified by what it defines:
   scope and stopped; if it listens for a signal, it gets that signal first.
 - an async function of ``(scope, receive, send)``: an ASGI app, served by
   ``shutdown_scope.hypercorn.serve`` to a real client across a shutdown.
+- statements that set up logging: run, then a record must come out as JSON.
 
 Each ``sh`` command must exist: ``shutdown-scope ...`` lines parse with the
 command's own parser, ``nox -s S`` names a session, ``python examples/x.py`` a
@@ -20,6 +21,7 @@ mark it: ``<!-- readme-test: skip REASON -->`` on the line before the block.
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import re
 import shlex
@@ -239,10 +241,36 @@ def test_python_block_is_a_known_kind(block: Block) -> None:
     program = "main" in defined and run_call(tree) is not None
     service = any(firsts(fn) == ["token"] for fn in defined.values())
     asgi = any(firsts(fn) == ["scope", "receive", "send"] for fn in defined.values())
-    assert program or service or asgi, (
+    assert program or service or asgi or is_setup(tree), (
         f"{block}: neither a program (main and run(main)), a service (first"
-        f" parameter token) nor an ASGI app; {HOW_TO_MARK}"
+        f" parameter token), an ASGI app nor logging setup; {HOW_TO_MARK}"
     )
+
+
+def is_setup(tree: ast.Module) -> bool:
+    """Statements that set up logging and define nothing to run."""
+    defines = any(
+        isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in tree.body
+    )
+    return not defines and "logging" in ast.unparse(tree)
+
+
+SETUPS = [p for p in blocks_of("python") if is_setup(compile_block(p.values[0])[0])]
+
+
+@pytest.mark.parametrize("block", SETUPS)
+def test_logging_setup_gives_json_events(
+    block: Block, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logger = logging.getLogger("shutdown_scope")
+    before = list(logger.handlers)
+    try:
+        execute(compile_block(block)[0], block, {})
+        logger.warning("x", extra={"event": "readme"})
+    finally:
+        logger.handlers[:] = before
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert json.loads(line)["event"] == "readme", line
 
 
 def firsts(fn: ast.AsyncFunctionDef) -> list[str]:
