@@ -16,6 +16,7 @@ PUBLIC = (
     "shutdown_scope",
     "shutdown_scope.asgi",
     "shutdown_scope.hypercorn",
+    "shutdown_scope.logging",
     "shutdown_scope.systemd",
     "shutdown_scope.tcp",
     "shutdown_scope.timeline",
