@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 import shutdown_scope
-from shutdown_scope import Phase, ShutdownToken, graceful_scope
+from shutdown_scope import ShutdownToken, graceful_scope
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -91,12 +91,9 @@ async def consume(
     work_time: float,
 ) -> None:
     """Handle one message at a time; once asked to stop, take no new one."""
-    while not token.stop_requested:
-        # Waiting for a message is not work in flight: stop waiting on request.
-        with token.cancel_on(Phase.STOPPING) as waiting:
-            n = await queue.receive()
-        if waiting.cancelled_caught:
-            break
+    # Waiting for a message is not work in flight: take() stops waiting at
+    # STOPPING, and still yields a message handed over as the stop begins.
+    async for n in token.take(queue):
         # The drain waits for this block; past the drain deadline it is cancelled.
         with token.in_flight(f"message {n}"):
             log.info("message %d: in flight", n)

@@ -124,6 +124,8 @@ class Escalation:
     def _escalate(self, sig: signal.Signals) -> None:
         if self._state.phase < Phase.CANCELLING:
             logger.warning(
-                "shutdown_scope: %s again: cancelling what remains", sig.name
+                "shutdown_scope: %s again: cancelling what remains",
+                sig.name,
+                extra={"event": "escalated", "signal": sig.name},
             )
         self._state.escalate()

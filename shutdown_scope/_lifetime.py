@@ -109,7 +109,13 @@ class Runtime:
         # The one place the report is printed: INFO when clean, else WARNING
         # (which reaches stderr even without logging configured).
         level = logging.INFO if report.clean else logging.WARNING
-        logger.log(level, "shutdown_scope: %s", report, extra={"event": "report"})
+        fields = {
+            "event": "report",
+            "clean": report.clean,
+            "exit_code": report.exit_code,
+            "report": report.as_dict(),
+        }
+        logger.log(level, "shutdown_scope: %s", report, extra=fields)
         sink = report_sink.get()
         if sink is not None:
             sink.append(report)

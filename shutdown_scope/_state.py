@@ -161,7 +161,17 @@ class ShutdownState:
         if kind == "finished":
             return True  # nothing left to stop, nothing to guard
         self._guarded = True
-        logger.info("shutdown_scope: shutdown begins (%s: %s)", kind, reason)
+        logger.info(
+            "shutdown_scope: shutdown begins (%s: %s)",
+            kind,
+            reason,
+            extra={
+                "event": "shutdown_begins",
+                "trigger": kind,
+                "reason": reason,
+                "signal": sig.name if sig is not None else None,
+            },
+        )
         self.enter(Phase.STOPPING)
         return True
 
@@ -194,6 +204,11 @@ class ShutdownState:
                 "shutdown_scope: %s; in flight: %s",
                 phase.name,
                 list(in_flight) or "nothing",
+                extra={
+                    "event": "phase",
+                    "phase": phase.name,
+                    "in_flight": list(in_flight),
+                },
             )
         for listener in self._listeners:
             listener(phase, in_flight)
@@ -267,6 +282,17 @@ class ShutdownState:
                 svc.outcome = "not started"
             elif svc.cancel_scope.cancel_called:
                 svc.outcome = "cancelled" if svc.cancelled_in_flight else "stopped"
+        if svc.cancelled_in_flight:
+            logger.info(
+                "shutdown_scope: service %r: cancelled in flight: %s",
+                svc.name,
+                list(svc.cancelled_in_flight),
+                extra={
+                    "event": "in_flight_cancelled",
+                    "service": svc.name,
+                    "in_flight": list(svc.cancelled_in_flight),
+                },
+            )
         svc.finished_at = anyio.current_time()
         svc.done.set()
         if self.body.done.is_set() and all(s.done.is_set() for s in self.services):

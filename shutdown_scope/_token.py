@@ -7,11 +7,16 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Protocol, final
+from typing import TYPE_CHECKING, Protocol, TypeVar, final
 
 import anyio
 
 from ._phases import Phase
+
+if TYPE_CHECKING:
+    from ._take import Receiver, Take
+
+T = TypeVar("T")
 
 __all__ = ["FlightNode", "PhaseCell", "ScopeView", "ShutdownToken"]
 
@@ -266,6 +271,26 @@ class ShutdownToken:
     async def wait_phase(self, phase: Phase) -> None:
         """Wait until this token reaches ``phase`` (or a later one). A checkpoint."""
         await self._cell.wait(Phase(phase))
+
+    def take(self, stream: Receiver[T], *, until: Phase = Phase.STOPPING) -> Take[T]:
+        """The items of ``stream`` until this token reaches ``until``.
+
+        Each step receives one item; it stops waiting, and the loop ends, once the
+        phase is reached. An item received as the stop begins is still yielded,
+        never dropped; items not yet received stay in the stream. Mark each
+        item's handling in flight, so the drain waits for it::
+
+            async for message in token.take(queue):
+                with token.in_flight(f"message {message.id}"):
+                    await handle(message)
+
+        Raises:
+            TypeError: ``stream`` has no ``receive()`` method.
+            ValueError: ``until`` is not a phase after RUNNING.
+        """
+        from ._take import Take, check_take
+
+        return Take(self, stream, check_take(stream, until))
 
     def in_flight(self, label: str) -> _InFlight:
         """Mark a unit of work (a request, a message) as in flight.

@@ -199,6 +199,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--spy", action="store_true")
     parser.add_argument("--request", action="store_true", help="stop without a signal")
     parser.add_argument("--custom", action="store_true")
+    parser.add_argument("--log-json", action="store_true", help="JsonFormatter logs")
     return parser.parse_args()
 
 
@@ -206,6 +207,10 @@ if __name__ == "__main__":
     options = parse_args()
     log_format = "%(name)s %(levelname)s %(message)s"
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=log_format)
+    if options.log_json:
+        from shutdown_scope.logging import JsonFormatter
+
+        logging.getLogger().handlers[0].setFormatter(JsonFormatter())
     if options.program == "restore":
         restore(options)
     elif options.program == "other-thread":

@@ -115,3 +115,29 @@ def _forget_taken_notify_variables() -> Iterator[None]:
     yield
     with _manager_environ._TAKEN_LOCK:
         _manager_environ._TAKEN.clear()
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_when_marked(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test not marked ``subprocess`` that starts a process fails, saying so.
+
+    ``-m "not subprocess"`` is the seconds-long inner loop, and CI runs only
+    those tests on some Pythons: a process started there is a mistake of marks.
+    """
+    if request.node.get_closest_marker("subprocess") is not None:
+        return
+    import subprocess
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        msg = (
+            f"{request.node.nodeid} starts a process: mark it"
+            " @pytest.mark.subprocess (or keep it in-process)"
+        )
+        raise RuntimeError(msg)
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse)

@@ -174,6 +174,7 @@ def test_the_launcher_runs_the_example_app(deployment: str) -> None:
     assert "--bind" not in app  # it serves the socket the launcher hands it
 
 
+@pytest.mark.subprocess
 def test_every_option_the_files_name_exists() -> None:
     run_options = help_options("-m", "shutdown_scope", "run")
     reload_options = help_options("-m", "shutdown_scope", "reload")

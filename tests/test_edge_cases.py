@@ -200,6 +200,7 @@ run(main, backend=sys.argv[1])
 """
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("how", ["request", "finished"])
 def test_watchdog_does_not_fire_after_a_slow_clean_exit(backend: str, how: str) -> None:

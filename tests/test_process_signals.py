@@ -48,6 +48,18 @@ def report_of(child: Child) -> dict[str, Any]:
     return report
 
 
+def events(child: Child) -> list[dict[str, Any]]:
+    """The child's JSON log records that carry an event (``--log-json``), in order,
+    each with ``line``: where it is in the output."""
+    found = []
+    for n, line in enumerate(child.lines):
+        if line.startswith("{"):
+            record: dict[str, Any] = json.loads(line)
+            if "event" in record:
+                found.append({**record, "line": n})
+    return found
+
+
 def past_debounce() -> None:
     """Let the debounce window pass before the next signal.
 
@@ -83,18 +95,23 @@ def assert_watchdog_dump(child: Child, why: str, code: int) -> None:
 def test_signal_drains_in_flight_work_then_exits_0(
     backend: str, sig: signal.Signals
 ) -> None:
-    with serve(backend, "--work 0.3") as child:
+    with serve(backend, "--work 0.3 --log-json") as child:
         child.send(sig)
         assert child.finish() == 0, child.output
-    child.assert_in_order(
-        f"shutdown_scope: shutdown begins (signal: received {sig.name})",
-        "shutdown_scope: STOPPING; in flight: ['worker: job 1']",
-        "shutdown_scope: DRAINING; in flight: ['worker: job 1']",
-        "job done",
-        "shutdown_scope: shutdown clean (exit code 0)",
-        "REPORT ",
-    )
-    assert "CANCELLING" not in child.output
+    seen = events(child)
+    assert [e["event"] for e in seen] == [
+        "shutdown_begins",
+        "phase",
+        "phase",
+        "report",
+    ], child.output
+    begins, stopping, draining, logged = seen
+    assert (begins["trigger"], begins["signal"]) == ("signal", sig.name)
+    assert (stopping["phase"], stopping["in_flight"]) == ("STOPPING", ["worker: job 1"])
+    assert (draining["phase"], draining["in_flight"]) == ("DRAINING", ["worker: job 1"])
+    assert draining["line"] < child.index("job done") < logged["line"]
+    assert (logged["clean"], logged["exit_code"], logged["level"]) == (True, 0, "INFO")
+    assert logged["report"] == report_of(child)
     assert "watchdog" not in child.output
     assert_no_traceback(child)
     report = report_of(child)
@@ -150,19 +167,33 @@ def test_watchdog_never_fires_after_a_clean_shutdown(backend: str) -> None:
 def test_second_signal_cancels_in_flight_work(
     backend: str, sig: signal.Signals
 ) -> None:
-    with serve(backend, "--work 60") as child:
+    with serve(backend, "--work 60 --log-json") as child:
         child.send(sig)
-        child.wait_for("shutdown_scope: DRAINING")
+        child.wait_for('"phase": "DRAINING"')
         past_debounce()
         child.send(sig)
         assert child.finish() == 1, child.output
-    child.assert_in_order(
-        "shutdown_scope: DRAINING; in flight: ['worker: job 1']",
-        f"shutdown_scope: {sig.name} again: cancelling what remains",
-        "shutdown_scope: CANCELLING; in flight: ['worker: job 1']",
-        "job cancelled",
-        "shutdown_scope: shutdown NOT clean (exit code 1)",
-        "REPORT ",
+    seen = [e for e in events(child) if e["event"] != "shutdown_begins"]
+    assert [(e["event"], e.get("phase")) for e in seen] == [
+        ("phase", "STOPPING"),
+        ("phase", "DRAINING"),
+        ("escalated", None),
+        ("phase", "CANCELLING"),
+        ("in_flight_cancelled", None),
+        ("report", None),
+    ], child.output
+    escalated, cancelling, cancelled, logged = seen[2:]
+    assert escalated["signal"] == sig.name
+    assert cancelling["in_flight"] == ["worker: job 1"]
+    assert (cancelled["service"], cancelled["in_flight"]) == (
+        "worker",
+        ["worker: job 1"],
+    )
+    assert cancelling["line"] < child.index("job cancelled") < logged["line"]
+    assert (logged["clean"], logged["exit_code"], logged["level"]) == (
+        False,
+        1,
+        "WARNING",
     )
     assert "job done" not in child.output
     assert "watchdog" not in child.output

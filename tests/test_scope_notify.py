@@ -455,6 +455,7 @@ async def test_the_next_scope_notifies_again(manager: Manager) -> None:
 _SHOW_ENVIRON = "import json, os; print(json.dumps(dict(os.environ)))"
 
 
+@pytest.mark.subprocess
 async def test_child_processes_of_a_scope_do_not_inherit_the_managers_variables(
     manager: Manager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
