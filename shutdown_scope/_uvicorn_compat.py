@@ -279,6 +279,21 @@ class UvicornServer:
             config.ws_protocol_class = _reporting(ws_class, self._on_lost)
         self._refresh_headers()
         self._headers_scope = anyio.CancelScope()
+        self._cutting = False  # cancel_requests() was called
+        config.loaded_app = self._quiet_when_cut(config.loaded_app)
+
+    def _quiet_when_cut(self, app: Any) -> Any:
+        async def quiet_when_cut(scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await app(scope, receive, send)
+            except asyncio.CancelledError:
+                if not self._cutting or scope["type"] == "lifespan":
+                    raise
+                # Cut at the drain deadline, which the scope reports by the
+                # request's label: uvicorn would log the cancellation as the
+                # app's error, with a traceback. Its connection is gone.
+
+        return quiet_when_cut
 
     def _on_lost(self, transport: asyncio.BaseTransport) -> None:
         _set_event_of(self._lost, transport)
@@ -391,6 +406,7 @@ class UvicornServer:
 
     def cancel_requests(self) -> None:
         """Cancel the app's request tasks still running (cut by the deadline)."""
+        self._cutting = True
         for task in self.state.tasks:
             task.cancel()
 
