@@ -17,9 +17,10 @@ hypercorn's own HTTP/2 shutdown cuts instead of draining:
   flow-control window, leaves the app waiting for its body to be sent (nothing
   wakes it): its last ``send`` hangs;
 - a DATA frame on a stream already answered (a KeyError), PRIORITY frames for
-  a thousand streams (priority's TooManyStreamsError), or a plain CONNECT
-  request (an UnboundLocalError) end the connection's task with an error, and
-  with it ``serve()``.
+  a thousand streams, or as many streams opened and reset in one batch (rapid
+  reset; priority's TooManyStreamsError), or a plain CONNECT request (an
+  UnboundLocalError) end the connection's task with an error, and with it
+  ``serve()``.
 
 ``GracefulH2Protocol`` is hypercorn's ``H2Protocol`` with those fixed. When the
 drain begins (or the connection has idled for ``keep_alive_timeout``, or served
@@ -57,6 +58,7 @@ from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import AppWrapper, ConnectionState, TaskGroup, WorkerContext
 from hyperframe.frame import GoAwayFrame
+from priority.priority import MissingStreamError
 
 __all__ = ["CloseOutput", "begin_goaway", "with_graceful_http2"]
 
@@ -206,7 +208,8 @@ class GracefulH2Protocol(H2Protocol):
         await super().stream_send(event)
 
     async def _send_data(self, stream_id: int) -> None:
-        await super()._send_data(stream_id)
+        with suppress(KeyError):  # its stream was reset while this waited
+            await super()._send_data(stream_id)
         self._poke()  # a response may have been sent to its end
 
     async def _handle_events(self, events: list[h2.events.Event]) -> None:
@@ -239,11 +242,15 @@ class GracefulH2Protocol(H2Protocol):
     async def _drop_reset_stream(self, stream_id: int) -> None:
         # hypercorn leaves a response the client reset waiting for a window
         # that never opens, and its app in its last send: the buffer is closed
-        # (the app's sends return), and the sender, woken, lets it go.
-        buffer = self.stream_buffers.get(stream_id)
+        # (the app's sends return). The stream leaves the priority tree now,
+        # not when the sender next runs: a batch of HEADERS and RST_STREAM
+        # pairs (rapid reset) would fill the tree first, and its 1001st
+        # stream would fail the connection with TooManyStreamsError.
+        buffer = self.stream_buffers.pop(stream_id, None)
         if buffer is not None:
             await buffer.close()
-            await self._window_updated(stream_id)
+            with suppress(MissingStreamError):
+                self.priority.remove_stream(stream_id)
 
     async def _open_stream(
         self, event: h2.events.RequestReceived, stream_id: int, ignored: set[int]

@@ -279,7 +279,10 @@ class Worker:
         forward = self.lifespan.asgi_send
 
         async def asgi_send(message: Any) -> None:
-            if message["type"] == "lifespan.startup.failed":
+            if message["type"] in {
+                "lifespan.startup.failed",
+                "lifespan.shutdown.failed",
+            }:
                 self._lifespan_failed = True
             await forward(message)
 
@@ -310,6 +313,11 @@ class Worker:
         if not self._stop_begun:
             self._stop_begun = True
             await self.lifespan.wait_for_shutdown()
+            if self._lifespan_failed:
+                # hypercorn's error is on its way out of the lifespan task
+                # (on trio, past a checkpoint): ending the task now would
+                # cancel it, and the failed shutdown would look clean.
+                await self._lifespan_end.wait()
         else:
             await self.lifespan.shutdown.wait()
 

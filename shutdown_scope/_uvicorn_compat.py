@@ -191,6 +191,7 @@ class _Lifespan:
         self.state: dict[str, Any] = self._impl.state
         self._scope = anyio.CancelScope(shield=True)
         self._failure: str | None = None
+        self._shutdown_failure: str | None = None
         self._started = False
         self._stop_begun = False
 
@@ -216,6 +217,8 @@ class _Lifespan:
         async def send(message: Any) -> None:
             if message["type"] == "lifespan.startup.failed":
                 self._failure = message.get("message") or "no message"
+            elif message["type"] == "lifespan.shutdown.failed":
+                self._shutdown_failure = message.get("message") or "no message"
             await forward(message)
 
         impl.send = send  # type: ignore[method-assign]
@@ -235,10 +238,18 @@ class _Lifespan:
         self._started = True
 
     async def stop(self) -> None:
-        """Run the lifespan shutdown once, if the startup was complete."""
+        """Run the lifespan shutdown once, if the startup was complete.
+
+        Raises:
+            RuntimeError: the app sent ``lifespan.shutdown.failed`` (uvicorn
+                only logs it): the stop is not clean.
+        """
         if self._started and not self._stop_begun:
             self._stop_begun = True
             await self._impl.shutdown()
+            if self._shutdown_failure is not None:
+                msg = f"the app's lifespan shutdown failed: {self._shutdown_failure}"
+                raise RuntimeError(msg)
 
     def end(self) -> None:
         """End the lifespan task (after its shutdown, or giving up on it)."""
@@ -279,6 +290,21 @@ class UvicornServer:
             config.ws_protocol_class = _reporting(ws_class, self._on_lost)
         self._refresh_headers()
         self._headers_scope = anyio.CancelScope()
+        self._cutting = False  # cancel_requests() was called
+        config.loaded_app = self._quiet_when_cut(config.loaded_app)
+
+    def _quiet_when_cut(self, app: Any) -> Any:
+        async def quiet_when_cut(scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await app(scope, receive, send)
+            except asyncio.CancelledError:
+                if not self._cutting or scope["type"] == "lifespan":
+                    raise
+                # Cut at the drain deadline, which the scope reports by the
+                # request's label: uvicorn would log the cancellation as the
+                # app's error, with a traceback. Its connection is gone.
+
+        return quiet_when_cut
 
     def _on_lost(self, transport: asyncio.BaseTransport) -> None:
         _set_event_of(self._lost, transport)
@@ -391,6 +417,7 @@ class UvicornServer:
 
     def cancel_requests(self) -> None:
         """Cancel the app's request tasks still running (cut by the deadline)."""
+        self._cutting = True
         for task in self.state.tasks:
             task.cancel()
 

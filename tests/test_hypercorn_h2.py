@@ -385,3 +385,35 @@ def test_stream_reset_by_the_client_does_not_hold_the_drain(backend: str) -> Non
         assert_drained_cleanly(child)
     assert app_counts(child) == (1, 1)
     assert client.goaways == [LAST_POSSIBLE, stream]
+
+
+def test_a_flood_of_streams_reset_at_once_breaks_nothing(backend: str) -> None:
+    # Rapid reset (the pattern of CVE-2023-44487): HEADERS then RST_STREAM,
+    # more than a thousand times, in one write. hypercorn keeps each reset
+    # stream in its priority tree until its sender runs, and the tree refuses
+    # its 1001st stream with an error that ended the connection: the stream
+    # in flight was cut (500 without END_STREAM) and, on asyncio, its app
+    # stayed blocked in its last send, so the stop ended in the hard exit.
+    with running_app(backend, "--drain-timeout", "10") as (child, url):
+        with H2Client(url, window=0) as client:  # the body waits for our window
+            client.read_until(lambda: client.settings_acked)
+            kept = client.request("/work?ms=0")
+            client.read_until(lambda: client.streams[kept].status is not None)
+            for _ in range(1100):
+                stream = client.h2.get_next_available_stream_id()
+                headers = [
+                    (b":method", b"GET"),
+                    (b":path", b"/nothing"),
+                    (b":scheme", b"http"),
+                    (b":authority", b"x"),
+                ]
+                client.h2.send_headers(stream, headers, end_stream=True)
+                client.h2.reset_stream(stream)
+            client.send_raw(client.h2.data_to_send())
+            client.open_window(kept)
+            client.read_until(lambda: client.streams[kept].ended)
+            child.send(signal.SIGTERM)
+            client.read_to_the_end()
+        assert_drained_cleanly(child)
+    assert client.streams[kept] == DONE
+    assert app_counts(child) == (1, 1)

@@ -442,6 +442,17 @@ def test_bad_input_is_one_line_and_an_exit_code(
     assert message in line, line
 
 
+@pytest.mark.parametrize("server", ["hypercorn", "hypercorn-trio", UVICORN])
+def test_a_failed_lifespan_shutdown_is_not_a_clean_stop(server: str) -> None:
+    # The app says its cleanup failed: the stop is not clean, on every server.
+    with serve("plain_app:failing_shutdown", *server_args(server)) as child:
+        url_of(child)
+        child.send(signal.SIGTERM)
+        code = child.finish()
+    assert code == 1, child.output
+    child.assert_in_order("lifespan: shutdown", "shutdown NOT clean (exit code 1)")
+
+
 def test_a_port_in_use_is_one_line_and_exit_1() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

@@ -128,3 +128,15 @@ async def failing_startup(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "lifespan.startup.failed", "message": "cache unreachable"})
         return
     await app(scope, receive, send)
+
+
+async def failing_shutdown(scope: Scope, receive: Receive, send: Send) -> None:
+    """An app whose lifespan shutdown fails (its cleanup went wrong)."""
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        print("lifespan: shutdown", flush=True)  # noqa: T201 -- a marker the tests wait for
+        await send({"type": "lifespan.shutdown.failed", "message": "pool not closed"})
+        return
+    await app(scope, receive, send)
