@@ -125,4 +125,5 @@ if __name__ == "__main__":
     logging.getLogger("hypercorn").setLevel(logging.WARNING)
     inherited = [f"fd://{fd}" for fd in shutdown_scope.systemd.listen_fds()]
     binds = inherited or args.bind or ["127.0.0.1:8000"]
-    shutdown_scope.run(main, binds, args, backend=args.backend)
+    # fast_exit: the report is printed and flushed; skip the interpreter teardown.
+    shutdown_scope.run(main, binds, args, backend=args.backend, fast_exit=True)
