@@ -92,6 +92,8 @@ async def main(binds: list[str], options: argparse.Namespace) -> ShutdownReport:
     config = Config()
     config.bind = binds
     config.accesslog = None
+    config.keep_alive_timeout = options.keep_alive
+    config.backlog = options.backlog
     async with graceful_scope(
         announce_delay=options.announce_delay,
         drain_timeout=options.drain_timeout,
@@ -118,6 +120,10 @@ if __name__ == "__main__":
     parser.add_argument("--announce-delay", type=float, default=0.0)
     parser.add_argument("--drain-timeout", type=float, default=10.0)
     parser.add_argument("--cancel-timeout", type=float, default=2.0)
+    parser.add_argument(
+        "--keep-alive", type=float, default=5.0, help="idle keep-alive seconds"
+    )
+    parser.add_argument("--backlog", type=int, default=100, help="listen backlog")
     parser.add_argument("--json", action="store_true", help="the report as JSON")
     parser.add_argument("--verbose", action="store_true", help="print every /work read")
     args = parser.parse_args()
@@ -125,4 +131,5 @@ if __name__ == "__main__":
     logging.getLogger("hypercorn").setLevel(logging.WARNING)
     inherited = [f"fd://{fd}" for fd in shutdown_scope.systemd.listen_fds()]
     binds = inherited or args.bind or ["127.0.0.1:8000"]
-    shutdown_scope.run(main, binds, args, backend=args.backend)
+    # fast_exit: the report is printed and flushed; skip the interpreter teardown.
+    shutdown_scope.run(main, binds, args, backend=args.backend, fast_exit=True)

@@ -6,7 +6,6 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TypeVar, final
 
 import anyio
@@ -18,7 +17,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["FlightNode", "PhaseCell", "ScopeView", "ShutdownToken"]
+__all__ = ["FlightNode", "PhaseCell", "ScopeView", "ShutdownToken", "open_request"]
+
+_monotonic = time.monotonic  # a global: no attribute lookup per request
 
 
 class ScopeView(Protocol):
@@ -88,7 +89,6 @@ class FlightNode:
         "held",
         "holds",
         "idle_event",
-        "labels",
         "prefix",
         "started",
     )
@@ -97,9 +97,10 @@ class FlightNode:
         self.prefix: str = prefix
         self.count: int = 0  # work in flight here and below
         self.held: int = 0  # holds here and below
-        self.labels: dict[str, int] = {}
         self.holds: dict[str, int] = {}
-        # When each unit of work began (time.monotonic()): for the dump.
+        # Each unit of work in flight here, and when it began (time.monotonic(),
+        # for the dump). Its label is built only when read: the common path,
+        # a request that ends before anyone looks, never formats one.
         self.started: dict[_InFlight, float] = {}
         # Weak: a child per connection must not be kept once dropped. Work in
         # flight keeps its node alive (the in_flight guard holds it).
@@ -122,8 +123,7 @@ class FlightNode:
         """Labels in flight here and below, one entry per unit of work, sorted."""
         found: list[str] = []
         for node in self._nodes():
-            for label, n in node.labels.items():
-                found.extend([node.prefix + label] * n)
+            found.extend([node.prefix + unit.label for unit in list(node.started)])
         return tuple(sorted(found))
 
     def ages(self, now: float) -> list[tuple[str, float]]:
@@ -159,42 +159,67 @@ class FlightNode:
         await self.idle_event.wait()
 
 
+_MAX_DETAIL = 100  # characters of a request's path in its label
+
+
 @final
 class _InFlight:
-    __slots__ = ("_node", "label")
+    """One unit of work in flight; the guard ``ShutdownToken.in_flight`` returns.
 
-    def __init__(self, node: FlightNode, label: str) -> None:
+    Entering and leaving it takes no lock and allocates nothing: this runs for
+    every request. The label is ``what``, or ``"what detail"`` (the detail
+    shortened to ``_MAX_DETAIL`` characters) formatted when first read.
+    """
+
+    __slots__ = ("_detail", "_label", "_node")
+
+    def __init__(self, node: FlightNode, what: str, detail: str | None = None) -> None:
         self._node = node
-        self.label = label
+        self._label = what
+        self._detail = detail
 
-    # The node's enter() and leave(), inlined: this runs for every request.
+    @property
+    def label(self) -> str:
+        """What this unit of work is, in reports."""
+        detail = self._detail
+        if detail is not None:
+            if len(detail) > _MAX_DETAIL:
+                detail = detail[: _MAX_DETAIL - 1] + "…"
+            self._label = f"{self._label} {detail}"
+            self._detail = None
+        return self._label
+
     def __enter__(self) -> None:
-        node, label = self._node, self.label
-        labels = node.labels
-        labels[label] = labels.get(label, 0) + 1
-        node.started[self] = time.monotonic()
+        node = self._node
+        started = node.started
+        if self in started:
+            msg = "this in_flight() guard is already entered: make one per unit of work"
+            raise RuntimeError(msg)
+        started[self] = _monotonic()
         for up in node.chain:
             up.count += 1
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        node, label = self._node, self.label
-        labels = node.labels
-        left = labels[label] - 1
-        if left:
-            labels[label] = left
-        else:
-            del labels[label]
-        node.started.pop(self, None)
+    def __exit__(self, *exc_info: object) -> None:
+        node = self._node
+        del node.started[self]
         for up in node.chain:
             up.count -= 1
-            if not (up.count or up.held) and up.idle_event is not None:
+            if up.idle_event is not None and not (up.count or up.held):
                 up.idle_event.set()
                 up.idle_event = None
+
+
+def open_request(token: ShutdownToken, method: str, path: str) -> _InFlight:
+    """``token.in_flight(f"{method} {path}")``, entered: one call, not three.
+
+    The label is formatted only if read; the caller leaves with ``__exit__()``.
+    """
+    node = token._node  # noqa: SLF001 -- this module's own
+    unit = _InFlight(node, method, path)
+    node.started[unit] = _monotonic()
+    for up in node.chain:
+        up.count += 1
+    return unit
 
 
 @final

@@ -44,7 +44,7 @@ import anyio
 
 from ._phases import Phase
 from ._signal_registry import is_registry_handler
-from ._token import ShutdownToken
+from ._token import ShutdownToken, open_request
 
 __all__ = [
     "TOKEN_KEY",
@@ -76,7 +76,6 @@ _CLOSE_HANDSHAKE: Final = 2.0
 _ABNORMAL_CLOSURE: Final = MappingProxyType(
     {"type": "websocket.disconnect", "code": 1006}
 )
-_MAX_PATH: Final = 100  # characters of a path in an in-flight label
 
 
 class ServerOwnsSignalsWarning(UserWarning):
@@ -141,10 +140,6 @@ def _warn_if_the_server_owns_sigterm() -> None:
         " graceful_scope() (or run it with `shutdown-scope serve MODULE:APP`)"
     )
     warnings.warn(msg, ServerOwnsSignalsWarning, stacklevel=3)
-
-
-def _shorten(path: str) -> str:
-    return path if len(path) <= _MAX_PATH else path[: _MAX_PATH - 1] + "…"
 
 
 def _closing_when_stopping(send: Send, token: ShutdownToken) -> Send:
@@ -297,8 +292,16 @@ class ShutdownMiddleware:
             token = self._token
             if scope.get("http_version") in _HTTP1:
                 send = _closing_when_stopping(send, token)
-            with token.in_flight(f"{scope['method']} {_shorten(path)}"):
-                await self._app({**scope, TOKEN_KEY: token}, receive, send)
+            # A shallow copy (ASGI: a middleware must not change the server's
+            # scope); dict() clones a dict's table, cheaper than {**scope, ...}.
+            request = dict(scope)
+            request[TOKEN_KEY] = token
+            # The in_flight() guard without a with: two calls fewer per request.
+            unit = open_request(token, scope["method"], path)
+            try:
+                await self._app(request, receive, send)
+            finally:
+                unit.__exit__()
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         else:  # lifespan, and whatever a later ASGI version adds
@@ -325,7 +328,8 @@ class ShutdownMiddleware:
         token = self._token
         ws = _WebSocket(receive, send)
         error: Exception | None = None
-        with token.in_flight(f"WEBSOCKET {_shorten(scope['path'])}"):
+        unit = open_request(token, "WEBSOCKET", scope["path"])
+        try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._close_when_draining, ws)
                 # The app's own exception reaches the server as it was raised,
@@ -335,6 +339,8 @@ class ShutdownMiddleware:
                 except Exception as exc:  # noqa: BLE001 -- re-raised below
                     error = exc
                 tg.cancel_scope.cancel()
+        finally:
+            unit.__exit__()
         if error is not None:
             try:
                 raise error

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import pytest
+from _spawn import Child
 from anyio.abc import TaskStatus
 
 from shutdown_scope import ShutdownReport, ShutdownToken, graceful_scope, run
+
+CHILD = str(Path(__file__).parent / "_fast_exit_child.py")
 
 BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 
@@ -114,3 +119,32 @@ def test_errors_propagate() -> None:
 def test_unknown_backend() -> None:
     with pytest.raises(ValueError, match="'asyncio' or 'trio'"):
         run(stop_cleanly, "x", backend="curio")
+
+
+def test_fast_exit_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="fast_exit must be True or False"):
+        run(stop_cleanly, "x", fast_exit="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.subprocess
+@BACKENDS
+@pytest.mark.parametrize("outcome", ["clean", "lost"])
+@pytest.mark.parametrize("exit_mode", ["fast_exit", "normal_exit"])
+def test_fast_exit_keeps_exit_code_atexit_logs_and_output(
+    backend: str,
+    outcome: str,
+    exit_mode: str,
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "marker"
+    fast = exit_mode == "fast_exit"
+    argv = (CHILD, backend, "1" if fast else "0", outcome, str(marker))
+    with Child(*argv) as child:
+        code = child.finish()
+    assert code == (0 if outcome == "clean" else 1), child.output
+    assert "logged: the scope is done" in child.lines, child.output
+    assert "printed, not flushed" in child.lines, child.output
+    marks = marker.read_text().split()
+    # The user's atexit handler runs either way; the interpreter's teardown
+    # (here: collecting a module global) only without fast_exit.
+    assert marks == (["atexit"] if fast else ["atexit", "teardown"])

@@ -218,3 +218,17 @@ async def test_shield_cleanup_started_late_ends_at_the_final_deadline(
     (record,) = scope.report.services
     assert (record.outcome, record.finished_at) == ("cancelled", 7)
     assert scope.report.phase(Phase.EXITING) is None
+
+
+async def test_an_in_flight_guard_is_reusable_one_unit_at_a_time() -> None:
+    async with graceful_scope(signals=(), hard_exit=False) as scope:
+        token = scope.token
+        guard = token.in_flight("job")
+        for _ in range(2):  # one after the other: each time a unit of work
+            with guard:
+                assert token.in_flight_labels() == ("job",)
+            assert token.in_flight_count == 0
+        # Entered twice at once, the labels and the count would disagree.
+        with guard, pytest.raises(RuntimeError, match="already entered"), guard:
+            pass  # pragma: no cover -- the second enter raises
+        assert (token.in_flight_count, token.in_flight_labels()) == (0, ())

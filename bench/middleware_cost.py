@@ -1,0 +1,143 @@
+"""What ``ShutdownMiddleware`` adds to each request, measured in-process.
+
+``python bench/middleware_cost.py [--quick] [--rounds N] [--calls N]`` calls a
+tiny ASGI app (a 200 with a two-byte body) once per simulated request, bare and
+wrapped in ``ShutdownMiddleware`` (under a ``graceful_scope``'s token child, as
+``serve()`` uses it), and prints nanoseconds per request of each and their
+difference. No server and no event loop: the coroutine is driven by hand (the
+app never suspends), so only the Python the middleware runs is timed. Each
+round times both, bare first on even rounds and wrapped first on odd ones; the
+figures are the medians of the rounds (the machine may be shared).
+
+The goal (from the issue): the middleware costs at most 500 ns per request over
+the bare app. The bench is a measurement: it exits 0 whether or not it is met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio
+
+from shutdown_scope import graceful_scope
+from shutdown_scope.asgi import Message, Receive, Scope, Send, ShutdownMiddleware
+
+GOAL_NS = 500.0
+START: Message = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"text/plain")],
+}
+BODY: Message = {"type": "http.response.body", "body": b"ok"}
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG001 -- ASGI
+    """The bare app: a whole response, no await that suspends."""
+    await send(START)
+    await send(BODY)
+
+
+async def receive() -> Message:
+    """The server's receive (never called by the app)."""
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def send(message: Message) -> None:
+    """The server's send: drops the message."""
+
+
+def request_scope() -> Scope:
+    """A scope like hypercorn's for ``GET /health`` over HTTP/1.1."""
+    return {
+        "type": "http",
+        "asgi": {"spec_version": "2.1", "version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/health",
+        "raw_path": b"/health",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+        "extensions": {},
+    }
+
+
+Call = Callable[[Scope, Receive, Send], Coroutine[Any, Any, None]]
+
+
+def time_calls(call: Call, calls: int) -> float:
+    """Nanoseconds per request of ``call``, each request on a fresh scope."""
+    scopes = [request_scope() for _ in range(calls)]
+    begin = time.perf_counter_ns()
+    for scope in scopes:
+        coro = call(scope, receive, send)
+        try:
+            coro.send(None)
+        except StopIteration:
+            pass
+        else:  # pragma: no cover -- the app never suspends
+            msg = "the app suspended"
+            raise RuntimeError(msg)
+    return (time.perf_counter_ns() - begin) / calls
+
+
+async def measure(rounds: int, calls: int) -> tuple[list[float], list[float]]:
+    """``rounds`` timings of the bare app and of the wrapped one, alternating."""
+    bare: list[float] = []
+    wrapped: list[float] = []
+    async with graceful_scope(signals=()) as scope:
+        middleware = ShutdownMiddleware(
+            app, scope.token.child("http"), readiness_path="/readyz"
+        )
+        time_calls(app, calls)  # warm-up
+        time_calls(middleware, calls)
+        for index in range(rounds):
+            if index % 2 == 0:
+                bare.append(time_calls(app, calls))
+                wrapped.append(time_calls(middleware, calls))
+            else:
+                wrapped.append(time_calls(middleware, calls))
+                bare.append(time_calls(app, calls))
+        scope.request_shutdown("bench done")
+    return bare, wrapped
+
+
+def main() -> int:
+    """Parse the options, measure, print the figures and the goal."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few, short rounds")
+    parser.add_argument("--rounds", type=int, help="timings of each (default 15)")
+    parser.add_argument("--calls", type=int, help="requests per timing")
+    args = parser.parse_args()
+    rounds = args.rounds or (3 if args.quick else 15)
+    calls = args.calls or (2_000 if args.quick else 50_000)
+    if rounds < 1 or calls < 1:
+        parser.error("--rounds and --calls must be at least 1")
+    bare, wrapped = anyio.run(measure, rounds, calls)
+    extra = [w - b for w, b in zip(wrapped, bare, strict=True)]
+    print(
+        f"middleware cost: Python {sys.version.split()[0]}, {rounds} rounds x"
+        f" {calls} requests, medians (min - max)"
+    )
+    for name, values in (("bare", bare), ("wrapped", wrapped), ("extra", extra)):
+        print(
+            f"  {name:<8} {statistics.median(values):8.0f} ns/request"
+            f"  ({min(values):.0f} - {max(values):.0f})"
+        )
+    cost = statistics.median(extra)
+    verdict = "met" if cost <= GOAL_NS else "NOT MET"
+    print(f"goal: middleware cost <= {GOAL_NS:.0f} ns/request: {verdict} ({cost:.0f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

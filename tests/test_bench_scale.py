@@ -1,0 +1,84 @@
+"""bench/scale.py and bench/middleware_cost.py as real processes: their tables
+and goals, never their timings."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from _spawn import Child
+
+BENCH = Path(__file__).parent.parent / "bench"
+SERVERS = ["bare-asyncio", "ours-asyncio", "ours-trio", "bare-uvicorn"]
+
+
+@pytest.mark.subprocess
+def test_scale_bench_quick_prints_a_row_per_server_and_the_goals() -> None:
+    with Child(str(BENCH / "scale.py"), "--quick", timeout=120) as child:
+        code = child.finish()
+        output = child.output
+    assert code == 0, output
+    header = next(
+        i for i, x in enumerate(child.lines) if x.split()[:2] == ["server", "conns"]
+    )
+    columns = child.lines[header].split()
+    rows = [line.split() for line in child.lines[header + 1 : header + 5]]
+    assert [row[0] for row in rows] == SERVERS, output
+    table = {row[0]: dict(zip(columns, row, strict=True)) for row in rows}
+    for name in ("ours-asyncio", "ours-trio"):
+        # Every request in flight at the SIGTERM is answered; a clean exit.
+        assert table[name]["answered"] == "8", output
+        assert table[name]["exit"] == "0", output
+        assert table[name]["conns"] == "100", output
+    goals = [line for line in child.lines if line.startswith("goal: ")]
+    assert [goal.split()[1] for goal in goals] == ["ours-asyncio", "ours-trio"], output
+
+
+@pytest.mark.subprocess
+def test_middleware_cost_bench_quick_prints_the_three_figures_and_the_goal() -> None:
+    with Child(str(BENCH / "middleware_cost.py"), "--quick", timeout=60) as child:
+        code = child.finish()
+        output = child.output
+    assert code == 0, output
+    names = [line.split()[0] for line in child.lines[1:4]]
+    assert names == ["bare", "wrapped", "extra"], output
+    assert all(
+        re.fullmatch(r"\s*\w+\s+-?\d+ ns/request  \(.*\)", x) for x in child.lines[1:4]
+    )
+    assert re.fullmatch(
+        r"goal: middleware cost <= 500 ns/request: (met|NOT MET) \(-?\d+\)",
+        child.lines[4],
+    ), output
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("load", ["wrk", "without_wrk"])
+def test_throughput_bench_quick_prints_a_row_per_server_and_the_goal(load: str) -> None:
+    if load == "wrk" and shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (Debian: apt-get install wrk)")
+    # Without wrk on the PATH: the bench says so and uses its own clients.
+    env = None if load == "wrk" else {"PATH": str(Path(sys.executable).parent)}
+    with Child(str(BENCH / "throughput.py"), "--quick", timeout=120, env=env) as child:
+        code = child.finish()
+        output = child.output
+    assert code == 0, output
+    header = next(
+        i for i, x in enumerate(child.lines) if x.split()[:2] == ["server", "req/s"]
+    )
+    assert child.lines[header].split() == [
+        "server",
+        "req/s",
+        "p50-ms",
+        "p99-ms",
+        "ratio",
+    ]
+    rows = [line.split() for line in child.lines[header + 1 : header + 6]]
+    names = ["bare-asyncio", "ours-asyncio", "bare-trio", "ours-trio", "bare-uvicorn"]
+    assert [row[0] for row in rows] == names, output
+    assert all(float(row[1]) > 0 and len(row) == 5 for row in rows), output
+    assert child.lines[-1].startswith("goal: ours / bare req/s >= 0.97: asyncio "), (
+        output
+    )
