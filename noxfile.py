@@ -123,6 +123,33 @@ def typing(session: nox.Session) -> None:
     )
 
 
+# The supported hypercorn minors (the hypercorn extra pins >=0.17,<0.19): the
+# serving tests run against the newest release of each. Not a default session:
+# each run installs the project anew and serves for about two minutes.
+HYPERCORN_MINORS = ["0.17", "0.18"]
+
+
+@nox.session
+@nox.parametrize("minor", HYPERCORN_MINORS)
+def hypercorn_versions(session: nox.Session, minor: str) -> None:
+    """Run the serving tests against each supported hypercorn minor.
+
+    Pytest arguments after ``--`` replace the default selection.
+    """
+    session.install(PROJECT)
+    session.install(f"hypercorn~={minor}.0")  # the newest release of that minor
+    session.run(
+        "python", "-c", "import importlib.metadata as m; print(m.version('hypercorn'))"
+    )
+    if session.posargs:
+        session.run("python", "-m", "pytest", *session.posargs)
+        return
+    tests = sorted(str(path) for path in (ROOT / "tests").glob("test_hypercorn*.py"))
+    session.run("python", "-m", "pytest", "-q", *tests)
+    serve = str(ROOT / "tests" / "test_serve_command.py")
+    session.run("python", "-m", "pytest", "-q", serve, "-k", "hypercorn")
+
+
 @nox.session
 def examples(session: nox.Session) -> None:
     """Run the tests that drive the example programs."""

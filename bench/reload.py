@@ -39,6 +39,13 @@ Then the launcher method once more under HTTP/2 (h2c) load: streams answered,
 failed or not processed (see ``bench/h2_reload.py``); the goal there: 0 failed
 streams over every reload.
 
+Then other servers, reloaded under the same kind of load (``bench/_serve_reloads.py``):
+``shutdown-scope serve`` with hypercorn (asyncio, trio) and uvicorn under the
+launcher (goal: 0 failed requests over every reload), and plain ``uvicorn --fd 3``
+under ``--ready accepting`` (goal: every reload done, no more failed requests than
+``uvicorn --workers 2``'s own SIGHUP restart, measured in the same run). ``--servers``
+chooses them (``--quick``: serve-uvicorn and uvicorn-fd3, one reload each).
+
 The goal (from the issue): 0 failed requests (refused + reset + lost + not 200, none
 unanswered, every reload done, every process exited 0) and no gap longer than the
 slowest request, over every reload. The naive restart is the baseline and is
@@ -76,6 +83,9 @@ sys.path.insert(0, str(EXAMPLES))
 from http_load import LoadStats, run_load  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _serve_reloads import ROWS as SERVER_ROWS  # noqa: E402
+from _serve_reloads import measure as measure_servers  # noqa: E402
+from _serve_reloads import report as report_servers  # noqa: E402
 from h2_reload import (  # noqa: E402
     H2ReloadOutcome,
     measure_h2_reloads,
@@ -682,6 +692,16 @@ def run(args: argparse.Namespace) -> None:
         over_h2 = anyio.run(measure_launcher_h2, plan, stack)
     report(outcomes, verbose=args.verbose)
     report_h2_reloads(over_h2)
+    if args.servers:
+        server_reloads = 1 if args.quick else plan.reloads
+        rows = measure_servers(
+            args.servers,
+            reloads=server_reloads,
+            clients=plan.clients,
+            work_ms=WORK_MS,
+            pause=plan.pause,
+        )
+        report_servers(rows, work_ms=WORK_MS, clients=plan.clients, pause=plan.pause)
 
 
 def main() -> int:
@@ -694,7 +714,20 @@ def main() -> int:
     parser.add_argument(
         "--verbose", action="store_true", help="each reload's time, each app's counts"
     )
+    parser.add_argument(
+        "--servers",
+        type=lambda text: [name for name in text.split(",") if name],
+        help=f"the other servers' rows, comma-separated, of {','.join(SERVER_ROWS)}"
+        " (none: an empty string)",
+    )
     args = parser.parse_args()
+    if args.servers is None:
+        args.servers = (
+            ["serve-uvicorn", "uvicorn-fd3"] if args.quick else list(SERVER_ROWS)
+        )
+    unknown = sorted(set(args.servers) - set(SERVER_ROWS))
+    if unknown:
+        parser.error(f"--servers: unknown {', '.join(unknown)}")
     quick = {"reloads": 3, "clients": 16, "warmup": 0.3, "pause": 0.2}
     full = {"reloads": 10, "clients": 32, "warmup": 1.0, "pause": 0.5}
     for key, value in (quick if args.quick else full).items():
@@ -704,7 +737,7 @@ def main() -> int:
         parser.error("--reloads and --clients must be at least 1")
     try:
         run(args)
-    except BenchError as error:
+    except (BenchError, RuntimeError) as error:  # RuntimeError: from bench/workers.py
         print(f"reload bench: {error}", file=sys.stderr)
         return 1
     return 0

@@ -11,6 +11,9 @@ serves ``examples/work_app.py`` with, one after the other in the same run:
 * **uvicorn-fd3** (reloads only): plain ``uvicorn --fd 3`` under ``shutdown-scope
   run --ready accepting``, one process per generation.
 
+``bench/reload.py`` reuses the reload part (``measure_reloads``), with the rows of
+``SERVE_ROWS`` too: ``shutdown-scope serve`` with each server under the launcher.
+
 Throughput: C keep-alive clients (``examples/http_load.py``) on ``/work?ms=0`` for
 S seconds, N = 1 then N = 2. Reloads (N = 2; uvicorn-fd3: 1): C clients on
 ``/work?ms=WORK`` while R reloads happen, each followed by a pause; "failed" is
@@ -42,6 +45,14 @@ from http_load import LoadStats, run_load  # noqa: E402
 
 PY = sys.executable
 START_TIMEOUT = 30.0
+# `shutdown-scope serve` under `shutdown-scope run`, one process per generation.
+SERVE_ROWS = {
+    "serve-hypercorn-asyncio": ("--server", "hypercorn", "--backend", "asyncio"),
+    "serve-hypercorn-trio": ("--server", "hypercorn", "--backend", "trio"),
+    "serve-uvicorn": ("--server", "uvicorn"),
+}
+# Reloaded by `shutdown-scope reload --control` (the others by their own SIGHUP).
+UNDER_LAUNCHER = {"launcher", "uvicorn-fd3", *SERVE_ROWS}
 
 
 def _free_port() -> int:
@@ -57,6 +68,12 @@ def _command(server: str, workers: int, port: int, control: str) -> list[str]:
         return [
             *(PY, "-m", "shutdown_scope", "run", *listen, "--workers", str(workers)),
             *("-q", "--", PY, "-m", "shutdown_scope", "serve", "work_app:app"),
+            *("--app-dir", str(EXAMPLES), "--log-level", "warning"),
+        ]
+    if server in SERVE_ROWS:
+        return [
+            *(PY, "-m", "shutdown_scope", "run", *listen, "-q", "--", PY, "-m"),
+            *("shutdown_scope", "serve", "work_app:app", *SERVE_ROWS[server]),
             *("--app-dir", str(EXAMPLES), "--log-level", "warning"),
         ]
     if server == "uvicorn-fd3":
@@ -77,8 +94,12 @@ def _command(server: str, workers: int, port: int, control: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def _serving(server: str, workers: int) -> Iterator[tuple[int, Callable[[], None]]]:
-    """The server, once it answers; its port and how to reload it."""
+def _serving(server: str, workers: int) -> Iterator[tuple[int, Callable[[], bool]]]:
+    """The server, once it answers; its port and how to reload it.
+
+    Reloading returns whether the reload was done (``reload --control`` exits
+    0); a SIGHUP has no outcome to see, and counts as done.
+    """
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         control = str(Path(tmp, "control"))
@@ -90,15 +111,18 @@ def _serving(server: str, workers: int) -> Iterator[tuple[int, Callable[[], None
             start_new_session=True,
         )
 
-        def reload() -> None:
-            if server in {"launcher", "uvicorn-fd3"}:
+        def reload() -> bool:
+            if server in UNDER_LAUNCHER:
                 argv = [PY, "-m", "shutdown_scope", "reload", "--control", control]
-                subprocess.run(argv, capture_output=True, check=False, timeout=60)
-            else:
-                proc.send_signal(signal.SIGHUP)
+                done = subprocess.run(
+                    argv, capture_output=True, check=False, timeout=60
+                )
+                return done.returncode == 0
+            proc.send_signal(signal.SIGHUP)
+            return True
 
         try:
-            _wait_until_up(port, proc)
+            _wait_until_up(port, proc, workers)
             yield port, reload
         finally:
             with contextlib.suppress(ProcessLookupError):
@@ -110,7 +134,7 @@ def _serving(server: str, workers: int) -> Iterator[tuple[int, Callable[[], None
                 proc.wait()
 
 
-def _wait_until_up(port: int, proc: subprocess.Popen[bytes]) -> None:
+def _wait_until_up(port: int, proc: subprocess.Popen[bytes], workers: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -124,7 +148,8 @@ def _wait_until_up(port: int, proc: subprocess.Popen[bytes]) -> None:
                 b"GET /work?ms=0 HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
             )
             if conn.recv(12).startswith(b"HTTP/1.1 200"):
-                time.sleep(1.0)  # the other workers too
+                if workers > 1:
+                    time.sleep(1.0)  # the other workers too
                 return
         time.sleep(0.1)
     msg = "the server did not answer in time"
@@ -147,12 +172,24 @@ def throughput(server: str, workers: int, args: argparse.Namespace) -> float:
 
 def reloads(server: str, args: argparse.Namespace) -> LoadStats:
     """The clients' stats over ``args.reloads`` reloads."""
-    workers = 1 if server == "uvicorn-fd3" else 2
+    stats, _ = measure_reloads(server, args)
+    return stats
+
+
+def measure_reloads(server: str, args: argparse.Namespace) -> tuple[LoadStats, int]:
+    """The clients' stats over ``args.reloads`` reloads, and how many were done.
+
+    ``args``: ``reloads``, ``clients``, ``work_ms`` and ``pause`` (seconds
+    before the first reload and after each).
+    """
+    workers = 2 if server in {"launcher", "uvicorn", "hypercorn"} else 1
     stats = LoadStats()
     going = [True]
+    done = 0
     with _serving(server, workers) as (port, reload):
 
         async def drive() -> None:
+            nonlocal done
             async with anyio.create_task_group() as tg:
                 tg.start_soon(
                     lambda: run_load(
@@ -164,12 +201,12 @@ def reloads(server: str, args: argparse.Namespace) -> LoadStats:
                 )
                 await anyio.sleep(args.pause)
                 for _ in range(args.reloads):
-                    await anyio.to_thread.run_sync(reload)
+                    done += await anyio.to_thread.run_sync(reload)
                     await anyio.sleep(args.pause)
                 going.clear()
 
         anyio.run(drive)
-    return stats
+    return stats, done
 
 
 def main() -> int:

@@ -49,16 +49,25 @@ from contextlib import suppress
 import anyio
 import h2.events
 import h2.exceptions
-from hypercorn.config import Config
-from hypercorn.events import Closed, Event, RawData, Updated
-from hypercorn.protocol import ProtocolWrapper
-from hypercorn.protocol.events import Event as StreamEvent
-from hypercorn.protocol.events import StreamClosed
-from hypercorn.protocol.h2 import H2Protocol
-from hypercorn.protocol.h11 import H11Protocol
-from hypercorn.typing import AppWrapper, ConnectionState, TaskGroup, WorkerContext
 from hyperframe.frame import GoAwayFrame
 from priority.priority import MissingStreamError
+
+from ._hypercorn_compat import (
+    AppWrapper,
+    Closed,
+    Config,
+    ConnectionState,
+    Event,
+    H2Protocol,
+    H11Protocol,
+    ProtocolWrapper,
+    RawData,
+    StreamClosed,
+    StreamEvent,
+    TaskGroup,
+    Updated,
+    WorkerContext,
+)
 
 __all__ = ["CloseOutput", "begin_goaway", "with_graceful_http2"]
 

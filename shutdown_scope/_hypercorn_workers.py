@@ -12,19 +12,46 @@ hypercorn's two trees runs.
 from __future__ import annotations
 
 import socket
-from contextlib import suppress
-from typing import Any
+from contextlib import AbstractAsyncContextManager, suppress
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import anyio.lowlevel
 import h11
 import sniffio
 from anyio.abc import TaskGroup, TaskStatus
-from hypercorn.config import Config
-from hypercorn.events import Updated
-from hypercorn.typing import AppWrapper, LifespanState
 
+from ._hypercorn_compat import (
+    AppWrapper,
+    Config,
+    ConnectionContext,
+    Event,
+    LifespanState,
+    ProtocolWrapper,
+    Updated,
+    WorkerContext,
+    asyncio_tree,
+    h11_connection,
+    is_aborting,
+    kernel_has_bytes,
+    refuse_requests,
+    trio_tree,
+    watch_lifespan_failed,
+)
 from ._hypercorn_h2 import begin_goaway, with_graceful_http2
+
+if TYPE_CHECKING:
+    import trio
+
+    from ._hypercorn_compat import (
+        AsyncioLifespan,
+        AsyncioWorkerContext,
+        Lifespan,
+        TCPServer,
+        TCPServerT,
+        TrioLifespan,
+        TrioWorkerContext,
+    )
 
 __all__ = ["Worker", "current_worker"]
 
@@ -39,73 +66,6 @@ _FIRST_REQUEST_GRACE = 1.0
 _FIRST_REQUEST_POLL = 0.01
 
 
-def _h11_connection(server: Any) -> h11.Connection | None:
-    connection = getattr(server.protocol.protocol, "connection", None)
-    return connection if isinstance(connection, h11.Connection) else None
-
-
-def _unread_bytes(server: Any, conn: socket.socket) -> bool:
-    """Whether the client has sent bytes the protocol has not handled yet."""
-    connection = _h11_connection(server)
-    if connection is not None and connection.trailing_data[0]:
-        return True
-    return _kernel_has_bytes(conn)
-
-
-def _kernel_has_bytes(conn: socket.socket) -> bool:
-    try:
-        pending = conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except OSError:  # nothing to read (EAGAIN), or already closed or reset
-        return False
-    return bool(pending)
-
-
-class _Terminated:
-    """hypercorn's "terminated" event, seen by one connection.
-
-    After a response, hypercorn closes the connection if the drain has begun.
-    A keep-alive client may already have sent its next request (it did not see
-    ``Connection: close`` on a response that began before the shutdown); those
-    bytes reached the server, so that request is served too, and the
-    connection closes after it.
-    """
-
-    def __init__(self, shared: Any, conn: socket.socket) -> None:
-        self._shared = shared
-        self._conn = conn
-        self.server: Any = None
-
-    def is_set(self) -> bool:
-        if not self._shared.is_set():
-            return False
-        return self.server is None or not _unread_bytes(self.server, self._conn)
-
-    async def wait(self) -> None:
-        await self._shared.wait()
-
-    async def set(self) -> None:
-        await self._shared.set()
-
-    async def clear(self) -> None:
-        await self._shared.clear()
-
-
-class _ConnectionContext:
-    """hypercorn's WorkerContext, with ``terminated`` seen by one connection."""
-
-    def __init__(self, shared: Any, conn: socket.socket) -> None:
-        self._shared = shared
-        self.terminate = shared.terminate
-        self.terminated = _Terminated(shared.terminated, conn)
-        self.event_class = shared.event_class
-        self.single_task_class = shared.single_task_class
-        self.sleep = shared.sleep
-        self.time = shared.time
-
-    async def mark_request(self) -> None:
-        await self._shared.mark_request()
-
-
 class _ClosedIdleError(Exception):
     """A request arrived on a connection already being closed as idle."""
 
@@ -113,16 +73,20 @@ class _ClosedIdleError(Exception):
 class _Http2ByGoaway:
     """For a hypercorn TCPServer: HTTP/2 is served by our GracefulH2Protocol."""
 
-    _conn: socket.socket
-    _protocol: Any
-    send_lock: Any
+    context: ConnectionContext
+    _protocol: ProtocolWrapper
+    send_lock: AbstractAsyncContextManager[None]
 
     @property
-    def protocol(self) -> Any:
+    def _conn(self) -> socket.socket:
+        return self.context.conn
+
+    @property
+    def protocol(self) -> ProtocolWrapper:
         return self._protocol
 
     @protocol.setter
-    def protocol(self, wrapper: Any) -> None:
+    def protocol(self, wrapper: ProtocolWrapper) -> None:
         # Set once, by hypercorn's run(), before the connection is read.
         self._protocol = with_graceful_http2(wrapper, self._close_output)
 
@@ -137,16 +101,13 @@ class _Http2ByGoaway:
                     self._conn.shutdown(socket.SHUT_WR)
 
 
-def _guarded(base: type[Any]) -> type[Any]:
+def _guarded(base: type[TCPServerT]) -> type[TCPServerT]:
     """``base`` (one of hypercorn's TCPServer classes), made safe for the drain.
 
-    Instances need ``_conn`` (the accepted socket) and ``_accepted_at`` (on
-    anyio's clock) set before ``run()``.
+    Instances take a ``ConnectionContext`` as their context.
     """
 
-    class Server(_Http2ByGoaway, base):  # type: ignore[misc]
-        _conn: socket.socket
-        _accepted_at: float
+    class Server(_Http2ByGoaway, base):  # type: ignore[misc,valid-type]
         _reading: anyio.CancelScope | None = None
 
         async def _initiate_server_close(self) -> None:
@@ -154,17 +115,20 @@ def _guarded(base: type[Any]) -> type[Any]:
             # the drain begins) waits its own way, then calls this, shielded.
             if begin_goaway(self.protocol.protocol):
                 return  # HTTP/2: closed by GOAWAY once its streams are done
-            if not await _may_close(self, self._conn, self._accepted_at):
+            if not await _may_close(self, self._conn, self.context.accepted_at):
                 return
-            _refuse_further_requests(self.protocol.protocol)
+            # Decided to close: a request that still gets parsed (its bytes were
+            # on their way) must not reach the app, whose answer would go
+            # nowhere. The client sees an idle connection closed.
+            refuse_requests(self.protocol.protocol, _ClosedIdleError)
             await super()._initiate_server_close()
 
         async def _read_data(self) -> None:
             with anyio.CancelScope() as self._reading, suppress(_ClosedIdleError):
                 await super()._read_data()
 
-        async def protocol_send(self, event: Any) -> None:
-            if isinstance(event, Updated) and event.idle and _cancelling(self):
+        async def protocol_send(self, event: Event) -> None:
+            if isinstance(event, Updated) and event.idle and is_aborting(self):
                 # An HTTP/2 stream cancelled at the deadline: asyncio refuses
                 # hypercorn's new idle timer, and the connection ends anyway.
                 return
@@ -183,27 +147,9 @@ def _guarded(base: type[Any]) -> type[Any]:
     return Server
 
 
-def _refuse_further_requests(inner: Any) -> None:
-    """Decided to close: from here on, a request that still gets parsed (its
-    bytes were on their way) must not reach the app, whose answer would go
-    nowhere. The client sees an idle connection closed."""
-    send = inner.send
-
-    async def refuse_requests(event: Any) -> None:
-        if isinstance(event, Updated) and not event.idle:
-            raise _ClosedIdleError
-        await send(event)
-
-    inner.send = refuse_requests
-
-
-def _cancelling(server: Any) -> bool:
-    """Whether hypercorn's asyncio task group of the connection is being cancelled."""
-    tasks = getattr(getattr(server, "_task_group", None), "_task_group", None)
-    return bool(getattr(tasks, "_aborting", False))
-
-
-async def _may_close(server: Any, conn: socket.socket, accepted_at: float) -> bool:
+async def _may_close(
+    server: TCPServer, conn: socket.socket, accepted_at: float
+) -> bool:
     """Whether an idle connection can be closed without losing a request.
 
     hypercorn closes a connection that is idle when the drain begins (or after
@@ -213,7 +159,7 @@ async def _may_close(server: Any, conn: socket.socket, accepted_at: float) -> bo
     that has a request, or unread bytes, is left to finish it (hypercorn then
     closes it after the response, since the drain has begun).
     """
-    connection = _h11_connection(server)
+    connection = h11_connection(server)
     if connection is not None and connection.their_http_version is None:
         # No request yet: it connected while we listened (maybe just before
         # the listener closed); give it a moment to send one.
@@ -226,9 +172,9 @@ async def _may_close(server: Any, conn: socket.socket, accepted_at: float) -> bo
             await anyio.sleep(_FIRST_REQUEST_POLL)
     for _ in range(_READER_ROUNDS):
         await anyio.lowlevel.checkpoint()
-        if _kernel_has_bytes(conn):
+        if kernel_has_bytes(conn):
             continue  # the reader takes them next: look again after it
-        connection = _h11_connection(server)
+        connection = h11_connection(server)
         if connection is not None and connection.their_state is not h11.IDLE:
             return False  # a whole request arrived: hypercorn closes after it
     # Idle, or a request that stalls half-way (slowloris): it holds nothing.
@@ -243,12 +189,13 @@ class Worker:
     ``end_lifespan`` then ends it.
     """
 
+    context: WorkerContext  # hypercorn's, of the tree that runs
+    lifespan: Lifespan  # hypercorn's, of the tree that runs
+
     def __init__(self, app: AppWrapper, config: Config) -> None:
         self.app = app
         self.config = config
         self.state: LifespanState = {}
-        self.context: Any = None  # hypercorn's WorkerContext, per tree
-        self.lifespan: Any = None  # hypercorn's Lifespan, per tree
         self._lifespan_scope = anyio.CancelScope(shield=True)
         self._lifespan_ended = False
         self._lifespan_end = anyio.Event()
@@ -274,19 +221,10 @@ class Worker:
             self._lifespan_end.set()
 
     def _watch_startup(self) -> None:
-        # hypercorn sets its "startup" event when startup fails too, and on
-        # trio only then ends the lifespan task: tell the two apart here.
-        forward = self.lifespan.asgi_send
+        watch_lifespan_failed(self.lifespan, self._lifespan_failure)
 
-        async def asgi_send(message: Any) -> None:
-            if message["type"] in {
-                "lifespan.startup.failed",
-                "lifespan.shutdown.failed",
-            }:
-                self._lifespan_failed = True
-            await forward(message)
-
-        self.lifespan.asgi_send = asgi_send
+    def _lifespan_failure(self) -> None:
+        self._lifespan_failed = True
 
     async def start_lifespan(self, tasks: TaskGroup) -> None:
         """Run the app's lifespan in ``tasks``; return once startup is complete.
@@ -331,19 +269,18 @@ class Worker:
 
 
 class _AsyncioWorker(Worker):
+    lifespan: AsyncioLifespan
+
     def __init__(self, app: AppWrapper, config: Config) -> None:
         import asyncio
 
-        from hypercorn.asyncio.lifespan import Lifespan
-        from hypercorn.asyncio.tcp_server import TCPServer
-        from hypercorn.asyncio.worker_context import WorkerContext
-
+        tree = asyncio_tree()
         super().__init__(app, config)
         self._loop = asyncio.get_running_loop()
-        self.context = WorkerContext(None)
-        self.lifespan = Lifespan(app, config, self._loop, self.state)
+        self.context = tree.worker_context(None)
+        self.lifespan = tree.lifespan(app, config, self._loop, self.state)
         self._watch_startup()
-        self._server_class = _guarded(TCPServer)
+        self._server_class = _guarded(tree.tcp_server)
 
     async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
         task_status.started()
@@ -361,26 +298,26 @@ class _AsyncioWorker(Worker):
             conn.close()
             raise
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        context = _ConnectionContext(self.context, conn)
+        context = ConnectionContext(self.context, conn)
+        # hypercorn's TCPServer uses only what its WorkerContext protocol has.
+        hypercorns_context = cast("AsyncioWorkerContext", context)
         server = self._server_class(
-            self.app, loop, self.config, context, self.state, reader, writer
+            self.app, loop, self.config, hypercorns_context, self.state, reader, writer
         )
-        server._conn, server._accepted_at = conn, anyio.current_time()  # noqa: SLF001
         context.terminated.server = server
         await server.run()
 
 
 class _TrioWorker(Worker):
-    def __init__(self, app: AppWrapper, config: Config) -> None:
-        from hypercorn.trio.lifespan import Lifespan
-        from hypercorn.trio.tcp_server import TCPServer
-        from hypercorn.trio.worker_context import WorkerContext
+    lifespan: TrioLifespan
 
+    def __init__(self, app: AppWrapper, config: Config) -> None:
+        tree = trio_tree()
         super().__init__(app, config)
-        self.context = WorkerContext(None)
-        self.lifespan = Lifespan(app, config, self.state)
+        self.context = tree.worker_context(None)
+        self.lifespan = tree.lifespan(app, config, self.state)
         self._watch_startup()
-        self._server_class = _guarded(TCPServer)
+        self._server_class = _guarded(tree.tcp_server)
 
     async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
         await self.lifespan.handle_lifespan(task_status=task_status)
@@ -389,13 +326,20 @@ class _TrioWorker(Worker):
         import trio
 
         try:
-            stream: Any = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
         except BaseException:
             conn.close()
             raise
-        context = _ConnectionContext(self.context, conn)
-        server = self._server_class(self.app, self.config, context, self.state, stream)
-        server._conn, server._accepted_at = conn, anyio.current_time()  # noqa: SLF001
+        context = ConnectionContext(self.context, conn)
+        # hypercorn's TCPServer uses only what its WorkerContext protocol has,
+        # and takes a plain stream as well as a TLS one (no handshake to do).
+        server = self._server_class(
+            self.app,
+            self.config,
+            cast("TrioWorkerContext", context),
+            self.state,
+            cast("trio.SSLStream[trio.SocketStream]", stream),
+        )
         context.terminated.server = server
         await server.run()
 

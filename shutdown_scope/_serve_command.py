@@ -105,8 +105,7 @@ def _check_fd(bind: str, *, handed_over: bool) -> None:
 
 def _hypercorn(args: argparse.Namespace, app: Any, binds: list[str]) -> _Server:
     _require("hypercorn", "'shutdown-scope[hypercorn]'")
-    from hypercorn.config import Config
-
+    from ._hypercorn_compat import Config
     from .hypercorn import serve
 
     config = Config()

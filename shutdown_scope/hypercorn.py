@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import socket
 from contextlib import ExitStack
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -48,8 +46,7 @@ from anyio.abc import TaskStatus
 from ._extras import missing_extra
 
 try:
-    from hypercorn.config import Config
-    from hypercorn.utils import wrap_app
+    from ._hypercorn_compat import Config, asgi_app, listen
 except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "hypercorn") from _missing
 
@@ -108,35 +105,6 @@ def _check(token: object, app: object, config: object) -> None:
         raise ValueError(msg)
 
 
-def _listen(config: Config) -> list[socket.socket]:
-    """Bind (or adopt, for ``fd://``) every address of ``config.bind``."""
-    try:
-        sockets = config.create_sockets().insecure_sockets
-    except OSError as error:
-        _close_sockets_left_in(error.__traceback__)
-        error.__traceback__ = None
-        msg = f"hypercorn cannot listen on {', '.join(config.bind)}: {error.strerror}"
-        raise OSError(error.errno, msg) from None
-    for sock in sockets:
-        sock.listen(config.backlog)
-    return sockets
-
-
-def _close_sockets_left_in(traceback: TracebackType | None) -> None:
-    """Close the sockets hypercorn made before a bind failed.
-
-    ``Config.create_sockets`` does not close them; left to the garbage collector,
-    each would turn into a ``ResourceWarning`` at some later, unrelated moment.
-    """
-    while traceback is not None:
-        for value in traceback.tb_frame.f_locals.values():
-            held = value if isinstance(value, list) else [value]
-            for item in held:
-                if isinstance(item, socket.socket):
-                    item.close()
-        traceback = traceback.tb_next
-
-
 async def serve(
     token: ShutdownToken,
     app: Any,
@@ -169,8 +137,8 @@ async def serve(
     _check(token, app, config)
     if not isinstance(app, ShutdownMiddleware):
         app = ShutdownMiddleware(app, token, readiness_path=readiness_path)
-    worker = current_worker(wrap_app(app, config.wsgi_max_body_size, "asgi"), config)
-    sockets = _listen(config)
+    worker = current_worker(asgi_app(app, config), config)
+    sockets = listen(config)
     started = _Started(task_status, [f"http://{describe_socket(s)}" for s in sockets])
     # The drain stays held open (token.closes_itself) until this returns: the
     # lifespan task group still has to be left.

@@ -39,7 +39,7 @@ def test_reload_bench_quick_prints_both_methods_and_the_goals() -> None:
     # A naive restart leaves the port closed while the new process starts.
     assert int(rows["naive"]["refused"]) > 0, output
     goals = [line for line in child.lines if line.startswith("goal: ")]
-    assert len(goals) == 3, output
+    assert len(goals) == 5, output
     assert goals[0].startswith(GOAL + "launcher "), output
     failed = "(0 failed: 0 refused, 0 reset, 0 lost, 0 not 200; 0 unanswered;"
     assert failed in goals[0], output
@@ -61,3 +61,29 @@ def test_reload_bench_quick_prints_both_methods_and_the_goals() -> None:
         "goal: 0 failed HTTP/2 streams over every reload: launcher-h2 met (0 failed,"
         " 0 refused; 0 unanswered; 3/3 reloads done; exit code 0)"
     ), output
+    # The other servers (--quick: one reload each), uvicorn-fd3 beside its baseline.
+    servers = next(
+        i
+        for i, line in enumerate(child.lines)
+        if line.split()[:2] == ["server", "reloads"]
+    )
+    server_columns = child.lines[servers].split()
+    server_rows = {
+        row[0]: dict(zip(server_columns, row, strict=True))
+        for row in (line.split() for line in child.lines[servers + 1 : servers + 4])
+    }
+    assert list(server_rows) == ["serve-uvicorn", "uvicorn-fd3", "uvicorn-workers2"]
+    for row in server_rows.values():
+        assert row["reloads"] == "1/1", output
+        assert int(row["answered"]) > 0, output
+    for name in ("serve-uvicorn", "uvicorn-fd3"):
+        assert server_rows[name]["failed"] == "0", output
+    assert goals[3] == (
+        "goal: 0 failed requests over every reload: serve-uvicorn met"
+        " (0 failed; 1/1 reloads done)"
+    ), output
+    assert goals[4].startswith(
+        "goal: every reload done, failed no more than uvicorn --workers 2's SIGHUP"
+        " restart ("
+    ), output
+    assert goals[4].endswith("): uvicorn-fd3 met (0 failed; 1/1 reloads done)"), output
