@@ -244,7 +244,7 @@ def main() -> int:
     parser.add_argument("--logs", help="keep every server's log in this directory")
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.reloads, args.work_ms, args.pause = 1.0, 2, 20, 0.5
+        args.seconds, args.reloads, args.work_ms, args.pause = 0.5, 1, 20, 0.3
         args.clients = min(args.clients, 8)
     chosen = args.servers.split(",")
     unknown = set(chosen) - set(SERVERS)
