@@ -28,9 +28,11 @@ not 200 (a reused connection closed idle is retried by the clients, not counted)
   none of the old workers is left and N new ones accept (read from /proc);
   slowest-ms is the slowest answer in flight at any moment of a window (goal: 0
   failed, slowest <= WORK + 30 ms), reload-ms the median window.
-* **kill -9** (N = 2): the same load; SIGKILL to one accepting worker. failed:
-  the requests lost (about C/N were in flight on it); replaced-ms: until a new
-  worker accepts ("never": none within 15 s).
+* **kill -9** (N = 2): the same load; SIGKILL to the accepting worker that holds
+  the most sockets. failed: the requests lost; closed-idle: reused connections
+  reset before any byte of an answer (the clients retry these: a request in
+  flight on the killed worker shows here, not as lost);
+  replaced-ms: until a new worker accepts ("never": none within 15 s).
 
 "exit" is the server's exit code after the SIGTERM that ends each part. A server
 that ended on its own during a part is reported below the table with the end of
@@ -134,7 +136,10 @@ def _reload_once(served: Served, part: Part) -> None:
 
 def _kill_one(served: Served, part: Part) -> None:
     before = served.worker_pids()
-    victim = min(pid for pid, accepting in before.items() if accepting)
+    # The busiest: one worker often accepted every keep-alive connection.
+    victim = max(
+        (pid for pid, accepting in before.items() if accepting), key=_sockets_held
+    )
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
 
@@ -308,7 +313,9 @@ def _print_kills(
 ) -> None:
     print(f"\nkill -9 of one of 2 workers, {args.clients} clients", end="")
     print(f", /work?ms={args.work_ms}")
-    print("server        answered  failed  lost  refused  replaced-ms  exit")
+    print(
+        "server        answered  failed  lost  refused  closed-idle  replaced-ms  exit"
+    )
     for server in servers:
         if server == "uvicorn-fd3":
             continue
@@ -318,11 +325,19 @@ def _print_kills(
         stats = part.stats
         print(
             f"{server:<12} {stats.answered:>9} {part.failed:>7} {stats.lost:>5}"
-            f" {stats.refused:>8} {_ms(part.replaced_after):>12} {part.exit_code:>5}",
+            f" {stats.refused:>8} {stats.closed_idle:>12}"
+            f" {_ms(part.replaced_after):>12} {part.exit_code:>5}",
             flush=True,
         )
         if part.ended_early:
             notes.append(part.ended_early)
+
+
+def _sockets_held(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        fds = Path(f"/proc/{pid}/fd")
+        return sum(str(fd.readlink()).startswith("socket:") for fd in fds.iterdir())
+    return 0
 
 
 def _ms(seconds: float | None) -> str:
