@@ -1,212 +1,257 @@
-"""Workers: throughput with N = 1 and 2, and failed requests over reloads.
+"""Workers: throughput with N = 1 and 2, reloads and a killed worker, side by side.
 
-``python bench/workers.py [--quick] [--seconds S] [--reloads R] [--clients C]``
-serves ``examples/work_app.py`` with, one after the other in the same run:
+``python bench/workers.py [--quick] [--servers LIST] [--seconds S] [--reloads R]
+[--clients C] [--install-granian | --granian-python PY] [--logs DIR]`` serves
+``examples/work_app.py`` with, one after the other in the same run:
 
 * **launcher**: ``shutdown-scope run --listen ... --workers N -- shutdown-scope
-  serve work_app:app`` (hypercorn under ``graceful_scope``), reloaded with
-  ``shutdown-scope reload --control`` (which waits for the outcome);
-* **uvicorn**: ``uvicorn --workers N``, reloaded with its own SIGHUP restart;
-* **hypercorn**: ``hypercorn -w N``, reloaded with its own SIGHUP restart;
+  serve work_app:app``, reloaded with ``shutdown-scope reload --control`` (which
+  waits for the outcome; "reloads-ok" counts those that said it worked);
+* **uvicorn** ``--workers N``, **hypercorn** ``-w N``, **gunicorn** ``-w N -k
+  uvicorn_worker.UvicornWorker`` and **granian** ``--workers N
+  --respawn-failed-workers``, each reloaded with its own SIGHUP restart. granian
+  is used from this environment, from ``--granian-python``, or, with
+  ``--install-granian``, pip-installed into a temporary venv; without any, its
+  rows say it is missing;
 * **uvicorn-fd3** (reloads only): plain ``uvicorn --fd 3`` under ``shutdown-scope
   run --ready accepting``, one process per generation.
 
-``bench/reload.py`` reuses the reload part (``measure_reloads``), with the rows of
-``SERVE_ROWS`` too: ``shutdown-scope serve`` with each server under the launcher.
+The load is ``examples/http_load.py``'s keep-alive clients (C, 32 by default),
+which log each answer's time, status and latency. "failed" is lost + refused +
+not 200 (a reused connection closed idle is retried by the clients, not counted).
 
-Throughput: C keep-alive clients (``examples/http_load.py``) on ``/work?ms=0`` for
-S seconds, N = 1 then N = 2. Reloads (N = 2; uvicorn-fd3: 1): C clients on
-``/work?ms=WORK`` while R reloads happen, each followed by a pause; "failed" is
-lost + refused + not 200 (a reused connection closed idle is retried by the
-clients and not counted). The bench is a measurement: it exits 0 whatever the
-numbers, 1 if a server cannot be started.
+* **Throughput**: ``/work?ms=0`` for S seconds, N = 1 then N = 2; N=2/N=1, and
+  ours/it: the launcher's N = 2 rate over this server's (goal: N=2/N=1 >= 1.7 and
+  ours/it >= 0.95).
+* **Reloads** (N = 2; uvicorn-fd3: 1): ``/work?ms=WORK`` (200) while R reloads (10)
+  happen, each followed by a pause. A reload's window runs from its signal until
+  none of the old workers is left and N new ones accept (read from /proc);
+  slowest-ms is the slowest answer in flight at any moment of a window (goal: 0
+  failed, slowest <= WORK + 30 ms), reload-ms the median window.
+* **kill -9** (N = 2): the same load; SIGKILL to the accepting worker that holds
+  the most sockets. failed: the requests lost; closed-idle: reused connections
+  reset before any byte of an answer (the clients retry these: a request in
+  flight on the killed worker shows here, not as lost);
+  replaced-ms: until a new worker accepts ("never": none within 15 s).
+
+"exit" is the server's exit code after the SIGTERM that ends each part. A server
+that ended on its own during a part is reported below the table with the end of
+its log (``--logs DIR`` keeps every log). The bench is a measurement: it exits 0
+whatever the numbers, 1 if a server could not be started.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import signal
-import socket
-import subprocess
+import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _workers_servers import (
+    EXAMPLES,
+    SERVE_ROWS,
+    SERVERS,
+    Served,
+    granian_python,
+    serving,
+)
+
 sys.path.insert(0, str(EXAMPLES))
-from http_load import LoadStats, run_load  # noqa: E402
+from http_load import LoadStats, run_load
 
-PY = sys.executable
-START_TIMEOUT = 30.0
-# `shutdown-scope serve` under `shutdown-scope run`, one process per generation.
-SERVE_ROWS = {
-    "serve-hypercorn-asyncio": ("--server", "hypercorn", "--backend", "asyncio"),
-    "serve-hypercorn-trio": ("--server", "hypercorn", "--backend", "trio"),
-    "serve-uvicorn": ("--server", "uvicorn"),
-}
-# Reloaded by `shutdown-scope reload --control` (the others by their own SIGHUP).
-UNDER_LAUNCHER = {"launcher", "uvicorn-fd3", *SERVE_ROWS}
+WINDOW_TIMEOUT = 30.0  # a reload not done by then has no end (it counts to the next)
+KILL_TIMEOUT = 15.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+@dataclasses.dataclass
+class Part:
+    """What one server did under load in one part of the bench."""
 
+    stats: LoadStats = dataclasses.field(default_factory=LoadStats)
+    windows: list[tuple[float, float | None]] = dataclasses.field(default_factory=list)
+    reloads_ok: int = 0
+    replaced_after: float | None = None
+    exit_code: int | None = None
+    ended_early: str | None = None
 
-def _command(server: str, workers: int, port: int, control: str) -> list[str]:
-    listen = ("--listen", f"127.0.0.1:{port}", "--control", control)
-    if server == "launcher":
-        return [
-            *(PY, "-m", "shutdown_scope", "run", *listen, "--workers", str(workers)),
-            *("-q", "--", PY, "-m", "shutdown_scope", "serve", "work_app:app"),
-            *("--app-dir", str(EXAMPLES), "--log-level", "warning"),
+    @property
+    def failed(self) -> int:
+        """Requests lost, refused or answered with another status than 200."""
+        not_ok = self.stats.answered - self.stats.statuses.get(200, 0)
+        return self.stats.lost + self.stats.refused + not_ok
+
+    def slowest_in_windows(self) -> float:
+        """Seconds: the slowest answer in flight at any moment of a window."""
+        latest = max((at for at, _, _ in self.stats.answer_log), default=0.0)
+        spans = [
+            (start, end if end is not None else latest) for start, end in self.windows
         ]
-    if server in SERVE_ROWS:
-        return [
-            *(PY, "-m", "shutdown_scope", "run", *listen, "-q", "--", PY, "-m"),
-            *("shutdown_scope", "serve", "work_app:app", *SERVE_ROWS[server]),
-            *("--app-dir", str(EXAMPLES), "--log-level", "warning"),
-        ]
-    if server == "uvicorn-fd3":
-        return [
-            *(PY, "-m", "shutdown_scope", "run", *listen, "--ready", "accepting"),
-            *("-q", "--", PY, "-m", "uvicorn", "--fd", "3"),
-            *("--app-dir", str(EXAMPLES), "--log-level", "warning", "work_app:app"),
-        ]
-    if server == "uvicorn":
-        return [
-            *(PY, "-m", "uvicorn", "--workers", str(workers), "--port", str(port)),
-            *("--app-dir", str(EXAMPLES), "--log-level", "warning", "work_app:app"),
-        ]
-    return [
-        *(PY, "-m", "hypercorn", "-w", str(workers), "-b", f"127.0.0.1:{port}"),
-        *("--log-level", "warning", "work_app:app"),
-    ]
-
-
-@contextlib.contextmanager
-def _serving(server: str, workers: int) -> Iterator[tuple[int, Callable[[], bool]]]:
-    """The server, once it answers; its port and how to reload it.
-
-    Reloading returns whether the reload was done (``reload --control`` exits
-    0); a SIGHUP has no outcome to see, and counts as done.
-    """
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        control = str(Path(tmp, "control"))
-        proc = subprocess.Popen(
-            _command(server, workers, port, control),
-            cwd=EXAMPLES,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+        return max(
+            (
+                latency
+                for at, _, latency in self.stats.answer_log
+                if any(at - latency <= end and at >= start for start, end in spans)
+            ),
+            default=0.0,
         )
 
-        def reload() -> bool:
-            if server in UNDER_LAUNCHER:
-                argv = [PY, "-m", "shutdown_scope", "reload", "--control", control]
-                done = subprocess.run(
-                    argv, capture_output=True, check=False, timeout=60
-                )
-                return done.returncode == 0
-            proc.send_signal(signal.SIGHUP)
-            return True
-
-        try:
-            _wait_until_up(port, proc, workers)
-            yield port, reload
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    def median_window(self) -> float | None:
+        """Seconds: the median reload window (None if no reload ended)."""
+        done = [end - start for start, end in self.windows if end is not None]
+        return statistics.median(done) if done else None
 
 
-def _wait_until_up(port: int, proc: subprocess.Popen[bytes], workers: int) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
+def _wait_for(
+    served: Served, done: Callable[[dict[int, bool]], bool], timeout: float
+) -> float | None:
+    """time.monotonic() when ``done(worker_pids)`` is first true, or None."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            msg = f"the server exited with code {proc.returncode}"
-            raise RuntimeError(msg)
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", port), timeout=1) as conn,
-        ):
-            conn.sendall(
-                b"GET /work?ms=0 HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
+        if done(served.worker_pids()):
+            return time.monotonic()
+        time.sleep(0.02)
+    return None
+
+
+def _reload_once(served: Served, part: Part) -> None:
+    old = set(served.worker_pids())
+    start = time.monotonic()
+    part.reloads_ok += served.reload()
+
+    def replaced(pids: dict[int, bool]) -> bool:
+        new = [pid for pid, accepting in pids.items() if accepting and pid not in old]
+        return not old & pids.keys() and len(new) >= served.workers
+
+    part.windows.append((start, _wait_for(served, replaced, WINDOW_TIMEOUT)))
+
+
+def _kill_one(served: Served, part: Part) -> None:
+    before = served.worker_pids()
+    # The busiest: one worker often accepted every keep-alive connection.
+    victim = max(
+        (pid for pid, accepting in before.items() if accepting), key=_sockets_held
+    )
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+
+    def replaced(pids: dict[int, bool]) -> bool:
+        return any(accepting and pid not in before for pid, accepting in pids.items())
+
+    at = _wait_for(served, replaced, KILL_TIMEOUT)
+    part.replaced_after = None if at is None else at - killed
+
+
+def _under_load(
+    served: Served,
+    args: argparse.Namespace,
+    part: Part,
+    events: Callable[[Served, Part], None],
+    rounds: int,
+) -> None:
+    """Load ``served`` while ``events`` happens ``rounds`` times, each then a pause."""
+    going = [True]
+    url = f"http://127.0.0.1:{served.port}/work?ms={args.work_ms}"
+
+    async def drive() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: run_load(
+                    url,
+                    clients=args.clients,
+                    stats=part.stats,
+                    while_=lambda: bool(going),
+                )
             )
-            if conn.recv(12).startswith(b"HTTP/1.1 200"):
-                if workers > 1:
-                    time.sleep(1.0)  # the other workers too
-                return
-        time.sleep(0.1)
-    msg = "the server did not answer in time"
-    raise RuntimeError(msg)
+            await anyio.sleep(args.pause)
+            for _ in range(rounds):
+                await anyio.to_thread.run_sync(events, served, part)
+                await anyio.sleep(args.pause)
+            going.clear()
+
+    anyio.run(drive)
+    part.ended_early = served.ended_early()
 
 
-def throughput(server: str, workers: int, args: argparse.Namespace) -> float:
-    """Requests per second."""
-    with _serving(server, workers) as (port, _):
-        stats = anyio.run(
-            lambda: run_load(
-                f"http://127.0.0.1:{port}/work?ms=0",
-                clients=args.clients,
-                seconds=args.seconds,
-            )
-        )
-    rate: float = stats.answered / args.seconds
-    return rate
-
-
-def reloads(server: str, args: argparse.Namespace) -> LoadStats:
-    """The clients' stats over ``args.reloads`` reloads."""
-    stats, _ = measure_reloads(server, args)
-    return stats
+def _run_part(
+    server: str,
+    workers: int,
+    args: argparse.Namespace,
+    body: Callable[[Served, Part], None],
+) -> Part:
+    part = Part()
+    keep = (
+        None if args.logs is None else Path(args.logs, f"{server}-{body.__name__}.log")
+    )
+    with serving(server, workers, args.granian, keep) as served:
+        body(served, part)
+    part.exit_code = served.proc.returncode
+    return part
 
 
 def measure_reloads(server: str, args: argparse.Namespace) -> tuple[LoadStats, int]:
     """The clients' stats over ``args.reloads`` reloads, and how many were done.
 
-    ``args``: ``reloads``, ``clients``, ``work_ms`` and ``pause`` (seconds
-    before the first reload and after each).
+    For bench/reload.py. ``args``: ``reloads``, ``clients``, ``work_ms`` and
+    ``pause`` (seconds before the first reload and after each); ``logs`` and
+    ``granian`` are optional. The launcher and the peers run 2 workers; the
+    rows of one process per generation (uvicorn-fd3, SERVE_ROWS) run 1.
     """
-    workers = 2 if server in {"launcher", "uvicorn", "hypercorn"} else 1
-    stats = LoadStats()
-    going = [True]
-    done = 0
-    with _serving(server, workers) as (port, reload):
+    for name, default in (("logs", None), ("granian", None)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    workers = 1 if server == "uvicorn-fd3" or server in SERVE_ROWS else 2
+    part = _run_part(
+        server,
+        workers,
+        args,
+        lambda s, p: _under_load(s, args, p, _reload_once, args.reloads),
+    )
+    return part.stats, part.reloads_ok
 
-        async def drive() -> None:
-            nonlocal done
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(
-                    lambda: run_load(
-                        f"http://127.0.0.1:{port}/work?ms={args.work_ms}",
-                        clients=args.clients,
-                        stats=stats,
-                        while_=lambda: bool(going),
-                    )
-                )
-                await anyio.sleep(args.pause)
-                for _ in range(args.reloads):
-                    done += await anyio.to_thread.run_sync(reload)
-                    await anyio.sleep(args.pause)
-                going.clear()
 
-        anyio.run(drive)
-    return stats, done
+def throughput(served: Served, part: Part, args: argparse.Namespace) -> None:
+    """Steady load on ``/work?ms=0`` for ``args.seconds``."""
+    url = f"http://127.0.0.1:{served.port}/work?ms=0"
+    anyio.run(
+        lambda: run_load(
+            url, clients=args.clients, seconds=args.seconds, stats=part.stats
+        )
+    )
+    part.ended_early = served.ended_early()
+
+
+def _print_throughput(
+    servers: list[str], args: argparse.Namespace, notes: list[str]
+) -> None:
+    print(f"throughput: {args.clients} clients, /work?ms=0, {args.seconds:g} s each")
+    print("server        N=1-req/s  N=2-req/s  N=2/N=1  ours/it")
+    ours: float | None = None
+    for server in servers:
+        if server == "uvicorn-fd3":
+            continue
+        rates = []
+        for n in (1, 2):
+            part = _run_part(server, n, args, lambda s, p: throughput(s, p, args))
+            rates.append(part.stats.answered / args.seconds)
+            if part.ended_early:
+                notes.append(part.ended_early)
+        one, two = rates
+        ours = two if server == "launcher" else ours
+        ratio = "-" if ours is None or server == "launcher" else f"{ours / two:.2f}"
+        print(
+            f"{server:<12} {one:>10.0f} {two:>10.0f} {two / one:>8.2f} {ratio:>8}",
+            flush=True,
+        )
 
 
 def main() -> int:
@@ -219,37 +264,106 @@ def main() -> int:
     parser.add_argument("--work-ms", type=int, default=200)
     parser.add_argument("--pause", type=float, default=2.0)
     parser.add_argument(
-        "--servers",
-        default="launcher,uvicorn,hypercorn,uvicorn-fd3",
-        help="which of launcher,uvicorn,hypercorn,uvicorn-fd3 (comma-separated)",
+        "--servers", default=",".join(SERVERS), help=f"of {','.join(SERVERS)}"
     )
+    parser.add_argument("--install-granian", action="store_true")
+    parser.add_argument("--granian-python", help="a python that can import granian")
+    parser.add_argument("--logs", help="keep every server's log in this directory")
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.reloads, args.work_ms, args.pause = 1.0, 2, 20, 0.5
+        args.seconds, args.reloads, args.work_ms, args.pause = 0.5, 1, 20, 0.3
         args.clients = min(args.clients, 8)
     chosen = args.servers.split(",")
-    servers = [x for x in ("launcher", "uvicorn", "hypercorn") if x in chosen]
-    try:
-        print("server      N=1 req/s  N=2 req/s  N=2/N=1")
-        for server in servers:
-            one, two = (throughput(server, n, args) for n in (1, 2))
-            print(f"{server:<10} {one:>10.0f} {two:>10.0f} {two / one:>8.2f}")
-        print(
-            f"\n{args.reloads} reloads, {args.clients} clients, /work?ms={args.work_ms}"
-        )
-        print("server       answered  failed  lost  refused  not-200")
-        for server in [*servers, *(["uvicorn-fd3"] if "uvicorn-fd3" in chosen else [])]:
-            stats = reloads(server, args)
-            not_ok = sum(n for status, n in stats.statuses.items() if status != 200)  # noqa: PLR2004
-            failed = stats.lost + stats.refused + not_ok
-            print(
-                f"{server:<12} {stats.answered:>8} {failed:>7} {stats.lost:>5}"
-                f" {stats.refused:>8} {not_ok:>8}"
+    unknown = set(chosen) - set(SERVERS)
+    if unknown:
+        parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
+    args.granian = None
+    with contextlib.ExitStack() as stack:
+        servers = [s for s in SERVERS if s in chosen]
+        if "granian" in servers:
+            args.granian, where = granian_python(
+                stack, given=args.granian_python, install=args.install_granian
             )
-    except RuntimeError as error:
-        print(f"bench/workers.py: {error}", file=sys.stderr)
-        return 1
+            print(where)
+            if args.granian is None:
+                servers.remove("granian")
+        notes: list[str] = []
+        try:
+            _print_throughput(servers, args, notes)
+            _print_reloads(servers, args, notes)
+            _print_kills(servers, args, notes)
+        except RuntimeError as error:
+            print(f"bench/workers.py: {error}", file=sys.stderr)
+            return 1
+        for note in notes:
+            print(f"\n{note}")
     return 0
+
+
+def _print_reloads(
+    servers: list[str], args: argparse.Namespace, notes: list[str]
+) -> None:
+    print(f"\n{args.reloads} reloads, {args.clients} clients, /work?ms={args.work_ms}")
+    print(
+        "server        answered  failed  lost  refused  not-200  reloads-ok"
+        "  slowest-ms  reload-ms  exit"
+    )
+    for server in servers:
+        workers = 1 if server == "uvicorn-fd3" else 2
+        part = _run_part(
+            server,
+            workers,
+            args,
+            lambda s, p: _under_load(s, args, p, _reload_once, args.reloads),
+        )
+        stats = part.stats
+        not_ok = stats.answered - stats.statuses.get(200, 0)
+        window = part.median_window()
+        print(
+            f"{server:<12} {stats.answered:>9} {part.failed:>7} {stats.lost:>5}"
+            f" {stats.refused:>8} {not_ok:>8} {part.reloads_ok:>7}/{args.reloads:<3}"
+            f" {part.slowest_in_windows() * 1000:>11.0f}"
+            f" {_ms(window):>10} {part.exit_code:>5}",
+            flush=True,
+        )
+        if part.ended_early:
+            notes.append(part.ended_early)
+
+
+def _print_kills(
+    servers: list[str], args: argparse.Namespace, notes: list[str]
+) -> None:
+    print(f"\nkill -9 of one of 2 workers, {args.clients} clients", end="")
+    print(f", /work?ms={args.work_ms}")
+    print(
+        "server        answered  failed  lost  refused  closed-idle  replaced-ms  exit"
+    )
+    for server in servers:
+        if server == "uvicorn-fd3":
+            continue
+        part = _run_part(
+            server, 2, args, lambda s, p: _under_load(s, args, p, _kill_one, 1)
+        )
+        stats = part.stats
+        print(
+            f"{server:<12} {stats.answered:>9} {part.failed:>7} {stats.lost:>5}"
+            f" {stats.refused:>8} {stats.closed_idle:>12}"
+            f" {_ms(part.replaced_after):>12} {part.exit_code:>5}",
+            flush=True,
+        )
+        if part.ended_early:
+            notes.append(part.ended_early)
+
+
+def _sockets_held(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        fds = Path(f"/proc/{pid}/fd")
+        return sum(str(fd.readlink()).startswith("socket:") for fd in fds.iterdir())
+    return 0
+
+
+def _ms(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{seconds * 1000:.0f}"
 
 
 if __name__ == "__main__":
