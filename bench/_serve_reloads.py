@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from workers import SERVE_ROWS, measure_reloads
+from _workers_servers import SERVE_ROWS
+from workers import measure_reloads
 
 # Row name -> the server's name in bench/workers.py.
 ROWS = {
