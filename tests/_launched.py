@@ -30,6 +30,9 @@ worker 1 and later B, and the child's tag is ``gen N worker I``:
   then the worker sends READY=1 (and prints ``worker P``); otherwise like serve.
 - ``launchermainpid``: MAINPID= names the launcher; the worker sends READY=1,
   then the main process exits 3.
+- ``readyexit``: with the launcher stopped (SIGSTOP), send READY=1 and
+  STATUS=last words, and exit 4 at once: the launcher learns both at the same
+  time (the test sends SIGCONT).
 - ``bigstatus``: with the launcher stopped (SIGSTOP, so that it reads them all
   at once), send two 2.5 KB STATUS=, a STATUS= of 3000 bytes that are not
   UTF-8 and a datagram with a NUL inside, then READY=1; otherwise like serve.
@@ -93,6 +96,11 @@ def sent() -> None:
 if behaviour == "crash":
     say("crashing")
     sys.exit(3)
+if behaviour == "readyexit":
+    say(f"pid {os.getpid()} ready, then exiting")
+    os.kill(os.getppid(), signal.SIGSTOP)
+    notify(b"READY=1\nSTATUS=last words")
+    sys.exit(4)
 if behaviour == "readycrash":
     say("ready, then crashing")
     notify(b"READY=1")

@@ -162,6 +162,9 @@ class Supervisor:
         events = self._selector.select(
             None if math.isinf(timeout) else min(max(0.0, timeout), _LONGEST_WAIT)
         )
+        # Exits first: a successor whose READY=1 and exit arrive together must
+        # not take over (and stop the serving generation) as if it still ran.
+        self._reap()
         for key, _ in events:
             callback: Callable[[], None] = key.data
             callback()
@@ -317,6 +320,9 @@ class Supervisor:
             # Under systemd, `systemctl status` shows why the service is not ready.
             worker.refusal_told = True
             self._upstream(f"STATUS={worker}: {worker.refusal()}")
+        self._relay(worker, datagrams)
+
+    def _relay(self, worker: Worker, datagrams: list[list[str]]) -> None:
         serving = self.current is not None and self._generation_of(worker) is (
             self.current
         )
@@ -405,7 +411,8 @@ class Supervisor:
         assert worker.exit_code is not None
         with contextlib.suppress(KeyError):
             self._selector.unregister(worker.inbox.sock)
-        worker.read_notifications()
+        # Its last words still count (not READY=1: it no longer runs).
+        self._relay(worker, worker.read_notifications())
         worker.close()
         self._runtime.remove(worker.inbox.path)
         if worker.alive:  # its process group lives on
@@ -426,8 +433,9 @@ class Supervisor:
                 return
             self.successor = None
             self._retire(gen, self._stop_signal())  # its other workers
+            when = "as soon as it was" if worker.ready else "before it was"
             self._fail_reload(
-                f"{worker} exited before it was ready: {how}"
+                f"{worker} exited {when} ready: {how}"
                 f"{_also(worker.refusal())}{self._outcomes(gen)}"
             )
         elif gen is self.current:

@@ -1,0 +1,62 @@
+"""The launcher against children and clients that lie, race or misbehave.
+
+Real processes, signals and sockets; helpers come from tests/test_launcher.py.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _spawn import TIMEOUT, Launcher
+from test_launcher import LAUNCHED, ask, launcher, port_of
+from test_launcher_notify import heard, supervisor_socket
+
+pytestmark = pytest.mark.subprocess
+
+RUN = ("-m", "shutdown_scope", "run", "--", sys.executable, LAUNCHED)
+
+
+def _is_zombie(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _continue_once_dead(child: Launcher, pid: int) -> None:
+    """``readyexit`` stopped the launcher, notified and exited: once ``pid`` is a
+    zombie, let the launcher go on; it finds the words and the exit at once."""
+    deadline = time.monotonic() + TIMEOUT
+    while not _is_zombie(pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    child.send(signal.SIGCONT)
+
+
+def test_a_successor_dead_by_the_time_its_ready_is_read_does_not_take_over() -> None:
+    """READY=1 and the exit reach the launcher together: the exit counts, and
+    the old generation is not stopped for a successor that no longer runs."""
+    with launcher("--listen", "127.0.0.1:0", behaviour="serve,readyexit") as child:
+        port = port_of(child)
+        child.wait_for(") ready")
+        child.send(signal.SIGHUP)
+        successor = int(child.wait_for("gen 2 pid").split()[3])
+        _continue_once_dead(child, successor)
+        child.wait_for("reload 1 failed")
+        assert ask(port).startswith("gen 1 ")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+    assert "exited as soon as it was ready: exit code 4" in child.output
+    assert child.output.count("gen 1 got SIGTERM") == 1
+
+
+def test_what_a_generation_said_just_before_it_exited_is_still_relayed() -> None:
+    with supervisor_socket() as (address, manager):
+        env = {"NOTIFY_SOCKET": address}
+        with Launcher(*RUN, "readyexit", env=env) as child:
+            pid = int(child.wait_for("gen 1 pid").split()[3])
+            _continue_once_dead(child, pid)
+            assert child.finish() == 4
+        assert b"STATUS=last words" in heard(manager)
