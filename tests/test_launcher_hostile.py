@@ -5,6 +5,7 @@ Real processes, signals and sockets; helpers come from tests/test_launcher.py.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from _spawn import TIMEOUT, Launcher
 from test_launcher import LAUNCHED, ask, launcher, port_of
+from test_launcher_access import NOBODY
 from test_launcher_notify import heard, supervisor_socket
 
 pytestmark = pytest.mark.subprocess
@@ -60,3 +62,26 @@ def test_what_a_generation_said_just_before_it_exited_is_still_relayed() -> None
             _continue_once_dead(child, pid)
             assert child.finish() == 4
         assert b"STATUS=last words" in heard(manager)
+
+
+@pytest.mark.parametrize("how", ["owned by another user", "writable by all"])
+def test_a_tmpdir_another_user_can_change_is_refused(tmp_path: Path, how: str) -> None:
+    """There, another user could move the runtime directory away (each
+    successor's READY=1 then goes nowhere: every reload fails) or put their own
+    in its place, to hear the generations' notifications."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    if how == "writable by all":
+        theirs.chmod(0o777)  # and not sticky
+    elif os.geteuid() != 0:
+        pytest.skip("needs root, to give the directory to another uid")
+    else:
+        theirs.chmod(0o755)
+        os.chown(theirs, NOBODY, NOBODY)
+    command = ("-m", "shutdown_scope", "run", "--", sys.executable, LAUNCHED)
+    with Launcher(*command, "serve", env={"TMPDIR": str(theirs)}) as child:
+        assert child.finish() == 1
+    assert f"cannot make the launcher's runtime directory in {theirs}" in child.output
+    assert "Traceback" not in child.output
+    assert "gen 1" not in child.output  # nothing started
+    assert list(theirs.iterdir()) == []
