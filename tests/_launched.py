@@ -15,6 +15,8 @@ worker 1 and later B, and the child's tag is ``gen N worker I``:
 - ``ignore``: like serve, but print and ignore SIGTERM.
 - ``orphan``: like serve, after leaving an orphan that exits at once (a zombie
   unless something reaps it); prints ``orphan P``.
+- ``orphans``: like serve, after leaving 200 orphans that exit at once; prints
+  ``made 200 orphans``.
 - ``exit:N``: print the signals it gets for a moment, then exit with code N.
 - ``drain``: like serve, but on SIGTERM close the listener, print ``gen N closed
   its listener`` and exit 1.5 s later (a drain).
@@ -169,6 +171,16 @@ if behaviour == "orphan":
         print(f"orphan {orphan}", flush=True)  # noqa: T201
         os._exit(0)
     os.waitpid(middle, 0)
+
+if behaviour == "orphans":
+    for _ in range(200):
+        middle = os.fork()
+        if middle == 0:
+            if os.fork() == 0:
+                os._exit(0)
+            os._exit(0)
+        os.waitpid(middle, 0)
+    say("made 200 orphans")
 
 listener = socket.socket(fileno=3) if os.environ.get("LISTEN_FDS") else None
 if listener is not None:

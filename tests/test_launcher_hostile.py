@@ -6,6 +6,7 @@ Real processes, signals and sockets; helpers come from tests/test_launcher.py.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -85,3 +86,16 @@ def test_a_tmpdir_another_user_can_change_is_refused(tmp_path: Path, how: str) -
     assert "Traceback" not in child.output
     assert "gen 1" not in child.output  # nothing started
     assert list(theirs.iterdir()) == []
+
+
+def test_a_storm_of_orphans_is_reaped_and_counted_not_logged_one_by_one() -> None:
+    with launcher(behaviour="orphans") as child:
+        child.wait_for("gen 1 made 200 orphans")
+        child.wait_for(") ready")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+    assert child.output.count("reaped orphan pid") == 3
+    # All 200, unless the last ones had not yet exited when the launcher did.
+    counted = re.search(r"(\d+) orphans reaped in all", child.output)
+    assert counted is not None
+    assert 3 < int(counted.group(1)) <= 200

@@ -47,6 +47,9 @@ _GROUP_POLL = 0.1
 # The longest single wait: epoll takes at most INT_MAX ms (24.8 days), so a
 # farther deadline (--grace-period 3000000) is waited for in steps.
 _LONGEST_WAIT = 86400.0
+# Orphans named in the log; a child that makes thousands (a shell loop running
+# `cmd &`) gets them counted, not one line each.
+_ORPHANS_LOGGED = 3
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class Supervisor:
         self._runtime = RuntimeDir()  # the workers' notify sockets
         self._count = 0
         self._spawned = 0  # names each notify socket apart
+        self._orphans = 0  # reaped so far
         self.current: Generation | None = None
         self.successor: Generation | None = None
         self.retiring: list[Generation] = []
@@ -398,11 +402,16 @@ class Supervisor:
                 None,
             )
             if worker is None:
-                logger.info(
-                    "reaped orphan pid %d (%s)",
-                    pid,
-                    describe_exit(exit_code_of(status)),
-                )
+                self._orphans += 1
+                if self._orphans <= _ORPHANS_LOGGED:
+                    logger.info(
+                        "reaped orphan pid %d (%s)%s",
+                        pid,
+                        describe_exit(exit_code_of(status)),
+                        "; more are counted, not logged"
+                        if self._orphans == _ORPHANS_LOGGED
+                        else "",
+                    )
                 continue
             worker.exit_code = exit_code_of(status)
             self._on_exit(worker)
@@ -646,6 +655,8 @@ class Supervisor:
             self._control.close()
         self._selector.close()
         self._runtime.close()  # with the workers' sockets
+        if self._orphans > _ORPHANS_LOGGED:
+            logger.info("%d orphans reaped in all", self._orphans)
 
 
 def _watched(environ: dict[str, str]) -> bool:
