@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from _spawn import TIMEOUT, Launcher
 from test_launcher import LAUNCHED, ask, launcher, port_of
-from test_launcher_access import NOBODY
+from test_launcher_access import NOBODY, as_nobody
 from test_launcher_notify import heard, supervisor_socket
 
 pytestmark = pytest.mark.subprocess
@@ -99,3 +102,66 @@ def test_a_storm_of_orphans_is_reaped_and_counted_not_logged_one_by_one() -> Non
     counted = re.search(r"(\d+) orphans reaped in all", child.output)
     assert counted is not None
     assert 3 < int(counted.group(1)) <= 200
+
+
+@pytest.fixture
+def setuid_root_setpriv() -> Iterator[Path]:
+    """A set-user-ID-root copy of setpriv that uid 65534 can run (its command
+    then runs as root, out of reach of an unprivileged launcher's signals),
+    and a FIFO beside it that anyone may open."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv, to make a setuid program")
+    directory = Path(tempfile.mkdtemp(prefix="launcher-hostile-"))
+    try:
+        directory.chmod(0o755)
+        copy = directory / "setpriv"
+        shutil.copy(setpriv, copy)
+        copy.chmod(0o4755)
+        os.mkfifo(directory / "fifo")
+        (directory / "fifo").chmod(0o666)
+        probe = as_nobody(str(copy), "--reuid=0", "--regid=0", "--clear-groups", "id")
+        if probe.returncode != 0 or "uid=0" not in probe.stdout:
+            pytest.skip(f"a setuid program does not run here: {probe.stderr}")
+        probe = as_nobody(sys.executable, "-c", "import shutdown_scope")
+        if probe.returncode != 0:
+            pytest.skip(f"uid {NOBODY} cannot import shutdown_scope: {probe.stderr}")
+        yield copy
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_a_group_left_to_processes_of_another_uid_does_not_crash_the_launcher(
+    setuid_root_setpriv: Path,
+) -> None:
+    """The child starts a helper that becomes root, then exits: the launcher
+    (uid 65534) may not signal what is left of its group; it says so and ends."""
+    fifo = setuid_root_setpriv.with_name("fifo")
+    become_root = f"{setuid_root_setpriv} --reuid=0 --regid=0 --clear-groups"
+    script = (
+        f"{become_root} sh -c 'echo root $$ > {fifo}; exec sleep 60' >/dev/null 2>&1 &"
+        f' read line < {fifo}; echo "$line"'
+    )
+    setpriv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    with Launcher(
+        "-c",
+        "import os, sys; os.execvp(sys.argv[1], sys.argv[1:])",
+        *setpriv,
+        sys.executable,
+        "-m",
+        "shutdown_scope",
+        "run",
+        "--grace-period",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ) as child:
+        helper = int(child.wait_for("root ").split()[1])
+        try:
+            assert child.finish() == 0
+        finally:
+            os.kill(helper, signal.SIGKILL)
+    assert "Traceback" not in child.output
+    assert "process group: its processes run as another user" in child.output
