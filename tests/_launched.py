@@ -15,6 +15,8 @@ worker 1 and later B, and the child's tag is ``gen N worker I``:
 - ``ignore``: like serve, but print and ignore SIGTERM.
 - ``orphan``: like serve, after leaving an orphan that exits at once (a zombie
   unless something reaps it); prints ``orphan P``.
+- ``orphans``: like serve, after leaving 200 orphans that exit at once; prints
+  ``made 200 orphans``.
 - ``exit:N``: print the signals it gets for a moment, then exit with code N.
 - ``drain``: like serve, but on SIGTERM close the listener, print ``gen N closed
   its listener`` and exit 1.5 s later (a drain).
@@ -30,6 +32,9 @@ worker 1 and later B, and the child's tag is ``gen N worker I``:
   then the worker sends READY=1 (and prints ``worker P``); otherwise like serve.
 - ``launchermainpid``: MAINPID= names the launcher; the worker sends READY=1,
   then the main process exits 3.
+- ``readyexit``: with the launcher stopped (SIGSTOP), send READY=1 and
+  STATUS=last words, and exit 4 at once: the launcher learns both at the same
+  time (the test sends SIGCONT).
 - ``bigstatus``: with the launcher stopped (SIGSTOP, so that it reads them all
   at once), send two 2.5 KB STATUS=, a STATUS= of 3000 bytes that are not
   UTF-8 and a datagram with a NUL inside, then READY=1; otherwise like serve.
@@ -93,6 +98,11 @@ def sent() -> None:
 if behaviour == "crash":
     say("crashing")
     sys.exit(3)
+if behaviour == "readyexit":
+    say(f"pid {os.getpid()} ready, then exiting")
+    os.kill(os.getppid(), signal.SIGSTOP)
+    notify(b"READY=1\nSTATUS=last words")
+    sys.exit(4)
 if behaviour == "readycrash":
     say("ready, then crashing")
     notify(b"READY=1")
@@ -161,6 +171,16 @@ if behaviour == "orphan":
         print(f"orphan {orphan}", flush=True)  # noqa: T201
         os._exit(0)
     os.waitpid(middle, 0)
+
+if behaviour == "orphans":
+    for _ in range(200):
+        middle = os.fork()
+        if middle == 0:
+            if os.fork() == 0:
+                os._exit(0)
+            os._exit(0)
+        os.waitpid(middle, 0)
+    say("made 200 orphans")
 
 listener = socket.socket(fileno=3) if os.environ.get("LISTEN_FDS") else None
 if listener is not None:

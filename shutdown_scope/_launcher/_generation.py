@@ -9,6 +9,7 @@ NOTIFY_SOCKET, where only its main process may speak.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from ._notify import NotifyInbox
 
 __all__ = ["Generation", "Worker", "describe_exit", "exit_code_of"]
+
+logger = logging.getLogger("shutdown_scope.launcher")
 
 
 def exit_code_of(status: int) -> int:
@@ -80,11 +83,25 @@ class Worker:
         if not self.alive:
             return
         try:
-            os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            if self.exit_code is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, sig)
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                if self.exit_code is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(self.pid, sig)
+        except PermissionError:
+            # Every process of the group now runs as another user (a setuid
+            # program, sudo): the launcher can neither stop nor kill them.
+            left = "" if self.exit_code is None else "; not waited for"
+            logger.warning(
+                "cannot send signal %d to %s's process group: its processes run"
+                " as another user%s",
+                sig,
+                self,
+                left,
+            )
+            # A group we cannot signal would be waited for forever.
+            self.group_gone = self.exit_code is not None
 
     def read_notifications(self, *, count_ready: bool = True) -> list[list[str]]:
         """Take the notifications its main process sent (see ``NotifyInbox``):

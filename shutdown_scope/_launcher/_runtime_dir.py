@@ -10,6 +10,7 @@ directory is made; the other is neither used nor touched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -33,6 +34,30 @@ def _is_socket(name: str, dir_fd: int) -> bool:
         return False
 
 
+def _changeable_by_others(path: str) -> str | None:
+    """Who besides root and us could rename or replace an entry of ``path``.
+
+    Each directory on the way, as written and as resolved, must belong to root
+    or us and be writable by no one else (unless sticky, as /tmp): otherwise
+    another user could move our directory away and take its place, and so
+    block or hear the generations' notifications. None if nobody can.
+    """
+    parts = path.split("/")  # absolute, as tempfile gives it
+    written = ["/".join(parts[:n]) or "/" for n in range(1, len(parts) + 1)]
+    real = Path(path).resolve()
+    for prefix in [*written, *(str(x) for x in (*reversed(real.parents), real))]:
+        try:
+            info = os.lstat(prefix)
+        except OSError as error:
+            return f"{prefix} cannot be examined: {error.strerror}"
+        if info.st_uid not in {0, os.geteuid()}:
+            return f"uid {info.st_uid} owns {prefix}"
+        shared = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if stat.S_ISDIR(info.st_mode) and shared and not info.st_mode & stat.S_ISVTX:
+            return f"{prefix} is writable by other users and not sticky"
+    return None
+
+
 class RuntimeDir:
     """Private directories for unix sockets; the last one made is in use."""
 
@@ -52,10 +77,22 @@ class RuntimeDir:
 
     def _make(self) -> None:
         try:
-            path = tempfile.mkdtemp(prefix="shutdown-scope-")
+            parent = tempfile.gettempdir()
+            unsafe = _changeable_by_others(parent)
+            path = (
+                None
+                if unsafe
+                else tempfile.mkdtemp(prefix="shutdown-scope-", dir=parent)
+            )
         except OSError as error:
             msg = f"cannot make the launcher's runtime directory: {error}"
             raise OSError(error.errno, msg) from None
+        if path is None:
+            msg = (
+                f"cannot make the launcher's runtime directory in {parent}: {unsafe};"
+                " set TMPDIR to a directory only root and this user can change"
+            )
+            raise OSError(errno.EPERM, msg)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         os.fchmod(fd, _MODE)  # mkdtemp's 0700 less the umask: a umask 0700 leaves 0
         self._made.append((path, fd))

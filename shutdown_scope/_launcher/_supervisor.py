@@ -47,6 +47,9 @@ _GROUP_POLL = 0.1
 # The longest single wait: epoll takes at most INT_MAX ms (24.8 days), so a
 # farther deadline (--grace-period 3000000) is waited for in steps.
 _LONGEST_WAIT = 86400.0
+# Orphans named in the log; a child that makes thousands (a shell loop running
+# `cmd &`) gets them counted, not one line each.
+_ORPHANS_LOGGED = 3
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class Supervisor:
         self._runtime = RuntimeDir()  # the workers' notify sockets
         self._count = 0
         self._spawned = 0  # names each notify socket apart
+        self._orphans = 0  # reaped so far
         self.current: Generation | None = None
         self.successor: Generation | None = None
         self.retiring: list[Generation] = []
@@ -162,6 +166,9 @@ class Supervisor:
         events = self._selector.select(
             None if math.isinf(timeout) else min(max(0.0, timeout), _LONGEST_WAIT)
         )
+        # Exits first: a successor whose READY=1 and exit arrive together must
+        # not take over (and stop the serving generation) as if it still ran.
+        self._reap()
         for key, _ in events:
             callback: Callable[[], None] = key.data
             callback()
@@ -317,6 +324,9 @@ class Supervisor:
             # Under systemd, `systemctl status` shows why the service is not ready.
             worker.refusal_told = True
             self._upstream(f"STATUS={worker}: {worker.refusal()}")
+        self._relay(worker, datagrams)
+
+    def _relay(self, worker: Worker, datagrams: list[list[str]]) -> None:
         serving = self.current is not None and self._generation_of(worker) is (
             self.current
         )
@@ -392,11 +402,16 @@ class Supervisor:
                 None,
             )
             if worker is None:
-                logger.info(
-                    "reaped orphan pid %d (%s)",
-                    pid,
-                    describe_exit(exit_code_of(status)),
-                )
+                self._orphans += 1
+                if self._orphans <= _ORPHANS_LOGGED:
+                    logger.info(
+                        "reaped orphan pid %d (%s)%s",
+                        pid,
+                        describe_exit(exit_code_of(status)),
+                        "; more are counted, not logged"
+                        if self._orphans == _ORPHANS_LOGGED
+                        else "",
+                    )
                 continue
             worker.exit_code = exit_code_of(status)
             self._on_exit(worker)
@@ -405,7 +420,8 @@ class Supervisor:
         assert worker.exit_code is not None
         with contextlib.suppress(KeyError):
             self._selector.unregister(worker.inbox.sock)
-        worker.read_notifications()
+        # Its last words still count (not READY=1: it no longer runs).
+        self._relay(worker, worker.read_notifications())
         worker.close()
         self._runtime.remove(worker.inbox.path)
         if worker.alive:  # its process group lives on
@@ -426,8 +442,9 @@ class Supervisor:
                 return
             self.successor = None
             self._retire(gen, self._stop_signal())  # its other workers
+            when = "as soon as it was" if worker.ready else "before it was"
             self._fail_reload(
-                f"{worker} exited before it was ready: {how}"
+                f"{worker} exited {when} ready: {how}"
                 f"{_also(worker.refusal())}{self._outcomes(gen)}"
             )
         elif gen is self.current:
@@ -638,6 +655,8 @@ class Supervisor:
             self._control.close()
         self._selector.close()
         self._runtime.close()  # with the workers' sockets
+        if self._orphans > _ORPHANS_LOGGED:
+            logger.info("%d orphans reaped in all", self._orphans)
 
 
 def _watched(environ: dict[str, str]) -> bool:
