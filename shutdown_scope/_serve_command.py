@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import signal
 import socket
 import stat
 import sys
@@ -208,6 +209,9 @@ async def _serve(plan: Plan, server: _Server, start: _StartFailure) -> ShutdownR
         drain_timeout=plan.drain_timeout,
         cancel_timeout=plan.cancel_timeout,
         grace_period=plan.grace_period,
+        # `shutdown-scope dump` (and a SIGUSR1 the launcher forwards) asks for
+        # a dump; without a handler, SIGUSR1 would end the server.
+        dump_signal=signal.SIGUSR1,
     ) as scope:
         try:
             urls = await scope.start(server.serve, *server.args, name="http")

@@ -176,6 +176,24 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="with --control, wait at most S seconds (default 120)",
     )
+    dump = commands.add_parser(
+        "dump",
+        help="ask the serving generation for a diagnostic dump (SIGUSR1)",
+        description="Through the launcher's --control socket, send SIGUSR1 to each "
+        "process of the serving generation: a graceful_scope(dump_signal=SIGUSR1) "
+        "(shutdown-scope serve sets it) writes its phase, in-flight work, tasks and "
+        "threads to its stderr, and goes on. Exit 0 when sent, 1 if not.",
+    )
+    dump.add_argument(
+        "--control", metavar="PATH", required=True, help="the launcher's --control"
+    )
+    dump.add_argument(
+        "--timeout",
+        type=values.wait,
+        default=10.0,
+        metavar="S",
+        help="wait at most S seconds for the answer (default 10)",
+    )
     add_serve_parser(commands)
     return parser
 
@@ -316,8 +334,9 @@ def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> 
 
 def _reload(args: argparse.Namespace) -> int:
     if args.control:
+        request = "dump" if args.command == "dump" else "reload"
         try:
-            ok, text = ask_reload(args.control, timeout=args.timeout)
+            ok, text = ask_reload(args.control, timeout=args.timeout, request=request)
         except OSError as error:
             logger.error("%s", error.strerror or error)  # noqa: TRY400
             return _LAUNCHER_ERROR

@@ -2,6 +2,9 @@ r"""The control socket: ``shutdown-scope reload --control PATH`` asks, and hears
 
 A unix stream socket. The client sends ``reload\\n``; the launcher answers one
 line when that reload has ended, ``ok reload N: ...`` or ``error reload N: ...``.
+Or ``dump\\n``: the serving generation's processes get SIGUSR1 (a
+``graceful_scope(dump_signal=SIGUSR1)`` writes its dump to its stderr), and the
+answer names them at once.
 
 It is a way to drive the launcher, so: mode 0600 whatever the umask (0660 with
 a group), and each peer's credentials (SO_PEERCRED) are checked: the launcher's
@@ -131,16 +134,23 @@ class ControlServer:
         self._server.setblocking(False)  # noqa: FBT003 -- the stdlib signature
         self._selector: selectors.BaseSelector | None = None
         self._request: Callable[[Reply | None], None] | None = None
+        self._dump: Callable[[], tuple[bool, str]] | None = None
         self._clients: dict[socket.socket, _Client] = {}
         self._paused_until: float | None = None  # out of fds: not polled till then
         self._pauses = 0  # in this episode of accept errors
         self._refused = 0
 
     def attach(
-        self, selector: selectors.BaseSelector, request: Callable[[Reply | None], None]
+        self,
+        selector: selectors.BaseSelector,
+        request: Callable[[Reply | None], None],
+        dump: Callable[[], tuple[bool, str]] | None = None,
     ) -> None:
+        """Serve requests: ``reload`` goes to ``request`` (answered when it
+        ends), ``dump`` to ``dump`` (answered at once)."""
         self._selector = selector
         self._request = request
+        self._dump = dump
         selector.register(self._server, selectors.EVENT_READ, self._accept)
 
     # -- deadlines, driven by the supervisor's loop ------------------------------
@@ -264,6 +274,10 @@ class ControlServer:
                 state.buffered = buffered
             return
         line = buffered.split(b"\n", 1)[0].strip()
+        if line == b"dump" and self._dump is not None:
+            ok, text = self._dump()
+            self._reply(client, ok=ok, text=text)
+            return
         if line != b"reload":
             self._reply(
                 client, ok=False, text=f"unknown request {line[:20]!r}; try reload"
@@ -334,8 +348,11 @@ def _connect(path: str, deadline: float) -> socket.socket:
         return sock
 
 
-def ask_reload(path: str, *, timeout: float) -> tuple[bool, str]:
-    """Ask the launcher at ``path`` to reload; wait for its answer.
+def ask_reload(
+    path: str, *, timeout: float, request: str = "reload"
+) -> tuple[bool, str]:
+    """Ask the launcher at ``path`` to reload (or ``request="dump"``); wait for
+    its answer.
 
     Raises:
         OSError: no launcher listens at ``path``, or it did not answer in time.
@@ -347,7 +364,9 @@ def ask_reload(path: str, *, timeout: float) -> tuple[bool, str]:
         )
         answer = b""
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(b"reload\n")  # if refused, its answer is still to be read
+            sock.sendall(
+                f"{request}\n".encode()
+            )  # if refused, its answer is still read
         try:
             while b"\n" not in answer:
                 chunk = sock.recv(4096)
