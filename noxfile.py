@@ -15,7 +15,15 @@ from pathlib import Path
 import nox
 
 nox.needs_version = ">=2025.10.14"  # nox.options.download_python
-nox.options.sessions = ["tests", "coverage", "lint", "typing", "package", "docs"]
+nox.options.sessions = [
+    "tests",
+    "coverage",
+    "lint",
+    "typing",
+    "package",
+    "changelog",
+    "docs",
+]
 # virtualenv ships with nox and seeds pip from its own wheels, so it works on a
 # Python without ensurepip (Debian's python3 without python3-venv), where the
 # stdlib venv backend fails.
@@ -193,6 +201,17 @@ def docs(session: nox.Session) -> None:
         *args, str(ROOT / "docs"), str(out),
     )  # fmt: skip
     session.log(f"the site: {out / 'index.html'}")
+
+
+@nox.session
+def changelog(session: nox.Session) -> None:
+    """Check the changelog fragments: towncrier renders them (``--draft``).
+
+    It fails on a fragment of an unknown type, or on two for one issue and type
+    without a counter (``12.feature.1.md``, ``12.feature.2.md``).
+    """
+    session.install("towncrier==26.9.0")
+    session.run("towncrier", "build", "--draft", "--version", "next", silent=True)
 
 
 @nox.session
