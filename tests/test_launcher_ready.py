@@ -143,6 +143,11 @@ GUNICORN = [
     *(sys.executable, "-m", "gunicorn", "-k", "uvicorn_worker.UvicornWorker"),
     *("-w", "2", "--chdir", str(EXAMPLES), "--log-level", "warning"),
     *("--no-control-socket", "work_app:app"),
+    # A uvicorn worker of gunicorn's sometimes never ends its keep-alive
+    # connections after SIGTERM; gunicorn then waits out its graceful timeout
+    # (30 s by default) before it kills the worker. That is gunicorn's own stop,
+    # not the launcher's reload under test: keep it short.
+    *("--graceful-timeout", "3"),
 ]
 
 
