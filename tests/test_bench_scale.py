@@ -61,7 +61,8 @@ def test_throughput_bench_quick_prints_a_row_per_server_and_the_goal(load: str) 
         pytest.skip("wrk is not installed (Debian: apt-get install wrk)")
     # Without wrk on the PATH: the bench says so and uses its own clients.
     env = None if load == "wrk" else {"PATH": str(Path(sys.executable).parent)}
-    with Child(str(BENCH / "throughput.py"), "--quick", timeout=120, env=env) as child:
+    bench = (str(BENCH / "throughput.py"), "--quick", "--seconds", "0.3")
+    with Child(*bench, timeout=120, env=env) as child:
         code = child.finish()
         output = child.output
     assert code == 0, output
