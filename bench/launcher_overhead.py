@@ -28,6 +28,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import os
+import select
 import signal
 import socket
 import statistics
@@ -140,6 +142,24 @@ def _first_200(proc: subprocess.Popen[bytes], port: int, started: float) -> str:
         time.sleep(POLL_S)
 
 
+def _exited_within(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait for the exit, woken by it (a pidfd), or give up after ``timeout``.
+
+    Not ``Popen.wait(timeout)``: it polls with sleeps doubling up to 50 ms, which
+    would round every stop time up to its next poll (0.5, 1.5, 3.5 ... 63.5 ms).
+    """
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(timeout * 1000):
+            return False
+    finally:
+        os.close(pidfd)
+    proc.wait()  # reaps it: already exited
+    return True
+
+
 def trial(argv: list[str], port: int) -> tuple[float, float] | str:
     """Start ``argv``; its first 200 and SIGTERM-to-exit in ms, or why not."""
     started = time.perf_counter()
@@ -157,9 +177,7 @@ def trial(argv: list[str], port: int) -> tuple[float, float] | str:
         time.sleep(IDLE_S)
         stopping = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=START_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
+        if not _exited_within(proc, START_TIMEOUT_S):
             return f"still running {START_TIMEOUT_S:g} s after SIGTERM"
         return start_ms, (time.perf_counter() - stopping) * 1000
     finally:
