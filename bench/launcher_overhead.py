@@ -1,6 +1,7 @@
 """What the launcher adds to an app's start and stop, beside the app alone.
 
-``python bench/launcher_overhead.py [--quick] [--repeat N] [--no-peers]``
+``python bench/launcher_overhead.py [--quick] [--repeat N] [--no-peers]
+[--breakdown]``
 starts each program N times (10; ``--quick``: 2), the programs taking turns so
 a burst of load on the machine falls on all alike, and measures:
 
@@ -17,6 +18,11 @@ The programs, all serving ``examples/work_app.py``:
   shutdown_scope serve work_app:app``: the same app as the launcher's child,
   serving the socket the launcher bound (LISTEN_FDS).
 * **uvicorn**, **hypercorn** (reference, unless ``--no-peers``): the bare CLIs.
+
+``--breakdown`` then times the parts of the launcher's start (medians): a bare
+interpreter's start and exit, an interpreter importing the launcher's modules,
+and the launcher's exec to its child's fork (seen in /proc). The child then
+starts as the app alone does, so the launcher adds about its exec-to-fork.
 
 Goals (issue 15): the launcher's start within 20 ms of the app alone, its
 SIGTERM-to-exit within 5 ms, comparing medians. Timings vary with the machine's
@@ -86,6 +92,15 @@ def _hypercorn(port: int) -> list[str]:
     hypercorn = [sys.executable, "-m", "hypercorn", f"{EXAMPLES / 'work_app.py'}:app"]
     return [*hypercorn, "--bind", f"127.0.0.1:{port}"]
 
+
+BREAKDOWN = {
+    "python -c pass (interpreter start and exit)": [sys.executable, "-c", "pass"],
+    "python -c 'import <the launcher's modules>'": [
+        sys.executable,
+        "-c",
+        "import shutdown_scope._launcher._cli",
+    ],
+}
 
 PROGRAMS = {
     "app": _app,
@@ -238,11 +253,62 @@ def report(samples: dict[str, Samples]) -> None:
     print(_goal(samples, "stop", STOP_GOAL_MS, "SIGTERM->exit"))
 
 
+def _run_ms(argv: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, stdin=subprocess.DEVNULL, check=True)
+    return (time.perf_counter() - started) * 1000
+
+
+def _spawn_ms(port: int) -> float | None:
+    """Launcher exec to its child's fork, seen in /proc (polled every 0.5 ms)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        _launcher(port),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    try:
+        while proc.poll() is None and time.perf_counter() - started < START_TIMEOUT_S:
+            with contextlib.suppress(OSError):
+                if children.read_text().strip():
+                    return (time.perf_counter() - started) * 1000
+            time.sleep(0.0005)
+        return None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        if not _exited_within(proc, START_TIMEOUT_S):
+            proc.kill()
+            proc.wait()
+
+
+def breakdown(repeat: int) -> None:
+    """Where the launcher's start goes: medians of its parts, alternating."""
+    parts: dict[str, list[float]] = {name: [] for name in BREAKDOWN}
+    spawn: list[float] = []
+    for _ in range(repeat):
+        for name, argv in BREAKDOWN.items():
+            parts[name].append(_run_ms(argv))
+        ms = _spawn_ms(free_port())
+        if ms is not None:
+            spawn.append(ms)
+    print("breakdown (median ms):")
+    for name, values in parts.items():
+        print(f"  {name:<44} {statistics.median(values):7.1f}")
+    if spawn:
+        name = "launcher: exec to its child forked"
+        print(f"  {name:<44} {statistics.median(spawn):7.1f}")
+
+
 def main() -> int:
     """Parse the options, measure the programs in turns, print the table and goals."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 runs of each")
     parser.add_argument("--repeat", type=int, default=10, help="runs of each program")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="then time the launcher's start parts"
+    )
     parser.add_argument(
         "--no-peers", action="store_true", help="skip uvicorn, hypercorn"
     )
@@ -251,7 +317,10 @@ def main() -> int:
     names = ["app", "launcher"]
     if not args.no_peers:
         names += [n for n in ("uvicorn", "hypercorn") if importlib.util.find_spec(n)]
-    report(measure(names, repeat))
+    samples = measure(names, repeat)
+    report(samples)
+    if args.breakdown:
+        breakdown(repeat)
     return 0
 
 
