@@ -200,3 +200,17 @@ def add_serve_parser(
         metavar="DIR",
         help="import MODULE from DIR (default: the current directory)",
     )
+
+
+def serve_main(words: list[str]) -> int:
+    """``shutdown-scope serve ...`` without loading the launcher's modules.
+
+    ``words`` starts with ``serve``. The server starts as fast as it can: neither
+    the supervisor nor the control socket code is imported for it.
+    """
+    parser = argparse.ArgumentParser(prog="shutdown-scope")
+    add_serve_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(words)
+    from shutdown_scope._serve_command import serve_command  # the event loop
+
+    return serve_command(args)

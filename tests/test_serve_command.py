@@ -575,3 +575,12 @@ def test_the_serve_parser_adds_no_import_to_the_launcher() -> None:
         assert not heavy, (argv, sorted(heavy))
     assert "shutdown_scope._serve_args" in baseline
     assert "shutdown_scope._serve_command" not in baseline
+
+
+def test_serve_loads_none_of_the_launchers_modules() -> None:
+    # The app server starts as fast as it can (and as fast under the launcher):
+    # the supervisor, control socket, pid file... are the launcher's alone.
+    loaded = imported_modules("serve", "--help")
+    assert "shutdown_scope._serve_args" in loaded
+    launcher = sorted(x for x in loaded if x.startswith("shutdown_scope._launcher."))
+    assert launcher == [], launcher

@@ -20,6 +20,10 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``shutdown-scope`` command; returns its exit code."""
     words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["serve"]:  # the app server: none of the launcher's modules
+        from shutdown_scope._serve_args import serve_main
+
+        return serve_main(words)
     if words[:1] != ["run"]:
         from ._cli import main as command  # see the module doc
 
