@@ -20,11 +20,11 @@ from collections.abc import Callable, Sequence
 
 from ._children import Children, child_environ
 from ._control import ControlServer, Reply
-from ._generation import Generation, Worker, describe_exit
-from ._metrics_file import MetricsFile, ReloadOutcome
+from ._generation import Worker, describe_exit
+from ._metrics_file import MetricsFile
 from ._options import Options
 from ._probes import Probes
-from ._reloads import Reloads
+from ._reload_flow import ReloadFlow, also, outcomes
 from ._signal_inbox import FORWARDED, SignalInbox
 from ._signal_routing import STOPPING, SignalRouting
 from ._sockets import Listener
@@ -59,7 +59,6 @@ class Supervisor:
         metrics: MetricsFile | None = None,
     ) -> None:
         self.options = options
-        self._metrics = metrics
         self._control = control
         self._upstream = notify_upstream or _no_upstream
         self._selector = selectors.DefaultSelector()
@@ -69,7 +68,13 @@ class Supervisor:
             environ=child_environ(environ, relayed=notify_upstream is not None),
             on_started=self._watch,
         )
-        self._reloads = Reloads()
+        self._flow = ReloadFlow(
+            options,
+            self._children,
+            upstream=self._upstream,
+            metrics=metrics,
+            is_stopping=lambda: self.stopping,
+        )
         self._respawns = Respawns()
         self.stopping = False
         self._exit_code: int | None = None
@@ -140,22 +145,7 @@ class Supervisor:
             self._on_ready(worker)
         if self._control is not None:
             self._control.check_deadlines(now)
-        successor = self._children.successor
-        if (
-            successor is not None
-            and not self.stopping
-            and not successor.ready
-            and now >= successor.started_at + self.options.ready_timeout
-        ):
-            self._children.successor = None
-            self._children.retire(successor, self._children.stop_signal())
-            hint = "; ".join(w.refusal() for w in successor.workers if w.refusal())
-            self._fail_reload(
-                f"{successor} not ready within --ready-timeout "
-                f"{self.options.ready_timeout:g} s (stopped)"
-                f"{_also(hint)}{self._probes.never_accepted()}"
-                f"{self._outcomes(successor)}"
-            )
+        self._flow.check_ready_timeout(now, self._probes.never_accepted())
         self._children.kill_overdue(now)
 
     def _unready(self) -> list[Worker]:
@@ -206,9 +196,7 @@ class Supervisor:
         for worker in self._children.live():
             worker.asked_to_stop = True
             worker.kill_at = min(worker.kill_at, now + self.options.grace_period)
-        if self._reloads.running:
-            self._count_reload("interrupted")
-        self._reloads.abandon(f"stopping ({why})")
+        self._flow.interrupt(f"stopping ({why})")
         logger.info("stopping (%s)", why)
 
     def _stop_all(self, why: str) -> None:
@@ -275,12 +263,9 @@ class Supervisor:
         gen.told_ready = True
         self._respawns.clear()  # the old generation's dead are not replaced
         children.retire(old, children.stop_signal())
-        shown = f"{gen} ready" + self._outcomes(gen)
+        shown = f"{gen} ready" + outcomes(self.options, gen)
         sig_name = signal.Signals(children.stop_signal()).name
-        self._count_reload("done")  # first: whoever hears the outcome sees it
-        self._reloads.finish(ok=True, why=f"{shown}; {old} sent {sig_name}")
-        self._upstream("READY=1")
-        self._begin_queued()
+        self._flow.succeed(f"{shown}; {old} sent {sig_name}")
 
     # -- exits ---------------------------------------------------------------------
 
@@ -312,18 +297,15 @@ class Supervisor:
             children.successor = None
             children.retire(gen, children.stop_signal())  # its other workers
             when = "as soon as it was" if worker.ready else "before it was"
-            self._fail_reload(
+            self._flow.fail(
                 f"{worker} exited {when} ready: {how}"
-                f"{_also(worker.refusal())}{self._outcomes(gen)}"
+                f"{also(worker.refusal())}{outcomes(self.options, gen)}"
             )
         elif gen is children.current:
             if self.options.workers is None:
                 self._on_current_exit(worker, how)
             else:
                 self._on_worker_exit(worker, how)
-
-    def _outcomes(self, gen: Generation) -> str:
-        return "" if self.options.workers is None else f" ({gen.outcomes()})"
 
     def _on_current_exit(self, worker: Worker, how: str) -> None:
         assert worker.exit_code is not None
@@ -386,48 +368,7 @@ class Supervisor:
             if reply is not None:
                 reply(ok=False, text=why)
             return
-        if self._reloads.request(reply):
-            self._begin_reload()
-
-    def _begin_reload(self) -> None:
-        number = self._reloads.count
-        now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        self._upstream(f"RELOADING=1\nMONOTONIC_USEC={now_usec}")
-        children = self._children
-        try:
-            children.successor = children.start_generation()
-        except SpawnError as error:
-            self._fail_reload(error.strerror or str(error))
-            return
-        except OSError as error:
-            started = children.generations_started
-            self._fail_reload(f"cannot start generation {started}: {error}")
-            return
-        logger.info("reload %d: %s started", number, children.successor)
-
-    def _fail_reload(self, why: str) -> None:
-        if self._reloads.running:
-            self._count_reload("failed")
-        current = self._children.current
-        serving = f"{current} keeps serving" if current else "no generation serves"
-        logger.error("reload %d failed: %s; %s", self._reloads.count, why, serving)
-        self._reloads.finish(ok=False, why=f"{why}; {serving}")
-        self._upstream("READY=1")
-        self._begin_queued()
-
-    def _begin_queued(self) -> None:
-        if not self.stopping and self._reloads.next():
-            self._begin_reload()
-
-    def _count_reload(self, outcome: ReloadOutcome) -> None:
-        if self._metrics is None:
-            return
-        current = self._children.current
-        serving = 0 if current is None else current.number
-        try:
-            self._metrics.reload_ended(outcome, serving)
-        except OSError as error:
-            logger.warning("cannot write --metrics-file: %s", error.strerror or error)
+        self._flow.request(reply)
 
     # -- the rest ----------------------------------------------------------------
 
@@ -441,7 +382,3 @@ class Supervisor:
         if self._control is not None:
             self._control.close()
         self._selector.close()
-
-
-def _also(text: str) -> str:
-    return f"; {text}" if text else ""
