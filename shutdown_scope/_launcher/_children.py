@@ -9,6 +9,7 @@ exit means (a failed reload, a crash loop, the end) is the supervisor's call.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -165,6 +166,22 @@ class Children:
         worker = Worker(number, index, pid, inbox, started_at=time.monotonic())
         self._on_started(worker)
         return worker
+
+    def ask_for_dump(self) -> tuple[bool, str]:
+        """SIGUSR1 to each live process of the serving generation (not to its
+        group: only a scope that asked for it dumps); what was done."""
+        if self.current is None:
+            return False, "dump: no generation serves"
+        sent = []
+        for worker in self.current.workers:
+            if worker.exit_code is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGUSR1)
+                    sent.append(str(worker.pid))
+        if not sent:
+            return False, f"dump: {self.current} has no live process"
+        logger.info("dump: SIGUSR1 sent to %s", self.current)
+        return True, f"dump: SIGUSR1 sent to pid {', '.join(sent)} ({self.current})"
 
     def close_listeners(self) -> None:
         """No generation starts from now on: let go of the launcher's copies.

@@ -373,20 +373,10 @@ class Supervisor:
     # -- the rest ----------------------------------------------------------------
 
     def request_dump(self) -> tuple[bool, str]:
-        """SIGUSR1 to each live process of the serving generation (not its group:
-        only a scope asked for it dumps); what was done, for the control socket."""
-        if self.current is None or self.stopping:
-            return False, "dump: no generation serves"
-        sent = []
-        for worker in self.current.workers:
-            if worker.exit_code is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGUSR1)
-                    sent.append(str(worker.pid))
-        if not sent:
-            return False, f"dump: {self.current} has no live process"
-        logger.info("dump: SIGUSR1 sent to %s", self.current)
-        return True, f"dump: SIGUSR1 sent to pid {', '.join(sent)} ({self.current})"
+        """For ``shutdown-scope dump``: SIGUSR1 to the serving generation."""
+        if self.stopping:
+            return False, "dump: stopping"
+        return self._children.ask_for_dump()
 
     def register_control(self) -> None:
         """Serve ``shutdown-scope reload`` on the control socket, if any."""
