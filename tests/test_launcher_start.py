@@ -5,6 +5,7 @@ The time it takes is measured in ``bench/launcher_start.py``, not here.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -23,12 +24,16 @@ HEAVY = {"anyio", "asyncio", "trio", "sniffio", "typing_extensions"}
 
 def imported(*argv: str) -> list[str]:
     """The modules ``python -X importtime ARGV`` imported, in the order they ended."""
+    # Without coverage's start-up hook (``nox -s tests`` measures children): it
+    # imports modules of its own (typing, ...) before ours.
+    hook = {"COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START"}
     result = subprocess.run(
         [sys.executable, "-X", "importtime", *argv],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env={k: v for k, v in os.environ.items() if k not in hook},
     )
     assert result.returncode == 0, result.stderr
     lines = [x for x in result.stderr.splitlines() if x.startswith("import time:")]
