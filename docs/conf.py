@@ -47,7 +47,7 @@ napoleon_numpy_docstring = False
 nitpick_ignore_regex = [
     (r"py:.*", r"(anyio|trio|hypercorn|uvicorn|h11|h2|starlette|_contextvars)\..*"),
     (r"py:.*", r"(prometheus_client|_pytest|pytest|asyncio)\..*"),
-    (r"py:.*", r"(socket|signal|os|enum|contextlib|collections|typing)\..*"),
+    (r"py:.*", r"(socket|signal|os|enum|contextlib|collections|typing|logging)\..*"),
     (r"py:.*", r"(typing_extensions|collections\.abc|types|pathlib|argparse)\..*"),
     (r"py:class", r"(Awaitable|Callable|Mapping|MutableMapping|Sequence|Iterable)"),
     (r"py:class", r"(AsyncIterator|Iterator|ContextManager|AbstractContextManager)"),
@@ -55,6 +55,7 @@ nitpick_ignore_regex = [
     (r"py:class", r"(Scope|Receive|Send|Message|ASGIApp|ASGI3Application)"),
     (r"py:class", r"(CancelScope|SocketStream|TaskStatus|T|T_Retval|PosArgsT)"),
     (r"py:class", r"(ConnectionHandler|Literal|Any|_NO_DEFAULT|Final)"),
+    (r"py:class", r"(Receiver|Take)"),  # token.take(): private protocol and iterator
     # Private modules and names, as annotations name them.
     (r"py:.*", r"shutdown_scope\._.*"),
     (r"py:.*", r"shutdown_scope\.\w+\._\w+"),

@@ -45,7 +45,7 @@ class Escalation:
         self._hard_exit_code = hard_exit_code
         self._debounce = state.plan.signal_debounce
         self._last_signal: float | None = None
-        self.signals_received = 0
+        self.signals_received: int = 0
         state.subscribe(self._phase_entered)
 
     def _phase_entered(self, phase: Phase, in_flight: tuple[str, ...]) -> None:  # noqa: ARG002

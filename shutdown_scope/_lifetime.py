@@ -55,7 +55,7 @@ class Runtime:
         self.handle = handle
         self.escalation = escalation
         self.start_warning = start_warning
-        self.loop_thread = threading.get_ident()
+        self.loop_thread: int = threading.get_ident()
         self.tg: TaskGroup | None = None
         self.report: ShutdownReport | None = None
 

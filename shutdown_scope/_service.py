@@ -41,14 +41,16 @@ class Service:
     def __init__(
         self, name: str, *, node: FlightNode, view: ScopeView, started: bool
     ) -> None:
-        self.name = name
-        self.cell = PhaseCell()
-        self.node = node
-        self.token = ShutdownToken(name=name, cell=self.cell, node=node, view=view)
-        self.cancel_scope = anyio.CancelScope()
-        self.done = anyio.Event()
-        self.started = started
-        self.started_event = anyio.Event()
+        self.name: str = name
+        self.cell: PhaseCell = PhaseCell()
+        self.node: FlightNode = node
+        self.token: ShutdownToken = ShutdownToken(
+            name=name, cell=self.cell, node=node, view=view
+        )
+        self.cancel_scope: anyio.CancelScope = anyio.CancelScope()
+        self.done: anyio.Event = anyio.Event()
+        self.started: bool = started
+        self.started_event: anyio.Event = anyio.Event()
         self.outcome: ServiceOutcome = "returned"
         self.error: BaseException | None = None
         self.stop_requested_at: float | None = None

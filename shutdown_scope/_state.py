@@ -46,15 +46,15 @@ class ShutdownState:
         self.trigger: TriggerKind | None = None
         self.signal: signal.Signals | None = None
         self._reason: str | None = None
-        self.t0 = math.inf  # anyio clock: the trigger
+        self.t0: float = math.inf  # anyio clock: the trigger
         self._cancelling_at = math.inf  # anyio clock: CANCELLING began
         self._guarded = False  # a trigger with a budget (not "finished")
         self._no_final = False  # a service outlived the budget: wait for each
-        self.body = Service("body", node=FlightNode(), view=self, started=True)
+        self.body: Service = Service("body", node=FlightNode(), view=self, started=True)
         self.services: list[Service] = []
         self.errors: list[Exception] = []
-        self.triggered = anyio.Event()
-        self.escalated = anyio.Event()
+        self.triggered: anyio.Event = anyio.Event()
+        self.escalated: anyio.Event = anyio.Event()
         self._log: list[tuple[Phase, float, tuple[str, ...]]] = []
         self._listeners: list[PhaseListener] = []
         self._inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
