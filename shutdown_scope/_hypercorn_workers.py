@@ -155,8 +155,13 @@ def _guarded(base: type[TCPServerT], grace: _ReaderGrace) -> type[TCPServerT]:
             await super()._initiate_server_close()
 
         async def _read_data(self) -> None:
-            with anyio.CancelScope() as self._reading, suppress(_ClosedIdleError):
-                await super()._read_data()
+            try:
+                with anyio.CancelScope() as self._reading, suppress(_ClosedIdleError):
+                    await super()._read_data()
+            finally:
+                # Nothing to cancel once it is over (and anyio's cancel() of a
+                # scope names the task: a repr per connection at the drain).
+                self._reading = None
 
         async def protocol_send(self, event: Event) -> None:
             if isinstance(event, Updated) and event.idle and is_aborting(self):
