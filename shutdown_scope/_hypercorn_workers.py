@@ -11,7 +11,6 @@ hypercorn's two trees runs.
 
 from __future__ import annotations
 
-import gc
 import socket
 from contextlib import AbstractAsyncContextManager, suppress
 from typing import TYPE_CHECKING, cast
@@ -22,6 +21,7 @@ import h11
 import sniffio
 from anyio.abc import TaskGroup, TaskStatus
 
+from ._heap import DrainHeap
 from ._hypercorn_compat import (
     AppWrapper,
     Config,
@@ -239,7 +239,7 @@ class Worker:
         self._lifespan_end = anyio.Event()
         self._lifespan_failed = False
         self._stop_begun = False
-        self._froze_heap = False
+        self.heap = DrainHeap()  # thawed by the caller once the server is done
 
     async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
         raise NotImplementedError
@@ -304,25 +304,8 @@ class Worker:
 
     async def terminate(self) -> None:
         """The drain has begun: close idle connections, end keep-alive."""
-        self._freeze_heap()
+        self.heap.freeze()
         await self.context.terminated.set()
-
-    def _freeze_heap(self) -> None:
-        # Closing thousands of connections at once allocates enough to set off
-        # full collections, each walking every object of every connection: on
-        # asyncio, most of a 5,000-connection drain (bench/scale.py). What
-        # exists when the drain begins is left out of them (reference counting
-        # still frees it) until the server is done. Not if the process manages
-        # the collector itself (it disabled it, or froze objects of its own).
-        if gc.isenabled() and gc.get_freeze_count() == 0:
-            gc.freeze()
-            self._froze_heap = True
-
-    def thaw_heap(self) -> None:
-        """The server is done: the collector sees the objects of before the drain."""
-        if self._froze_heap:
-            self._froze_heap = False
-            gc.unfreeze()
 
 
 class _AsyncioWorker(Worker):
