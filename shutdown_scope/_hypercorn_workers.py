@@ -21,6 +21,7 @@ import h11
 import sniffio
 from anyio.abc import TaskGroup, TaskStatus
 
+from ._heap import DrainHeap
 from ._hypercorn_compat import (
     AppWrapper,
     Config,
@@ -56,8 +57,8 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "current_worker"]
 
 # Rounds of the scheduler an idle connection gives its reader before it is
-# closed: bytes already received must be parsed first (see _careful_idle_close);
-# a request still incomplete after them is a stalled one.
+# closed: bytes already received must be parsed first (see _may_close); a
+# request still incomplete after them is a stalled one.
 _READER_ROUNDS = 10
 # A connection that has not sent a request yet when the drain begins: how long
 # after its accept it may still send its first one (it connected while we were
@@ -101,10 +102,40 @@ class _Http2ByGoaway:
                     self._conn.shutdown(socket.SHUT_WR)
 
 
-def _guarded(base: type[TCPServerT]) -> type[TCPServerT]:
+class _ReaderGrace:
+    """Scheduler rounds given to the readers of connections about to close as idle.
+
+    One task counts the rounds for every connection that asks at about the
+    same time (the drain closes them all at once): each waits for one event
+    instead of running its own rounds, which with thousands of connections
+    made every round cost a step of each of them.
+    """
+
+    def __init__(self) -> None:
+        self._over: anyio.Event | None = None
+        self._rounds_left = 0
+
+    async def wait(self) -> None:
+        """Return after at least ``_READER_ROUNDS`` rounds from this call."""
+        self._rounds_left = _READER_ROUNDS  # a late caller gets its rounds too
+        if self._over is not None:
+            await self._over.wait()
+            return
+        over = self._over = anyio.Event()
+        try:
+            while self._rounds_left > 0:
+                self._rounds_left -= 1
+                await anyio.lowlevel.checkpoint()
+        finally:
+            self._over = None
+            over.set()
+
+
+def _guarded(base: type[TCPServerT], grace: _ReaderGrace) -> type[TCPServerT]:
     """``base`` (one of hypercorn's TCPServer classes), made safe for the drain.
 
-    Instances take a ``ConnectionContext`` as their context.
+    Instances take a ``ConnectionContext`` as their context; ``grace`` is
+    shared by the worker's connections.
     """
 
     class Server(_Http2ByGoaway, base):  # type: ignore[misc,valid-type]
@@ -115,7 +146,7 @@ def _guarded(base: type[TCPServerT]) -> type[TCPServerT]:
             # the drain begins) waits its own way, then calls this, shielded.
             if begin_goaway(self.protocol.protocol):
                 return  # HTTP/2: closed by GOAWAY once its streams are done
-            if not await _may_close(self, self._conn, self.context.accepted_at):
+            if not await _may_close(self, self._conn, grace, self.context.accepted_at):
                 return
             # Decided to close: a request that still gets parsed (its bytes were
             # on their way) must not reach the app, whose answer would go
@@ -124,8 +155,13 @@ def _guarded(base: type[TCPServerT]) -> type[TCPServerT]:
             await super()._initiate_server_close()
 
         async def _read_data(self) -> None:
-            with anyio.CancelScope() as self._reading, suppress(_ClosedIdleError):
-                await super()._read_data()
+            try:
+                with anyio.CancelScope() as self._reading, suppress(_ClosedIdleError):
+                    await super()._read_data()
+            finally:
+                # Nothing to cancel once it is over (and anyio's cancel() of a
+                # scope names the task: a repr per connection at the drain).
+                self._reading = None
 
         async def protocol_send(self, event: Event) -> None:
             if isinstance(event, Updated) and event.idle and is_aborting(self):
@@ -148,16 +184,18 @@ def _guarded(base: type[TCPServerT]) -> type[TCPServerT]:
 
 
 async def _may_close(
-    server: TCPServer, conn: socket.socket, accepted_at: float
+    server: TCPServer, conn: socket.socket, grace: _ReaderGrace, accepted_at: float
 ) -> bool:
     """Whether an idle connection can be closed without losing a request.
 
     hypercorn closes a connection that is idle when the drain begins (or after
     ``keep_alive_timeout``). Its check races with a request that has just
     arrived: the bytes are read but not yet parsed, and the connection is
-    closed under it. Here the reader gets a few rounds first, and a connection
-    that has a request, or unread bytes, is left to finish it (hypercorn then
-    closes it after the response, since the drain has begun).
+    closed under it. Here the reader gets a few rounds first (``grace``, shared
+    by the connections closing together; more, its own, for a connection with
+    bytes still unread), and a connection that has a request, or unread bytes,
+    is left to finish it (hypercorn then closes it after the response, since
+    the drain has begun).
     """
     connection = h11_connection(server)
     if connection is not None and connection.their_http_version is None:
@@ -170,15 +208,15 @@ async def _may_close(
             if connection.their_state is not h11.IDLE:
                 return False  # it came: hypercorn closes after answering it
             await anyio.sleep(_FIRST_REQUEST_POLL)
+    await grace.wait()
     for _ in range(_READER_ROUNDS):
-        await anyio.lowlevel.checkpoint()
-        if kernel_has_bytes(conn):
-            continue  # the reader takes them next: look again after it
-        connection = h11_connection(server)
-        if connection is not None and connection.their_state is not h11.IDLE:
-            return False  # a whole request arrived: hypercorn closes after it
-    # Idle, or a request that stalls half-way (slowloris): it holds nothing.
-    return True
+        if not kernel_has_bytes(conn):
+            break
+        await anyio.lowlevel.checkpoint()  # the reader takes them next
+    # A whole request arrived: hypercorn closes after answering it. Otherwise
+    # idle, or a request that stalls half-way (slowloris): it holds nothing.
+    connection = h11_connection(server)
+    return connection is None or connection.their_state is h11.IDLE
 
 
 class Worker:
@@ -201,6 +239,7 @@ class Worker:
         self._lifespan_end = anyio.Event()
         self._lifespan_failed = False
         self._stop_begun = False
+        self.heap = DrainHeap()  # thawed by the caller once the server is done
 
     async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
         raise NotImplementedError
@@ -265,6 +304,7 @@ class Worker:
 
     async def terminate(self) -> None:
         """The drain has begun: close idle connections, end keep-alive."""
+        self.heap.freeze()
         await self.context.terminated.set()
 
 
@@ -280,7 +320,7 @@ class _AsyncioWorker(Worker):
         self.context = tree.worker_context(None)
         self.lifespan = tree.lifespan(app, config, self._loop, self.state)
         self._watch_startup()
-        self._server_class = _guarded(tree.tcp_server)
+        self._server_class = _guarded(tree.tcp_server, _ReaderGrace())
 
     async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
         task_status.started()
@@ -317,7 +357,7 @@ class _TrioWorker(Worker):
         self.context = tree.worker_context(None)
         self.lifespan = tree.lifespan(app, config, self.state)
         self._watch_startup()
-        self._server_class = _guarded(tree.tcp_server)
+        self._server_class = _guarded(tree.tcp_server, _ReaderGrace())
 
     async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
         await self.lifespan.handle_lifespan(task_status=task_status)

@@ -165,6 +165,7 @@ async def serve(
                     # lifespan shutdown, within its share of the cleanup budget.
                     await _stop_lifespan_at_last(token, worker)
     finally:
+        worker.heap.thaw()
         for sock in sockets:
             sock.close()
 
