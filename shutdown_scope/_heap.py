@@ -6,6 +6,11 @@ import gc
 
 __all__ = ["DrainHeap"]
 
+# What the interpreter froze by itself before any code of ours ran: 0 up to
+# Python 3.11, a few hundred objects of its own from 3.12 on. More than that
+# means the process froze objects itself (say, before forking workers).
+_STARTUP_FREEZE = gc.get_freeze_count()
+
 
 class DrainHeap:
     """Leaves the objects that exist when a drain begins out of full collections.
@@ -23,7 +28,11 @@ class DrainHeap:
 
     def freeze(self) -> None:
         """The drain begins: freeze the heap (unless the process manages it)."""
-        if not self._froze and gc.isenabled() and gc.get_freeze_count() == 0:
+        if (
+            not self._froze
+            and gc.isenabled()
+            and gc.get_freeze_count() <= _STARTUP_FREEZE
+        ):
             gc.freeze()
             self._froze = True
 

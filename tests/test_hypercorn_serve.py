@@ -261,13 +261,15 @@ async def test_the_drain_leaves_the_heap_of_before_out_of_collections() -> None:
     # drain with thousands of them (bench/scale.py); after serve(), the
     # collector sees them all again.
     frozen: list[int] = []
+    # From Python 3.12 on, the interpreter freezes a few hundred objects itself.
+    before = gc.get_freeze_count()
     async with graceful_scope(**NO_SIGNALS) as scope:
         await scope.start(
             serve, _lifespan_noting_frozen(frozen), config_for("127.0.0.1:0")
         )
         scope.request_shutdown("test over")
-    assert frozen[0] > 0
-    assert gc.get_freeze_count() == 0
+    assert frozen[0] > before + 1000  # the heap, thousands of objects
+    assert gc.get_freeze_count() <= before
 
 
 @pytest.mark.parametrize("collector", ["frozen by the process", "disabled"])
