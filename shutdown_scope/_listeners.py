@@ -36,7 +36,7 @@ import anyio.lowlevel
 from ._phases import Phase
 from ._token import ShutdownToken
 
-__all__ = ["abort_connection", "describe_socket", "serve_sockets"]
+__all__ = ["StartedWith", "abort_connection", "describe_socket", "serve_sockets"]
 
 logger = logging.getLogger("shutdown_scope")
 
@@ -69,6 +69,19 @@ _ONE_CLIENT_ERRNOS = frozenset(
 # answers 500 and closes) before it is reset.
 _UNWIND_ROUNDS = 20
 _LINGER_RESET = struct.pack("ii", 1, 0)  # l_onoff=1, l_linger=0: close sends RST
+
+
+class StartedWith(anyio.abc.TaskStatus[None]):
+    """Passes ``serve_sockets``' ``started()`` on, with the servers' addresses."""
+
+    def __init__(
+        self, outer: anyio.abc.TaskStatus[list[str]], addresses: list[str]
+    ) -> None:
+        self._outer = outer
+        self._addresses = addresses
+
+    def started(self, value: None = None) -> None:  # noqa: ARG002 -- always None
+        self._outer.started(self._addresses)
 
 
 def describe_socket(sock: socket.socket) -> str:

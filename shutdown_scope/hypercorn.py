@@ -51,7 +51,7 @@ except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "hypercorn") from _missing
 
 from ._hypercorn_workers import Worker, current_worker
-from ._listeners import describe_socket, serve_sockets
+from ._listeners import StartedWith, describe_socket, serve_sockets
 from ._phases import Phase
 from ._token import ShutdownToken
 from .asgi import ShutdownMiddleware
@@ -65,17 +65,6 @@ _SHUTDOWN_LABEL = "lifespan shutdown"
 # Of the cleanup window left after the server was cut short: the part the
 # app's lifespan shutdown may take (services started earlier get the rest).
 _LIFESPAN_SHARE = 0.5
-
-
-class _Started(TaskStatus[None]):
-    """Reports the addresses once the listeners accept."""
-
-    def __init__(self, outer: TaskStatus[list[str]], addresses: list[str]) -> None:
-        self._outer = outer
-        self._addresses = addresses
-
-    def started(self, value: None = None) -> None:  # noqa: ARG002
-        self._outer.started(self._addresses)
 
 
 def _check(token: object, app: object, config: object) -> None:
@@ -139,7 +128,9 @@ async def serve(
         app = ShutdownMiddleware(app, token, readiness_path=readiness_path)
     worker = current_worker(asgi_app(app, config), config)
     sockets = listen(config)
-    started = _Started(task_status, [f"http://{describe_socket(s)}" for s in sockets])
+    started = StartedWith(
+        task_status, [f"http://{describe_socket(s)}" for s in sockets]
+    )
     # The drain stays held open (token.closes_itself) until this returns: the
     # lifespan task group still has to be left.
     try:

@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ._listeners import describe_socket, serve_sockets
+from ._listeners import StartedWith, describe_socket, serve_sockets
 from ._token import ShutdownToken
 from ._unix_paths import BoundPath
 
@@ -42,18 +42,6 @@ _logger = logging.getLogger("shutdown_scope")
 
 ConnectionHandler = Callable[[anyio.abc.SocketStream, ShutdownToken], Awaitable[None]]
 """``handler(stream, token)`` serves one connection; the stream is closed after."""
-
-
-class _StartedWith:
-    """Passes ``serve_sockets``' ``started()`` on with the addresses."""
-
-    def __init__(
-        self, inner: anyio.abc.TaskStatus[list[str]], value: list[str]
-    ) -> None:
-        self._inner, self._value = inner, value
-
-    def started(self, value: None = None) -> None:  # noqa: ARG002 -- always None
-        self._inner.started(self._value)
 
 
 def _check_args(
@@ -265,7 +253,7 @@ async def serve_tcp(
             token,
             listeners,
             functools.partial(_serve_connection, token, handler),
-            task_status=_StartedWith(task_status, addresses),
+            task_status=StartedWith(task_status, addresses),
         )
     finally:
         for sock in listeners:

@@ -46,7 +46,7 @@ try:
 except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "uvicorn") from _missing
 
-from ._listeners import describe_socket, serve_sockets
+from ._listeners import StartedWith, describe_socket, serve_sockets
 from ._token import ShutdownToken
 from ._uvicorn_compat import (
     LifespanStartupError,
@@ -64,17 +64,6 @@ __all__ = ["LifespanStartupError", "serve"]
 # drain left.
 _CLOSE_ANSWER_WAIT = 2.0
 _UNIX_SOCKET_MODE = 0o666  # what uvicorn gives the socket file it binds
-
-
-class _Started(TaskStatus[None]):
-    """Reports the addresses once the listeners accept."""
-
-    def __init__(self, outer: TaskStatus[list[str]], addresses: list[str]) -> None:
-        self._outer = outer
-        self._addresses = addresses
-
-    def started(self, value: None = None) -> None:  # noqa: ARG002
-        self._outer.started(self._addresses)
 
 
 def _check(token: object, app: object, config: object) -> None:
@@ -289,7 +278,7 @@ async def serve(
         listeners = [listener]
     try:
         urls = [f"http://{describe_socket(sock)}" for sock in listeners]
-        started = _Started(task_status, urls)
+        started = StartedWith(task_status, urls)
         failed = await _serve_until_drained(token, server, listeners, started)
     finally:
         for sock in listeners:
@@ -309,7 +298,7 @@ async def _serve_until_drained(
     token: ShutdownToken,
     server: UvicornServer,
     listeners: list[socket.socket],
-    started: _Started,
+    started: StartedWith,
 ) -> LifespanStartupError | None:
     """Serve until the drain is over; a failed lifespan startup is returned, so
     that it reaches the caller as it is, not inside the task group's."""
