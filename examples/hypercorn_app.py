@@ -6,10 +6,8 @@ prints ``listening http://HOST:PORT`` when ready and, once stopped, its
 
 * ``/work?ms=N``: works N milliseconds (at most 60 s) and answers ``done N``
   (``examples/work_app.py``, which this extends);
-* ``/events``: a server-sent event stream, a tick every 100 ms; when the drain
-  begins it sends a final ``bye`` event and ends (the early notice: it does not
-  wait to be cut at the deadline);
-* ``/ws``: a websocket echo; at the drain it gets a close frame 1001;
+* ``/events`` and ``/ws``: a server-sent event stream and a websocket echo that end
+  at the drain (``examples/streaming_app.py``, shared with the uvicorn example);
 * ``/readyz``: 200 while ready, 503 once the shutdown has begun.
 
 Under ``shutdown-scope run --listen ADDR`` or systemd socket activation it serves
@@ -27,64 +25,13 @@ import functools
 import json
 import logging
 
-import anyio
-import work_app
 from hypercorn.config import Config
-from work_app import Receive, Scope, Send
+from streaming_app import App
 
 import shutdown_scope
 import shutdown_scope.systemd
-from shutdown_scope import Phase, ShutdownReport, graceful_scope
-from shutdown_scope.asgi import token_from_scope
+from shutdown_scope import ShutdownReport, graceful_scope
 from shutdown_scope.hypercorn import serve
-
-TICK = 0.1
-
-
-class App(work_app.App):
-    """``examples/work_app.py`` with a server-sent event stream and a websocket."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Route one ASGI connection."""
-        if scope["type"] == "websocket":
-            await _echo(receive, send)
-        elif scope["type"] == "http" and scope["path"] == "/events":
-            await _events(scope, send)
-        else:
-            await super().__call__(scope, receive, send)
-
-
-async def _events(scope: Scope, send: Send) -> None:
-    token = token_from_scope(scope)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/event-stream")],
-        }
-    )
-    n = 0
-    with token.cancel_on(Phase.DRAINING):
-        while True:
-            n += 1
-            chunk = f"data: tick {n}\n\n".encode()
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await anyio.sleep(TICK)
-    final = b"event: bye\ndata: server shutting down\n\n"
-    await send({"type": "http.response.body", "body": final})
-
-
-async def _echo(receive: Receive, send: Send) -> None:
-    message = await receive()
-    if message["type"] != "websocket.connect":
-        return
-    await send({"type": "websocket.accept"})
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            print(f"websocket: closed with {message.get('code')}", flush=True)
-            return
-        await send({"type": "websocket.send", "text": message.get("text") or ""})
 
 
 async def main(binds: list[str], options: argparse.Namespace) -> ShutdownReport:

@@ -1,6 +1,7 @@
 """``examples/work_app.py`` with a server-sent event stream and a websocket echo.
 
-Served by ``examples/uvicorn_app.py``; the routes it adds to ``/work?ms=N``:
+Served by ``examples/hypercorn_app.py`` and ``examples/uvicorn_app.py``; the routes
+it adds to ``/work?ms=N``:
 
 * ``/events``: a server-sent event stream, a tick every 100 ms; when the drain
   begins it sends a final ``bye`` event and ends (the early notice: it does not

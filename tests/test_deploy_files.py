@@ -216,6 +216,29 @@ def test_what_the_dockerfile_copies_exists() -> None:
     )
 
 
+def test_the_dockerfile_copies_what_the_build_needs_before_pip_install() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    needed = {
+        project["project"]["readme"],
+        *project["project"]["license-files"],
+        project["tool"]["hatch"]["version"]["path"],
+    }
+    text = DOCKERFILE.read_text()
+    before_install = text[: text.index('RUN pip install ".[hypercorn]"')]
+    copied = {
+        source.rstrip("/")
+        for line in re.findall(r"^COPY (.*)$", before_install, re.MULTILINE)
+        for source in line.split()[:-1]
+    }
+    missing = {
+        path
+        for path in needed
+        if not any(path == c or path.startswith(f"{c}/") for c in copied)
+    }
+    assert not missing, f"COPY these before pip install: {sorted(missing)}"
+
+
 def test_kubernetes_readiness_fails_within_the_announce_delay() -> None:
     assert manifest_value("path") == readiness_path_of_the_app()
     period = float(manifest_value("periodSeconds"))
