@@ -86,16 +86,21 @@ def run_pytest(session: nox.Session, *default_args: str, measure: bool = False) 
 # keeps CI within its time budget on two cores (each real-process run takes
 # minutes, not seconds).
 FULL_SUITE = frozenset({"3.11", "3.13"})
+# The bench scripts' quick runs (the shape of their output, not speed) run once.
+BENCH_PYTHON = "3.11"
 
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Run the test suite under coverage (pytest arguments go after ``--``).
 
-    On Pythons outside ``FULL_SUITE``, the tests marked ``subprocess`` are left out.
+    On Pythons outside ``FULL_SUITE``, the tests marked ``subprocess`` are left out;
+    those marked ``bench`` run on ``BENCH_PYTHON`` only.
     """
-    if session.python in FULL_SUITE:
+    if session.python == BENCH_PYTHON:
         run_pytest(session, measure=True)
+    elif session.python in FULL_SUITE:
+        run_pytest(session, "-m", "not bench", measure=True)
     else:
         run_pytest(session, "-m", "not subprocess", measure=True)
 

@@ -20,6 +20,7 @@ SERVERS = (
 
 
 @pytest.mark.subprocess
+@pytest.mark.bench
 def test_drain_bench_quick_prints_a_row_per_server_and_the_goals() -> None:
     # Bare hypercorn's trio worker can hold its exit until --graceful-timeout
     # (10 s): the timeout leaves room for that.

@@ -13,6 +13,7 @@ CELL = r"\d+\.\d \(\s*\d+-\d+\)"
 
 
 @pytest.mark.subprocess
+@pytest.mark.bench
 def test_launcher_overhead_bench_quick_prints_the_table_and_both_goals() -> None:
     with Child(BENCH, "--quick", "--no-peers", timeout=120) as child:
         code = child.finish()

@@ -12,6 +12,7 @@ BENCH = str(Path(__file__).parent.parent / "bench" / "launcher_start.py")
 
 
 @pytest.mark.subprocess
+@pytest.mark.bench
 def test_launcher_start_bench_quick_prints_both_windows_and_the_goal() -> None:
     with Child(BENCH, "--quick", timeout=90) as child:
         code = child.finish()

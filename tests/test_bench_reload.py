@@ -13,6 +13,7 @@ GOAL = "goal: 0 failed requests and no gap longer than the slowest request: "
 
 
 @pytest.mark.subprocess
+@pytest.mark.bench
 def test_reload_bench_quick_prints_both_methods_and_the_goals() -> None:
     with Child(BENCH, "--quick", timeout=90) as child:
         code = child.finish()

@@ -16,6 +16,7 @@ SERVERS = ["bare-asyncio", "ours-asyncio", "ours-trio", "bare-uvicorn"]
 
 
 @pytest.mark.subprocess
+@pytest.mark.bench
 def test_scale_bench_quick_prints_a_row_per_server_and_the_goals() -> None:
     with Child(str(BENCH / "scale.py"), "--quick", timeout=120) as child:
         code = child.finish()
@@ -38,6 +39,7 @@ def test_scale_bench_quick_prints_a_row_per_server_and_the_goals() -> None:
 
 
 @pytest.mark.subprocess
+@pytest.mark.bench
 def test_middleware_cost_bench_quick_prints_the_three_figures_and_the_goal() -> None:
     with Child(str(BENCH / "middleware_cost.py"), "--quick", timeout=60) as child:
         code = child.finish()
@@ -55,6 +57,7 @@ def test_middleware_cost_bench_quick_prints_the_three_figures_and_the_goal() -> 
 
 
 @pytest.mark.subprocess
+@pytest.mark.bench
 @pytest.mark.parametrize("load", ["wrk", "without_wrk"])
 def test_throughput_bench_quick_prints_a_row_per_server_and_the_goal(load: str) -> None:
     if load == "wrk" and shutil.which("wrk") is None:

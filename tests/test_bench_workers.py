@@ -12,6 +12,7 @@ CLIENTS = 8  # --quick's
 
 
 @pytest.mark.subprocess
+@pytest.mark.bench
 def test_workers_bench_quick_prints_each_table_for_launcher_and_a_peer() -> None:
     with Child(
         BENCH, "--quick", "--servers", "launcher,gunicorn", timeout=120

@@ -36,6 +36,7 @@ def test_demo_loses_no_request(backend: str) -> None:
     assert "server exit code 0" in output
 
 
+@pytest.mark.bench
 def test_bench_quick_prints_both_tables() -> None:
     with Child(BENCH, "--quick", timeout=90) as child:
         code = child.finish()
