@@ -36,7 +36,13 @@ import anyio.lowlevel
 from ._phases import Phase
 from ._token import ShutdownToken
 
-__all__ = ["StartedWith", "abort_connection", "describe_socket", "serve_sockets"]
+__all__ = [
+    "StartedWith",
+    "abort_connection",
+    "check_token_and_app",
+    "describe_socket",
+    "serve_sockets",
+]
 
 logger = logging.getLogger("shutdown_scope")
 
@@ -82,6 +88,23 @@ class StartedWith(anyio.abc.TaskStatus[None]):
 
     def started(self, value: None = None) -> None:  # noqa: ARG002 -- always None
         self._outer.started(self._addresses)
+
+
+def check_token_and_app(token: object, app: object) -> None:
+    """A server's ``serve(token, app, config)``: the token first, then an app.
+
+    Raises:
+        TypeError: either is not what it must be (the message says the fix).
+    """
+    if not isinstance(token, ShutdownToken):
+        msg = (
+            f"serve() takes the service's ShutdownToken first, not {token!r}; "
+            "start it with: await scope.start(serve, app, config)"
+        )
+        raise TypeError(msg)
+    if not callable(app):
+        msg = f"app must be an ASGI application (a callable), not {app!r}"
+        raise TypeError(msg)
 
 
 def describe_socket(sock: socket.socket) -> str:

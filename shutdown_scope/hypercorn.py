@@ -51,7 +51,7 @@ except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "hypercorn") from _missing
 
 from ._hypercorn_workers import Worker, current_worker
-from ._listeners import StartedWith, describe_socket, serve_sockets
+from ._listeners import StartedWith, check_token_and_app, describe_socket, serve_sockets
 from ._phases import Phase
 from ._token import ShutdownToken
 from .asgi import ShutdownMiddleware
@@ -68,15 +68,7 @@ _LIFESPAN_SHARE = 0.5
 
 
 def _check(token: object, app: object, config: object) -> None:
-    if not isinstance(token, ShutdownToken):
-        msg = (
-            f"serve() takes the service's ShutdownToken first, not {token!r}; "
-            "start it with: await scope.start(serve, app, config)"
-        )
-        raise TypeError(msg)
-    if not callable(app):
-        msg = f"app must be an ASGI application (a callable), not {app!r}"
-        raise TypeError(msg)
+    check_token_and_app(token, app)
     if not isinstance(config, Config):
         msg = f"config must be a hypercorn.config.Config, not {config!r}"
         raise TypeError(msg)

@@ -46,7 +46,7 @@ try:
 except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "uvicorn") from _missing
 
-from ._listeners import StartedWith, describe_socket, serve_sockets
+from ._listeners import StartedWith, check_token_and_app, describe_socket, serve_sockets
 from ._token import ShutdownToken
 from ._uvicorn_compat import (
     LifespanStartupError,
@@ -76,15 +76,7 @@ def _check(token: object, app: object, config: object) -> None:
             " which runs on Trio too"
         )
         raise RuntimeError(msg)  # noqa: TRY004 -- misuse: the wrong event loop
-    if not isinstance(token, ShutdownToken):
-        msg = (
-            f"serve() takes the service's ShutdownToken first, not {token!r}; "
-            "start it with: await scope.start(serve, app, config)"
-        )
-        raise TypeError(msg)
-    if not callable(app):
-        msg = f"app must be an ASGI application (a callable), not {app!r}"
-        raise TypeError(msg)
+    check_token_and_app(token, app)
     if not isinstance(config, Config):
         msg = f"config must be a uvicorn.Config, not {config!r}"
         raise TypeError(msg)
