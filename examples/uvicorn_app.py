@@ -98,4 +98,6 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
     fds = shutdown_scope.systemd.listen_fds()
-    shutdown_scope.run(main, args, [socket.socket(fileno=fd) for fd in fds])
+    sockets = [socket.socket(fileno=fd) for fd in fds]
+    # fast_exit: the report is printed and flushed; skip the interpreter teardown.
+    shutdown_scope.run(main, args, sockets, fast_exit=True)
