@@ -75,6 +75,8 @@ sys.path.insert(0, str(EXAMPLES))
 from http_load import LoadStats, run_load  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _sigterm_load import Stopped, sigterm_under_load  # noqa: E402
+from _table import table_row  # noqa: E402
 from h2_drain import measure_h2_shutdown, report_h2  # noqa: E402
 
 BARE_APP = Path(__file__).resolve().parent.parent / "examples" / "work_app.py"
@@ -369,56 +371,23 @@ def measure_steady(
 # -- 2. shutdown under load ---------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Shutdown:
-    """What one server did with a SIGTERM under load."""
+Shutdown = Stopped[LoadStats]
 
-    stats: LoadStats
-    answered_before: int  # answers the clients had got when the signal was sent
-    term_to_exit_ms: float
-    last_answer_to_exit_ms: float
-    exit_code: int
-    killed: bool
-    counts: tuple[int, int] | None  # the app's (read, answered)
 
-    @property
-    def unanswered(self) -> int | None:
-        """Requests the server read minus those whose answer reached a client."""
-        return None if self.counts is None else self.counts[0] - self.stats.answered
-
-    @property
-    def lost_nothing(self) -> bool:
-        """No request lost in flight, by either count."""
-        return self.stats.lost == 0 and self.unanswered == 0
+def lost_nothing(down: Shutdown) -> bool:
+    """No request lost in flight, by either count."""
+    return down.stats.lost == 0 and down.unanswered == 0
 
 
 async def _sigterm_under_load(server: Server, signal_after: float) -> Shutdown:
     stats = LoadStats()
-    times: dict[str, float] = {}
-
-    async def stop() -> None:
-        await anyio.sleep(signal_after)
-        times["answered_before"] = stats.answered
-        times["sent"], times["exited"] = await anyio.to_thread.run_sync(
-            server.signal_and_wait
-        )
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(stop)
-        await run_load(
-            server.url + SHUTDOWN_TARGET,
-            clients=CLIENTS,
-            stats=stats,
-            while_=lambda: "exited" not in times,
-        )
-    return Shutdown(
-        stats=stats,
-        answered_before=int(times["answered_before"]),
-        term_to_exit_ms=(times["exited"] - times["sent"]) * 1000,
-        last_answer_to_exit_ms=(times["exited"] - stats.last_answer) * 1000,
-        exit_code=server.proc.returncode,
-        killed=server.killed,
-        counts=server.counts(),
+    return await sigterm_under_load(
+        server,
+        signal_after,
+        stats,
+        lambda while_: run_load(
+            server.url + SHUTDOWN_TARGET, clients=CLIENTS, stats=stats, while_=while_
+        ),
     )
 
 
@@ -456,9 +425,7 @@ COLUMNS = (
 
 
 def _row(cells: list[str]) -> str:
-    first, *rest = zip(cells, COLUMNS, strict=True)
-    text = f"  {first[0]:<{first[1][1]}}"
-    return text + "".join(f" {cell:>{width}}" for cell, (_, width) in rest)
+    return table_row(cells, COLUMNS)
 
 
 def _cells(name: str, steady: Steady, down: Shutdown) -> list[str]:
@@ -537,7 +504,7 @@ def report(
     for worker in workers:
         ours = down[f"ours-{worker}"]
         lost.append(
-            f"{worker} {_verdict(ours.lost_nothing)} ({ours.stats.lost} lost,"
+            f"{worker} {_verdict(lost_nothing(ours))} ({ours.stats.lost} lost,"
             f" {'?' if ours.unanswered is None else ours.unanswered} unanswered)"
         )
         ratio.append(
