@@ -86,6 +86,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _serve_reloads import ROWS as SERVER_ROWS  # noqa: E402
 from _serve_reloads import measure as measure_servers  # noqa: E402
 from _serve_reloads import report as report_servers  # noqa: E402
+from _table import table_row  # noqa: E402
 from h2_reload import (  # noqa: E402
     H2ReloadOutcome,
     measure_h2_reloads,
@@ -585,9 +586,7 @@ COLUMNS = (
 
 
 def _row(cells: list[str]) -> str:
-    first, *rest = zip(cells, COLUMNS, strict=True)
-    text = f"  {first[0]:<{first[1][1]}}"
-    return text + "".join(f" {cell:>{width}}" for cell, (_, width) in rest)
+    return table_row(cells, COLUMNS)
 
 
 def _exit_cell(outcome: Outcome) -> str:
