@@ -54,217 +54,33 @@ import contextlib
 import dataclasses
 import importlib.util
 import math
-import os
-import queue
-import re
-import signal
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from importlib import metadata
 from pathlib import Path
 
 import anyio
-import anyio.to_thread
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-sys.path.insert(0, str(EXAMPLES))
-from http_load import LoadStats, run_load  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from h2_drain import measure_h2_shutdown, report_h2  # noqa: E402
-
-BARE_APP = Path(__file__).resolve().parent.parent / "examples" / "work_app.py"
-OURS_APP = EXAMPLES / "hypercorn_app.py"
-OURS_UVICORN_APP = EXAMPLES / "uvicorn_app.py"
+from _server_children import (
+    DRAIN_TIMEOUT,
+    Server,
+    StartError,
+    cpu_seconds,
+    start_servers,
+)
+from _sigterm_load import Stopped, sigterm_under_load
+from _table import table_row
+from h2_drain import measure_h2_shutdown, report_h2
+from http_load import LoadStats, run_load
 
 CLIENTS = 32
 STEADY_TARGET = "/work?ms=0"
 SHUTDOWN_TARGET = "/work?ms=5"
-# hypercorn's --graceful-timeout and our --drain-timeout: far more than the 5 ms
-# requests need, so neither server has to cut one short.
-DRAIN_TIMEOUT = 10.0
 GOAL_RATIO = 0.97
 GOAL_EXIT_MS = 50.0
-START_TIMEOUT = 30.0
-# Past this, a server that has not exited after its SIGTERM is killed.
-EXIT_TIMEOUT = DRAIN_TIMEOUT + 20.0
-# After its process has exited, how long to wait for the rest of its output (a
-# grandchild, such as multiprocessing's resource tracker, may hold the pipe).
-OUTPUT_TIMEOUT = 5.0
-
-READY = {
-    "bare": re.compile(r"[Rr]unning on (http://\S+)"),  # hypercorn's, uvicorn's
-    "ours": re.compile(r"^listening (http://\S+)$"),
-}
-COUNTS = re.compile(r"lifespan: shutdown; /work requests: (\d+) read, (\d+) answered")
-
-
-class StartError(Exception):
-    """A server did not start; the message says which and includes its output."""
-
-    def __init__(self, name: str, problem: str, lines: list[str]) -> None:
-        output = "\n".join(f"  | {line}" for line in lines)
-        super().__init__(f"{name} {problem}; its output:\n{output}")
-
-
-class Server:
-    """One server child process; a thread reads its stdout and stderr by line."""
-
-    def __init__(self, kind: str, worker: str) -> None:
-        self.kind = kind
-        self.worker = worker
-        self.name = f"{kind}-{worker}"
-        self.url = ""
-        self.killed = False
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._eof = threading.Event()
-        self.proc = subprocess.Popen(
-            self._argv(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _argv(self) -> list[str]:
-        if self.worker == "uvicorn":
-            return self._uvicorn_argv()
-        if self.kind == "bare":
-            return [
-                sys.executable,
-                "-m",
-                "hypercorn",
-                "--worker-class",
-                self.worker,
-                "--bind",
-                "127.0.0.1:0",
-                "--graceful-timeout",
-                f"{DRAIN_TIMEOUT:g}",
-                f"{BARE_APP}:app",
-            ]
-        return [
-            sys.executable,
-            str(OURS_APP),
-            "--bind",
-            "127.0.0.1:0",
-            "--backend",
-            self.worker,
-            "--drain-timeout",
-            f"{DRAIN_TIMEOUT:g}",
-        ]
-
-    def _uvicorn_argv(self) -> list[str]:
-        if self.kind == "bare":
-            return [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--app-dir",
-                str(EXAMPLES),
-                "--port",
-                "0",
-                "--no-access-log",
-                "--timeout-graceful-shutdown",
-                f"{DRAIN_TIMEOUT:.0f}",
-                "work_app:app",
-            ]
-        return [
-            sys.executable,
-            str(OURS_UVICORN_APP),
-            "--port",
-            "0",
-            "--drain-timeout",
-            f"{DRAIN_TIMEOUT:g}",
-        ]
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.rstrip("\n")
-            self.lines.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
-        self._eof.set()
-
-    def wait_ready(self, deadline: float) -> None:
-        """Read until the server prints its address; set ``url``."""
-        while True:
-            try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                problem = f"printed no address in {START_TIMEOUT:g} s"
-                raise StartError(self.name, problem, self.lines) from None
-            if line is None:
-                problem = f"exited with code {self.proc.wait()} before it was ready"
-                raise StartError(self.name, problem, self.lines)
-            found = READY[self.kind].search(line)
-            if found:
-                self.url = found[1]
-                return
-
-    @property
-    def exit_code(self) -> int:
-        """The exit code (once ``signal_and_wait`` has returned)."""
-        return self.proc.returncode
-
-    def _kill(self) -> None:
-        self.killed = True
-        self.proc.kill()
-
-    def signal_and_wait(self) -> tuple[float, float]:
-        """SIGTERM the server; ``time.monotonic()`` of the signal and of the exit.
-
-        ``Popen.wait()`` with a timeout polls (up to 50 ms late); without one it
-        blocks in ``waitpid``, which is what is timed. A timer kills a server
-        that has not exited after ``EXIT_TIMEOUT``.
-        """
-        guard = threading.Timer(EXIT_TIMEOUT, self._kill)
-        guard.start()
-        try:
-            sent = time.monotonic()
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait()
-            exited = time.monotonic()
-        finally:
-            guard.cancel()
-        return sent, exited
-
-    def counts(self) -> tuple[int, int] | None:
-        """The app's ``(read, answered)`` from its lifespan shutdown line."""
-        self._eof.wait(OUTPUT_TIMEOUT)
-        for line in reversed(self.lines):
-            found = COUNTS.search(line)
-            if found:
-                return int(found[1]), int(found[2])
-        return None
-
-    def close(self) -> None:
-        """Kill the server if it still runs; reap it."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self._reader.join(OUTPUT_TIMEOUT)
-
-
-def start_servers(stack: contextlib.ExitStack, workers: list[str]) -> list[Server]:
-    """Start one server of each kind per worker, all at once; wait until ready."""
-    servers = []
-    for worker in workers:
-        for kind in ("bare", "ours"):
-            server = Server(kind, worker)
-            stack.callback(server.close)
-            servers.append(server)
-    deadline = time.monotonic() + START_TIMEOUT
-    for server in servers:
-        server.wait_ready(deadline)
-    return servers
 
 
 # -- 1. steady state --------------------------------------------------------------
@@ -302,45 +118,12 @@ class Steady:
         return (max(self.rates) - min(self.rates)) / self.median * 100
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process and all its descendants (Linux /proc).
-
-    The bare hypercorn CLI serves from a child process: its worker. None where
-    /proc cannot tell.
-    """
-    ticks = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    try:
-        entries = list(Path("/proc").iterdir())
-    except OSError:
-        return None  # no /proc here
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
-        try:
-            # After the command name in parentheses: state, ppid, ... utime, stime.
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
-    if pid not in times:
-        return None
-    family, total = {pid}, 0.0
-    for child in sorted(times):  # a parent's pid is smaller, barring wrap-around
-        if child in family or parents[child] in family:
-            family.add(child)
-            total += times[child]
-    return total
-
-
 async def _window(server: Server, seconds: float, steady: Steady | None) -> None:
-    cpu_before = _cpu_seconds(server.proc.pid)
+    cpu_before = cpu_seconds(server.proc.pid)
     start = time.monotonic()
     stats = await run_load(server.url + STEADY_TARGET, clients=CLIENTS, seconds=seconds)
     elapsed = time.monotonic() - start
-    cpu_after = _cpu_seconds(server.proc.pid)
+    cpu_after = cpu_seconds(server.proc.pid)
     if steady is not None:
         steady.rates.append(stats.answered / elapsed)
         steady.answered += stats.answered
@@ -369,56 +152,23 @@ def measure_steady(
 # -- 2. shutdown under load ---------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Shutdown:
-    """What one server did with a SIGTERM under load."""
+Shutdown = Stopped[LoadStats]
 
-    stats: LoadStats
-    answered_before: int  # answers the clients had got when the signal was sent
-    term_to_exit_ms: float
-    last_answer_to_exit_ms: float
-    exit_code: int
-    killed: bool
-    counts: tuple[int, int] | None  # the app's (read, answered)
 
-    @property
-    def unanswered(self) -> int | None:
-        """Requests the server read minus those whose answer reached a client."""
-        return None if self.counts is None else self.counts[0] - self.stats.answered
-
-    @property
-    def lost_nothing(self) -> bool:
-        """No request lost in flight, by either count."""
-        return self.stats.lost == 0 and self.unanswered == 0
+def lost_nothing(down: Shutdown) -> bool:
+    """No request lost in flight, by either count."""
+    return down.stats.lost == 0 and down.unanswered == 0
 
 
 async def _sigterm_under_load(server: Server, signal_after: float) -> Shutdown:
     stats = LoadStats()
-    times: dict[str, float] = {}
-
-    async def stop() -> None:
-        await anyio.sleep(signal_after)
-        times["answered_before"] = stats.answered
-        times["sent"], times["exited"] = await anyio.to_thread.run_sync(
-            server.signal_and_wait
-        )
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(stop)
-        await run_load(
-            server.url + SHUTDOWN_TARGET,
-            clients=CLIENTS,
-            stats=stats,
-            while_=lambda: "exited" not in times,
-        )
-    return Shutdown(
-        stats=stats,
-        answered_before=int(times["answered_before"]),
-        term_to_exit_ms=(times["exited"] - times["sent"]) * 1000,
-        last_answer_to_exit_ms=(times["exited"] - stats.last_answer) * 1000,
-        exit_code=server.proc.returncode,
-        killed=server.killed,
-        counts=server.counts(),
+    return await sigterm_under_load(
+        server,
+        signal_after,
+        stats,
+        lambda while_: run_load(
+            server.url + SHUTDOWN_TARGET, clients=CLIENTS, stats=stats, while_=while_
+        ),
     )
 
 
@@ -456,9 +206,7 @@ COLUMNS = (
 
 
 def _row(cells: list[str]) -> str:
-    first, *rest = zip(cells, COLUMNS, strict=True)
-    text = f"  {first[0]:<{first[1][1]}}"
-    return text + "".join(f" {cell:>{width}}" for cell, (_, width) in rest)
+    return table_row(cells, COLUMNS)
 
 
 def _cells(name: str, steady: Steady, down: Shutdown) -> list[str]:
@@ -537,7 +285,7 @@ def report(
     for worker in workers:
         ours = down[f"ours-{worker}"]
         lost.append(
-            f"{worker} {_verdict(ours.lost_nothing)} ({ours.stats.lost} lost,"
+            f"{worker} {_verdict(lost_nothing(ours))} ({ours.stats.lost} lost,"
             f" {'?' if ours.unanswered is None else ours.unanswered} unanswered)"
         )
         ratio.append(

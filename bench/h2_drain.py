@@ -13,15 +13,15 @@ request it read.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
-from typing import Protocol
 
 import anyio
-import anyio.to_thread
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _sigterm_load import SignalledServer, Stopped, sigterm_under_load
+from _table import table_row
 from h2_load import H2Stats, run_h2_load
 
 __all__ = ["H2Shutdown", "measure_h2_shutdown", "report_h2"]
@@ -30,76 +30,34 @@ CONNECTIONS = 4
 STREAMS = 8
 TARGET = "/work?ms=5"
 
-
-class _Server(Protocol):
-    name: str
-    url: str
-    killed: bool
-
-    def signal_and_wait(self) -> tuple[float, float]: ...
-
-    def counts(self) -> tuple[int, int] | None: ...
-
-    @property
-    def exit_code(self) -> int: ...
+H2Shutdown = Stopped[H2Stats]
 
 
-@dataclasses.dataclass
-class H2Shutdown:
-    """What one server did with a SIGTERM under HTTP/2 load."""
-
-    stats: H2Stats
-    answered_before: int
-    term_to_exit_ms: float
-    last_answer_to_exit_ms: float
-    exit_code: int
-    killed: bool
-    counts: tuple[int, int] | None  # the app's (read, answered)
-
-    @property
-    def unanswered(self) -> int | None:
-        """Requests the app read minus the streams answered to the clients."""
-        return None if self.counts is None else self.counts[0] - self.stats.answered
-
-    @property
-    def failed_none(self) -> bool:
-        """No stream failed and every request read was answered."""
-        return self.stats.failed == 0 and self.unanswered == 0
+def failed_none(result: H2Shutdown) -> bool:
+    """No stream failed and every request read was answered."""
+    return result.stats.failed == 0 and result.unanswered == 0
 
 
-async def _sigterm_under_load(server: _Server, signal_after: float) -> H2Shutdown:
+async def _sigterm_under_load(
+    server: SignalledServer, signal_after: float
+) -> H2Shutdown:
     stats = H2Stats()
-    times: dict[str, float] = {}
-
-    async def stop() -> None:
-        await anyio.sleep(signal_after)
-        times["answered_before"] = stats.answered
-        times["sent"], times["exited"] = await anyio.to_thread.run_sync(
-            server.signal_and_wait
-        )
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(stop)
-        await run_h2_load(
+    return await sigterm_under_load(
+        server,
+        signal_after,
+        stats,
+        lambda while_: run_h2_load(
             server.url + TARGET,
             connections=CONNECTIONS,
             streams=STREAMS,
             stats=stats,
-            while_=lambda: "exited" not in times,
-        )
-    return H2Shutdown(
-        stats=stats,
-        answered_before=int(times["answered_before"]),
-        term_to_exit_ms=(times["exited"] - times["sent"]) * 1000,
-        last_answer_to_exit_ms=(times["exited"] - stats.last_answer) * 1000,
-        exit_code=server.exit_code,
-        killed=server.killed,
-        counts=server.counts(),
+            while_=while_,
+        ),
     )
 
 
 def measure_h2_shutdown(
-    servers: list[_Server], signal_after: float
+    servers: list[SignalledServer], signal_after: float
 ) -> dict[str, H2Shutdown]:
     """SIGTERM each (fresh) server under HTTP/2 load, one after the other."""
     return {
@@ -123,9 +81,7 @@ _COLUMNS = (
 
 
 def _row(cells: list[str]) -> str:
-    first, *rest = zip(cells, _COLUMNS, strict=True)
-    text = f"  {first[0]:<{first[1][1]}}"
-    return text + "".join(f" {cell:>{width}}" for cell, (_, width) in rest)
+    return table_row(cells, _COLUMNS)
 
 
 def report_h2(names: list[str], down: dict[str, H2Shutdown]) -> None:
@@ -164,7 +120,7 @@ def report_h2(names: list[str], down: dict[str, H2Shutdown]) -> None:
         if not name.startswith("ours-"):
             continue
         result = down[name]
-        verdict = "met" if result.failed_none else "NOT MET"
+        verdict = "met" if failed_none(result) else "NOT MET"
         unanswered = "?" if result.unanswered is None else result.unanswered
         verdicts.append(
             f"{name.removeprefix('ours-')} {verdict} ({result.stats.failed} failed,"

@@ -23,6 +23,8 @@ import anyio
 import anyio.to_thread
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _table import table_row
 from h2_load import H2Stats, run_h2_load
 
 __all__ = ["H2ReloadOutcome", "measure_h2_reloads", "report_h2_reloads"]
@@ -131,9 +133,7 @@ def report_h2_reloads(outcome: H2ReloadOutcome) -> None:
         "killed" if outcome.killed else str(outcome.exit_code),
     ]
     for row in ([name for name, _ in _COLUMNS], cells):
-        first, *rest = zip(row, _COLUMNS, strict=True)
-        line = f"  {first[0]:<{first[1][1]}}"
-        print(line + "".join(f" {cell:>{width}}" for cell, (_, width) in rest))
+        print(table_row(row, _COLUMNS))
     print(
         "  streams: failed (reset, or cut while a GOAWAY covered it), not-processed"
         " (above a GOAWAY's last\n  stream: retry-safe); refused: connection"

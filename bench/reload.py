@@ -64,7 +64,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -83,9 +82,11 @@ sys.path.insert(0, str(EXAMPLES))
 from http_load import LoadStats, run_load  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _netns import free_port_below_ephemeral  # noqa: E402
 from _serve_reloads import ROWS as SERVER_ROWS  # noqa: E402
 from _serve_reloads import measure as measure_servers  # noqa: E402
 from _serve_reloads import report as report_servers  # noqa: E402
+from _table import table_row  # noqa: E402
 from h2_reload import (  # noqa: E402
     H2ReloadOutcome,
     measure_h2_reloads,
@@ -243,19 +244,11 @@ def _app_argv(backend: str) -> list[str]:
 
 def _port_below_ephemeral() -> int:
     """A free TCP port on 127.0.0.1 below the ephemeral range (see the docstring)."""
-    low = 32768
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
-        low = int(text.split()[0])
-    for port in range(low - 1, 1023, -1):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    name, problem = "naive", f"found no free port below the ephemeral range ({low})"
-    raise BenchError(name, problem, [])
+    try:
+        return free_port_below_ephemeral()
+    except OSError as error:
+        name, problem = "naive", f"found {error}"
+        raise BenchError(name, problem, []) from None
 
 
 # -- the load ------------------------------------------------------------------------
@@ -585,9 +578,7 @@ COLUMNS = (
 
 
 def _row(cells: list[str]) -> str:
-    first, *rest = zip(cells, COLUMNS, strict=True)
-    text = f"  {first[0]:<{first[1][1]}}"
-    return text + "".join(f" {cell:>{width}}" for cell, (_, width) in rest)
+    return table_row(cells, COLUMNS)
 
 
 def _exit_cell(outcome: Outcome) -> str:

@@ -41,7 +41,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from drain import Server, StartError
+from _server_children import Server, StartError
 
 IN_FLIGHT = 8
 WORK_MS = 200

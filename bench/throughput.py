@@ -36,7 +36,7 @@ import anyio
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from drain import EXAMPLES, Server, StartError  # noqa: E402
+from _server_children import EXAMPLES, Server, StartError  # noqa: E402
 from middleware_cost import GOAL_NS, measure  # noqa: E402
 
 sys.path.insert(0, str(EXAMPLES))

@@ -15,12 +15,23 @@ markup.
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Final
 from xml.sax.saxutils import escape, quoteattr
 
-from ._labels import printable_label
+from ._timeline_canvas import (
+    CHAR,
+    LEFT,
+    PLOT,
+    RIGHT,
+    WIDTH,
+    Canvas,
+    counted_labels,
+    duration_text,
+    fit_text,
+    nice_step,
+    shown_text,
+)
 from ._timeline_input import (
     Deadline,
     PhaseSpan,
@@ -31,19 +42,11 @@ from ._timeline_input import (
 
 __all__ = ["timeline_svg"]
 
-WIDTH: Final = 960
-LEFT: Final = 200  # the column of row names
-RIGHT: Final = WIDTH - 40
-PLOT: Final = RIGHT - LEFT
-FONT: Final = 12
-CHAR: Final = 0.6 * FONT  # the advance of an average sans-serif character
 TOP: Final = 100  # where the axis' rows begin, below the title and deadline names
 PHASE_ROW: Final = 36
 FLIGHT_ROW: Final = 90
 SERVICE_ROW: Final = 36
 MARK: Final = 3  # px: the mark of a phase too short to see as a band
-TITLE_LABELS: Final = 20  # distinct labels listed in one tooltip
-LABEL_WIDTH: Final = 600  # px: one label in a tooltip
 # Deadlines up to this many times the shutdown's length stretch the axis to
 # show them; later ones are listed below it, so a 20 ms stop is not a sliver.
 STRETCH: Final = 2.5
@@ -63,69 +66,6 @@ OUTCOME_COLOURS: Final = {
     "not started": "#8d99ae",
 }
 OTHER: Final = "#adb5bd"
-
-
-def _shown(value: str) -> str:
-    """Text from the report on one line, non-printables escaped, cut at 200
-    characters. Applied once to each raw string (twice would double its
-    backslashes); ``escape`` then makes the result safe for XML."""
-    return printable_label(value)
-
-
-def _fit(text: str, width: float) -> str:
-    """``text`` cut to about ``width`` pixels, with an ellipsis if cut."""
-    room = max(1, int(width / CHAR))
-    return text if len(text) <= room else text[: room - 1] + "…"
-
-
-def _time(seconds: float, *, sign: str = "") -> str:
-    if seconds >= 1:
-        return f"{sign}{seconds:.3g} s"
-    return f"{sign}{seconds * 1000:.3g} ms"
-
-
-def _counted(labels: Iterable[str], width: float = LABEL_WIDTH) -> str:
-    """``GET /a x3, GET /b`` from raw labels, each cut to ``width`` pixels; at
-    most TITLE_LABELS distinct ones."""
-    counts = sorted(Counter(labels).items())
-    if not counts:
-        return "nothing"
-    shown = [
-        _fit(_shown(label), width) + ("" if n == 1 else f" x{n}")
-        for label, n in counts[:TITLE_LABELS]
-    ]
-    if len(counts) > TITLE_LABELS:
-        shown.append(f"and {len(counts) - TITLE_LABELS} more")
-    return ", ".join(shown)
-
-
-def _nice_step(span: float) -> float:
-    """A 1, 2 or 5 times a power of ten giving about six ticks over ``span``."""
-    raw = span / 6
-    power = 10.0 ** math.floor(math.log10(raw))
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-
-
-class _Canvas:
-    """Collects SVG elements; every string passed in is already escaped."""
-
-    def __init__(self, axis_end: float) -> None:
-        self.axis_end = axis_end
-        self.parts: list[str] = []
-
-    def x(self, seconds: float) -> float:
-        return LEFT + PLOT * min(seconds, self.axis_end) / self.axis_end
-
-    def add(self, element: str) -> None:
-        self.parts.append(element)
-
-    def text(
-        self, x: float, y: float, content: str, *, cls: str, anchor: str = "start"
-    ) -> None:
-        self.add(
-            f'<text class="{cls}" x="{x:.2f}" y="{y:.2f}"'
-            f' text-anchor="{anchor}">{content}</text>'
-        )
 
 
 def _axis_end(report: TimelineInput) -> float:
@@ -151,29 +91,29 @@ def _axis_end(report: TimelineInput) -> float:
     return end or 1.0
 
 
-def _draw_title(canvas: _Canvas, report: TimelineInput) -> None:
+def _draw_title(canvas: Canvas, report: TimelineInput) -> None:
     verdict = "clean" if report.clean else "NOT clean"
     title = (
         f"shutdown {verdict} (exit code {report.exit_code}) after"
-        f" {_time(report.duration)}"
+        f" {duration_text(report.duration)}"
     )
     canvas.text(16, 24, escape(title), cls="title")
-    cause = f"trigger: {_shown(report.trigger)} ({_shown(report.reason)})"
+    cause = f"trigger: {shown_text(report.trigger)} ({shown_text(report.reason)})"
     if report.signals_received > 1:
         cause += f"; {report.signals_received} signals received"
-    canvas.text(16, 44, escape(_fit(cause, WIDTH - 32)), cls="subtitle")
+    canvas.text(16, 44, escape(fit_text(cause, WIDTH - 32)), cls="subtitle")
 
 
-def _draw_phases(canvas: _Canvas, phases: tuple[PhaseSpan, ...], top: float) -> None:
+def _draw_phases(canvas: Canvas, phases: tuple[PhaseSpan, ...], top: float) -> None:
     canvas.text(16, top + PHASE_ROW / 2 + 4, "phases", cls="row")
     for span in phases:
         x, width = canvas.x(span.started), PLOT * span.duration / canvas.axis_end
         colour = PHASE_COLOURS.get(span.name, OTHER)
-        name = _shown(span.name)
+        name = shown_text(span.name)
         tip = escape(
-            f"{name}: from {_time(span.started, sign='+')} for"
-            f" {_time(span.duration)}; in flight at its start:"
-            f" {_counted(span.in_flight)}"
+            f"{name}: from {duration_text(span.started, sign='+')} for"
+            f" {duration_text(span.duration)}; in flight at its start:"
+            f" {counted_labels(span.in_flight)}"
         )
         canvas.add(
             f'<rect class="phase" x="{x:.2f}" y="{top:.2f}" width="{width:.2f}"'
@@ -200,7 +140,7 @@ def _flight_samples(report: TimelineInput) -> list[tuple[float, tuple[str, ...]]
     return samples
 
 
-def _draw_in_flight(canvas: _Canvas, report: TimelineInput, top: float) -> None:
+def _draw_in_flight(canvas: Canvas, report: TimelineInput, top: float) -> None:
     canvas.text(16, top + 14, "in flight", cls="row")
     canvas.text(16, top + 30, "at each phase change", cls="note")
     samples = _flight_samples(report)
@@ -216,7 +156,10 @@ def _draw_in_flight(canvas: _Canvas, report: TimelineInput, top: float) -> None:
         if drawn is not None and x - drawn[0] < 1 and len(labels) == drawn[1]:
             continue  # the same count at the same pixel: one stem says it
         y = base - (FLIGHT_ROW - 30) * len(labels) / most
-        tip = f"{_time(at, sign='+')}: {len(labels)} in flight: {_counted(labels)}"
+        tip = (
+            f"{duration_text(at, sign='+')}: {len(labels)} in flight:"
+            f" {counted_labels(labels)}"
+        )
         canvas.add(
             f'<g class="in-flight" data-count="{len(labels)}">'
             f"<title>{escape(tip)}</title>"
@@ -229,29 +172,33 @@ def _draw_in_flight(canvas: _Canvas, report: TimelineInput, top: float) -> None:
         drawn = (x, len(labels))
 
 
-def _draw_service(canvas: _Canvas, service: ServiceSpan, top: float) -> None:
+def _draw_service(canvas: Canvas, service: ServiceSpan, top: float) -> None:
     middle = top + SERVICE_ROW / 2
-    name = _shown(service.name)
-    canvas.text(16, middle + 4, escape(_fit(f"service {name}", LEFT - 24)), cls="row")
+    name = shown_text(service.name)
+    canvas.text(
+        16, middle + 4, escape(fit_text(f"service {name}", LEFT - 24)), cls="row"
+    )
     colour = OUTCOME_COLOURS.get(service.outcome, OTHER)
-    outcome = _shown(service.outcome)
+    outcome = shown_text(service.outcome)
     what = outcome
     if service.cancelled_in_flight:
-        what += f"; cancelled in flight: {_counted(service.cancelled_in_flight)}"
+        what += f"; cancelled in flight: {counted_labels(service.cancelled_in_flight)}"
     if service.error:
-        what += f"; error: {_shown(service.error)}"
+        what += f"; error: {shown_text(service.error)}"
     finished = service.finished_at
     if finished is None:
         # Ended before the trigger, or (no report says so today) never.
         when = " before the shutdown" if service.stop_requested_at is None else ""
-        canvas.text(LEFT, middle + 4, escape(_fit(what + when, PLOT)), cls="note")
+        canvas.text(LEFT, middle + 4, escape(fit_text(what + when, PLOT)), cls="note")
         return
     start = finished if service.stop_requested_at is None else service.stop_requested_at
     x1, x2 = canvas.x(start), canvas.x(finished)
+    requested = (
+        "-" if service.stop_requested_at is None else duration_text(start, sign="+")
+    )
     tip = (
-        f"service {name}: {what}; stop requested at"
-        f" {'-' if service.stop_requested_at is None else _time(start, sign='+')},"
-        f" finished at {_time(finished, sign='+')}"
+        f"service {name}: {what}; stop requested at {requested},"
+        f" finished at {duration_text(finished, sign='+')}"
     )
     canvas.add(
         f'<g class="service" data-outcome={quoteattr(outcome)}>'
@@ -262,17 +209,17 @@ def _draw_service(canvas: _Canvas, service: ServiceSpan, top: float) -> None:
     )
     room_right = WIDTH - 8 - x2
     if room_right >= (x2 - LEFT) or room_right > CHAR * 24:
-        shown = escape(_fit(what, room_right - 9))
+        shown = escape(fit_text(what, room_right - 9))
         canvas.text(x2 + 9, middle + 4, shown, cls="outcome")
     else:
-        shown = escape(_fit(what, x2 + 5 - LEFT))
+        shown = escape(fit_text(what, x2 + 5 - LEFT))
         # Above the bar, ending at the mark, so the bar stays visible.
         canvas.text(x2 + 5, middle - 7, shown, cls="outcome", anchor="end")
 
 
-def _draw_axis(canvas: _Canvas, y: float) -> None:
+def _draw_axis(canvas: Canvas, y: float) -> None:
     canvas.add(f'<line class="axis" x1="{LEFT}" y1="{y}" x2="{RIGHT}" y2="{y}"/>')
-    step = _nice_step(canvas.axis_end)
+    step = nice_step(canvas.axis_end)
     n = 0
     while n * step <= canvas.axis_end * (1 + 1e-9):
         t = n * step
@@ -287,7 +234,7 @@ def _draw_axis(canvas: _Canvas, y: float) -> None:
 
 
 def _draw_deadlines(
-    canvas: _Canvas, deadlines: tuple[Deadline, ...], bottom: float
+    canvas: Canvas, deadlines: tuple[Deadline, ...], bottom: float
 ) -> list[Deadline]:
     """Draw the deadlines on the axis; return those past its end."""
     later: list[Deadline] = []
@@ -296,7 +243,7 @@ def _draw_deadlines(
     )
     for i, deadline in enumerate(shown):
         x = canvas.x(deadline.at)
-        label = f"{deadline.name} {_time(deadline.at, sign='+')}"
+        label = f"{deadline.name} {duration_text(deadline.at, sign='+')}"
         kill = deadline.name.startswith("SIGKILL")
         canvas.add(
             f'<line class="deadline{" kill" if kill else ""}" x1="{x:.2f}"'
@@ -328,7 +275,7 @@ text { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; font-size:
 """
 
 
-def _legend(canvas: _Canvas, y: float) -> None:
+def _legend(canvas: Canvas, y: float) -> None:
     x = 16.0
     for name, colour in PHASE_COLOURS.items():
         canvas.add(
@@ -355,7 +302,7 @@ def timeline_svg(
         ValueError: the report lacks a field or has one of the wrong type.
     """
     data = read_report(report, budgets)
-    canvas = _Canvas(_axis_end(data))
+    canvas = Canvas(_axis_end(data))
     _draw_title(canvas, data)
     y = float(TOP)
     if data.phases:
@@ -373,11 +320,12 @@ def timeline_svg(
     _draw_axis(canvas, y + 2)
     y += 56
     notes = [
-        f"{d.name} at {_time(d.at, sign='+')}: past the end of this axis" for d in later
+        f"{d.name} at {duration_text(d.at, sign='+')}: past the end of this axis"
+        for d in later
     ]
-    notes.extend(f"error: {_shown(error)}" for error in data.errors)
+    notes.extend(f"error: {shown_text(error)}" for error in data.errors)
     for note in notes:
-        canvas.text(16, y, escape(_fit(note, WIDTH - 32)), cls="note")
+        canvas.text(16, y, escape(fit_text(note, WIDTH - 32)), cls="note")
         y += 18
     _legend(canvas, y + 4)
     height = math.ceil(y + 20)
@@ -397,5 +345,7 @@ def timeline_svg(
 
 def _summary(data: TimelineInput) -> str:
     verdict = "clean" if data.clean else "not clean"
-    phases = ", ".join(f"{_shown(p.name)} {_time(p.duration)}" for p in data.phases)
-    return f"Shutdown timeline: {verdict}, {_time(data.duration)}; {phases}"
+    phases = ", ".join(
+        f"{shown_text(p.name)} {duration_text(p.duration)}" for p in data.phases
+    )
+    return f"Shutdown timeline: {verdict}, {duration_text(data.duration)}; {phases}"

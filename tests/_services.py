@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -20,3 +21,29 @@ async def idle(
     """A service that does nothing until it is cancelled."""
     task_status.started()
     await anyio.sleep_forever()
+
+
+def late_cleanup(
+    cleanup: list[tuple[float, float]], *, first_step: float
+) -> Callable[..., Awaitable[None]]:
+    """A service whose cleanup starts a ``token.shield_cleanup()`` late.
+
+    It holds a request in flight until it is cancelled; then a first cleanup
+    step takes ``first_step`` seconds (shielded), and a second one, under
+    ``token.shield_cleanup()``, would take 100 s. It appends to ``cleanup``
+    when (``anyio.current_time()``) that second step ended, and its deadline.
+    """
+
+    async def service(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            with token.in_flight("request"):
+                await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(first_step)
+            with token.shield_cleanup() as late:
+                await anyio.sleep(100)
+            cleanup.append((anyio.current_time(), late.deadline))
+
+    return service

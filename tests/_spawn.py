@@ -192,3 +192,17 @@ def fill_queue(address: str | bytes) -> None:
         with contextlib.suppress(BlockingIOError):
             while True:
                 filler.send(b"FILLER=1")
+
+
+def printed_table(
+    lines: list[str], header: list[str], rows: int
+) -> dict[str, dict[str, str]]:
+    """The ``rows`` rows a bench printed under the first line that begins with
+    the words ``header``: each row's cells by column, rows by their first cell
+    (in order). A row with a cell too many or too few raises ``ValueError``."""
+    start = next(
+        i for i, line in enumerate(lines) if line.split()[: len(header)] == header
+    )
+    columns = lines[start].split()
+    table = (line.split() for line in lines[start + 1 : start + 1 + rows])
+    return {row[0]: dict(zip(columns, row, strict=True)) for row in table}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _spawn import Child
+from _spawn import Child, printed_table
 
 BENCH = str(Path(__file__).parent.parent / "bench" / "drain.py")
 
@@ -28,17 +28,8 @@ def test_drain_bench_quick_prints_a_row_per_server_and_the_goals() -> None:
         code = child.finish()
         output = child.output
     assert code == 0, output
-    header = next(
-        i
-        for i, line in enumerate(child.lines)
-        if line.split()[:2] == ["server", "req/s"]
-    )
-    columns = child.lines[header].split()
-    rows_end = header + 1 + len(SERVERS)
-    table = [line.split() for line in child.lines[header + 1 : rows_end]]
-    assert [row[0] for row in table] == list(SERVERS), output
-    assert all(len(row) == len(columns) for row in table), output
-    rows = {row[0]: dict(zip(columns, row, strict=True)) for row in table}
+    rows = printed_table(child.lines, ["server", "req/s"], len(SERVERS))
+    assert list(rows) == list(SERVERS), output
     assert all(int(row["answered"]) > 0 for row in rows.values()), output
     for name in ("ours-asyncio", "ours-trio", "ours-uvicorn"):
         assert rows[name]["lost"] == "0", output
@@ -50,7 +41,7 @@ def test_drain_bench_quick_prints_a_row_per_server_and_the_goals() -> None:
     assert "; uvicorn met (0 lost, 0 unanswered)" in goals[0], output
     assert goals[1].startswith("goal: throughput ratio >= 0.97: asyncio "), output
     assert goals[2].startswith("goal: ours exits within 50 ms of the last answer:")
-    h2_rows = _h2_table(child.lines)
+    h2_rows = printed_table(child.lines, ["server", "answered", "after-TERM"], 4)
     assert list(h2_rows) == [name for name in SERVERS if "uvicorn" not in name]
     for name in ("ours-asyncio", "ours-trio"):
         assert int(h2_rows[name]["answered"]) > 0, output
@@ -61,16 +52,3 @@ def test_drain_bench_quick_prints_a_row_per_server_and_the_goals() -> None:
         "goal: ours fails 0 HTTP/2 streams on SIGTERM: asyncio met (0 failed,"
         " 0 unanswered); trio met (0 failed, 0 unanswered)"
     ), output
-
-
-def _h2_table(lines: list[str]) -> dict[str, dict[str, str]]:
-    """The HTTP/2 table: its rows by server, each cell by column."""
-    header = next(
-        i
-        for i, line in enumerate(lines)
-        if line.split()[:3] == ["server", "answered", "after-TERM"]
-    )
-    columns = lines[header].split()
-    table = [line.split() for line in lines[header + 1 : header + 5]]
-    assert all(len(row) == len(columns) for row in table), lines
-    return {row[0]: dict(zip(columns, row, strict=True)) for row in table}

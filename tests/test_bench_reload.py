@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _spawn import Child
+from _spawn import Child, printed_table
 
 BENCH = str(Path(__file__).parent.parent / "bench" / "reload.py")
 
@@ -19,16 +19,8 @@ def test_reload_bench_quick_prints_both_methods_and_the_goals() -> None:
         code = child.finish()
         output = child.output
     assert code == 0, output
-    header = next(
-        i
-        for i, line in enumerate(child.lines)
-        if line.split()[:2] == ["method", "reloads"]
-    )
-    columns = child.lines[header].split()
-    table = [line.split() for line in child.lines[header + 1 : header + 3]]
-    assert [row[0] for row in table] == ["launcher", "naive"], output
-    assert all(len(row) == len(columns) for row in table), output
-    rows = {row[0]: dict(zip(columns, row, strict=True)) for row in table}
+    rows = printed_table(child.lines, ["method", "reloads"], 2)
+    assert list(rows) == ["launcher", "naive"], output
     for row in rows.values():
         assert row["reloads"] == "3/3", output
         assert int(row["answered"]) > 0, output
@@ -63,16 +55,7 @@ def test_reload_bench_quick_prints_both_methods_and_the_goals() -> None:
         " 0 refused; 0 unanswered; 3/3 reloads done; exit code 0)"
     ), output
     # The other servers (--quick: one reload each), uvicorn-fd3 beside its baseline.
-    servers = next(
-        i
-        for i, line in enumerate(child.lines)
-        if line.split()[:2] == ["server", "reloads"]
-    )
-    server_columns = child.lines[servers].split()
-    server_rows = {
-        row[0]: dict(zip(server_columns, row, strict=True))
-        for row in (line.split() for line in child.lines[servers + 1 : servers + 4])
-    }
+    server_rows = printed_table(child.lines, ["server", "reloads"], 3)
     assert list(server_rows) == ["serve-uvicorn", "uvicorn-fd3", "uvicorn-workers2"]
     for row in server_rows.values():
         assert row["reloads"] == "1/1", output

@@ -23,9 +23,8 @@ CHILDREN = Path(__file__).with_name("_children.py")
 DEBOUNCE = 0.2
 
 pytestmark = pytest.mark.subprocess
-backends = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 # What these tests exercise (the signal handler, the watchdog thread) is the
-# same on both backends; to keep the suite quick, only the first test runs on
+# same on both backends; to keep the suite quick, only the first case runs on
 # both and the others take turns.
 
 
@@ -48,35 +47,46 @@ def report_of(child: Child) -> dict[str, Any]:
     return report
 
 
-@backends
-def test_third_signal_exits_hard_even_with_hard_exit_false(backend: str) -> None:
-    # The loop is blocked, so the second signal cannot escalate (the phase stays
-    # before CANCELLING): only the count of three ends it. The exit code is that
-    # of the first signal, SIGTERM, not of the last, SIGINT.
-    options = "--no-hard-exit --behaviour blocked --drain 20 --cancel 20"
-    with serve(backend, options) as child:
-        child.send(signal.SIGTERM)
-        child.wait_for("blocking the loop")
-        past_debounce()
-        child.send(signal.SIGINT)
-        past_debounce()
-        child.send(signal.SIGINT)
-        assert child.finish() == 128 + signal.SIGTERM, child.output
-    assert "REPORT " not in child.output
+# The third signal: the loop is blocked, so the second signal cannot escalate
+# (the phase stays before CANCELLING): only the count of three ends it. The exit
+# code is that of the first signal, SIGTERM, not of the last, SIGINT.
+THIRD_SIGNAL = (
+    "--behaviour blocked --drain 20 --cancel 20",
+    "blocking the loop",
+    (signal.SIGINT, signal.SIGINT),
+)
+# A second signal in CANCELLING: without the watchdog's deadline a stubborn
+# service would keep the process for its whole minute; the operator's second
+# signal ends it.
+SECOND_SIGNAL_IN_CANCELLING = (
+    "--behaviour stubborn --work 60 --drain 0.3 --cancel 20",
+    "ignoring cancel",
+    (signal.SIGTERM,),
+)
 
 
-@pytest.mark.parametrize("backend", ["asyncio"])
-def test_second_signal_in_cancelling_exits_hard_even_with_hard_exit_false(
-    backend: str,
+@pytest.mark.parametrize(
+    ("backend", "case"),
+    [
+        pytest.param("asyncio", THIRD_SIGNAL, id="third-signal-asyncio"),
+        pytest.param("trio", THIRD_SIGNAL, id="third-signal-trio"),
+        pytest.param(
+            "asyncio",
+            SECOND_SIGNAL_IN_CANCELLING,
+            id="second-signal-in-cancelling-asyncio",
+        ),
+    ],
+)
+def test_the_operators_last_signal_exits_hard_even_with_hard_exit_false(
+    backend: str, case: tuple[str, str, tuple[signal.Signals, ...]]
 ) -> None:
-    # Without the watchdog's deadline a stubborn service would keep the process
-    # for its whole minute; the operator's second signal ends it.
-    options = "--no-hard-exit --behaviour stubborn --work 60 --drain 0.3 --cancel 20"
-    with serve(backend, options) as child:
+    options, marker, later = case
+    with serve(backend, f"--no-hard-exit {options}") as child:
         child.send(signal.SIGTERM)
-        child.wait_for("ignoring cancel")
-        past_debounce()
-        child.send(signal.SIGTERM)
+        child.wait_for(marker)
+        for signum in later:
+            past_debounce()
+            child.send(signum)
         assert child.finish() == 128 + signal.SIGTERM, child.output
     assert "REPORT " not in child.output
 

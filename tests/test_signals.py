@@ -14,6 +14,7 @@ from types import FrameType
 
 import anyio
 import pytest
+from _services import late_cleanup
 from anyio.abc import TaskStatus
 from trio.testing import MockClock
 
@@ -155,18 +156,7 @@ async def test_after_escalation_shield_cleanup_ends_at_the_new_deadline(
     cleanup started at 3 gets until 4, not until 3 + cancel_timeout or the
     original final deadline (23)."""
     cleanup: list[tuple[float, float]] = []
-
-    async def svc(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
-        task_status.started()
-        try:
-            with token.in_flight("request"):
-                await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.sleep(2)  # a first cleanup step: from 1 to 3
-            with token.shield_cleanup() as late:
-                await anyio.sleep(100)
-            cleanup.append((anyio.current_time(), late.deadline))
+    svc = late_cleanup(cleanup, first_step=2)  # a first cleanup step: from 1 to 3
 
     async with graceful_scope(
         signals=[signal.SIGUSR1],

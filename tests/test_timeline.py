@@ -19,7 +19,7 @@ from _services import NO_SIGNALS
 from anyio.abc import TaskStatus
 
 from shutdown_scope import Phase, ShutdownReport, ShutdownToken, graceful_scope
-from shutdown_scope._timeline import LEFT, PLOT
+from shutdown_scope._timeline_canvas import LEFT, PLOT
 from shutdown_scope.timeline import main, render_svg
 
 SVG = "{http://www.w3.org/2000/svg}"

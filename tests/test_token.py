@@ -6,6 +6,7 @@ import math
 
 import anyio
 import pytest
+from _services import late_cleanup
 from anyio.abc import TaskStatus
 from trio.testing import MockClock
 
@@ -196,18 +197,7 @@ async def test_shield_cleanup_started_late_ends_at_the_final_deadline(
     """A cleanup started in CANCELLING, one second before the end of the budget,
     gets that second, not a fresh ``cancel_timeout``."""
     cleanup: list[tuple[float, float]] = []
-
-    async def svc(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
-        task_status.started()
-        try:
-            with token.in_flight("request"):
-                await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.sleep(2)  # a first cleanup step: from 4 to 6
-            with token.shield_cleanup() as late:
-                await anyio.sleep(100)
-            cleanup.append((anyio.current_time(), late.deadline))
+    svc = late_cleanup(cleanup, first_step=2)  # a first cleanup step: from 4 to 6
 
     async with graceful_scope(
         drain_timeout=4, cancel_timeout=3, signals=(), hard_exit=False
