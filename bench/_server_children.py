@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+from _child_process import OUTPUT_TIMEOUT, ChildProcess
 
 __all__ = [
     "DRAIN_TIMEOUT",
@@ -42,9 +42,6 @@ DRAIN_TIMEOUT = 10.0
 START_TIMEOUT = 30.0
 # Past this, a server that has not exited after its SIGTERM is killed.
 EXIT_TIMEOUT = DRAIN_TIMEOUT + 20.0
-# After its process has exited, how long to wait for the rest of its output (a
-# grandchild, such as multiprocessing's resource tracker, may hold the pipe).
-OUTPUT_TIMEOUT = 5.0
 
 READY = {
     "bare": re.compile(r"[Rr]unning on (http://\S+)"),  # hypercorn's, uvicorn's
@@ -61,7 +58,7 @@ class StartError(Exception):
         super().__init__(f"{name} {problem}; its output:\n{output}")
 
 
-class Server:
+class Server(ChildProcess):
     """One server child process; a thread reads its stdout and stderr by line."""
 
     def __init__(self, kind: str, worker: str) -> None:
@@ -69,19 +66,7 @@ class Server:
         self.worker = worker
         self.name = f"{kind}-{worker}"
         self.url = ""
-        self.killed = False
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._eof = threading.Event()
-        self.proc = subprocess.Popen(
-            self._argv(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(self._argv())
 
     def _argv(self) -> list[str]:
         if self.worker == "uvicorn":
@@ -134,21 +119,12 @@ class Server:
             f"{DRAIN_TIMEOUT:g}",
         ]
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.rstrip("\n")
-            self.lines.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
-        self._eof.set()
-
     def wait_ready(self, deadline: float) -> None:
         """Read until the server prints its address; set ``url``."""
         while True:
             try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
+                line = self.next_line(deadline)
+            except TimeoutError:
                 problem = f"printed no address in {START_TIMEOUT:g} s"
                 raise StartError(self.name, problem, self.lines) from None
             if line is None:
@@ -163,10 +139,6 @@ class Server:
     def exit_code(self) -> int:
         """The exit code (once ``signal_and_wait`` has returned)."""
         return self.proc.returncode
-
-    def _kill(self) -> None:
-        self.killed = True
-        self.proc.kill()
 
     def signal_and_wait(self) -> tuple[float, float]:
         """SIGTERM the server; ``time.monotonic()`` of the signal and of the exit.
@@ -188,7 +160,7 @@ class Server:
 
     def counts(self) -> tuple[int, int] | None:
         """The app's ``(read, answered)`` from its lifespan shutdown line."""
-        self._eof.wait(OUTPUT_TIMEOUT)
+        self.wait_output()
         for line in reversed(self.lines):
             found = COUNTS.search(line)
             if found:
