@@ -61,42 +61,32 @@ async def test_a_signal_begins_the_shutdown() -> None:
     assert report.clean
 
 
-async def test_a_second_signal_cancels_what_is_in_flight() -> None:
+@pytest.mark.parametrize(
+    ("announce_delay", "second_at", "phases"),
+    [
+        (0.0, Phase.DRAINING, [Phase.STOPPING, Phase.DRAINING, Phase.CANCELLING]),
+        (math.inf, Phase.STOPPING, [Phase.STOPPING, Phase.CANCELLING]),
+    ],
+    ids=["cancels_what_is_in_flight", "during_the_announce_skips_the_drain"],
+)
+async def test_a_second_signal(
+    announce_delay: float, second_at: Phase, phases: list[Phase]
+) -> None:
     async with graceful_scope(
         signals=[signal.SIGUSR1],
+        announce_delay=announce_delay,
         drain_timeout=math.inf,
         hard_exit=False,
         signal_debounce=0,
     ) as scope:
         await scope.start(holds_work)
         signal.raise_signal(signal.SIGUSR1)
-        await scope.token.wait_phase(Phase.DRAINING)
+        await scope.token.wait_phase(second_at)
         signal.raise_signal(signal.SIGUSR1)
     report = scope.report
-    assert [p.phase for p in report.phases] == [
-        Phase.STOPPING,
-        Phase.DRAINING,
-        Phase.CANCELLING,
-    ]
+    assert [p.phase for p in report.phases] == phases
     assert report.cancelled_in_flight == ("holds_work: job",)
     assert report.exit_code == 1
-
-
-async def test_a_second_signal_during_the_announce_skips_the_drain() -> None:
-    async with graceful_scope(
-        signals=[signal.SIGUSR1],
-        announce_delay=math.inf,
-        hard_exit=False,
-        signal_debounce=0,
-    ) as scope:
-        await scope.start(holds_work)
-        signal.raise_signal(signal.SIGUSR1)
-        await scope.token.wait_phase(Phase.STOPPING)
-        signal.raise_signal(signal.SIGUSR1)
-    assert [p.phase for p in scope.report.phases] == [
-        Phase.STOPPING,
-        Phase.CANCELLING,
-    ]
 
 
 async def test_the_previous_python_handler_is_restored(
