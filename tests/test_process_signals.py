@@ -70,6 +70,27 @@ def past_debounce() -> None:
     time.sleep(DEBOUNCE + 0.1)
 
 
+def stopped(
+    backend: str,
+    options: str,
+    *,
+    code: int,
+    sig: signal.Signals = signal.SIGTERM,
+    again_after: tuple[str, ...] = (),
+) -> Child:
+    """Serve with ``options`` and send ``sig``; after each marker of ``again_after``
+    (and the debounce window) send it again. Return the child, which exited with
+    ``code``."""
+    with serve(backend, options) as child:
+        child.send(sig)
+        for marker in again_after:
+            child.wait_for(marker)
+            past_debounce()
+            child.send(sig)
+        assert child.finish() == code, child.output
+    return child
+
+
 def assert_no_traceback(child: Child) -> None:
     assert "Traceback" not in child.output, child.output
     assert "KeyboardInterrupt" not in child.output, child.output
@@ -95,9 +116,7 @@ def assert_watchdog_dump(child: Child, why: str, code: int) -> None:
 def test_signal_drains_in_flight_work_then_exits_0(
     backend: str, sig: signal.Signals
 ) -> None:
-    with serve(backend, "--work 0.3 --log-json") as child:
-        child.send(sig)
-        assert child.finish() == 0, child.output
+    child = stopped(backend, "--work 0.3 --log-json", sig=sig, code=0)
     seen = events(child)
     assert [e["event"] for e in seen] == [
         "shutdown_begins",
@@ -151,9 +170,7 @@ def test_signals_within_the_debounce_window_count_once(backend: str) -> None:
 def test_watchdog_never_fires_after_a_clean_shutdown(backend: str) -> None:
     # The whole budget is 1.5 s from the signal; the child lingers 2 s after
     # the scope, with the loop blocked, well past it.
-    with serve(backend, "--work 0 --drain 1 --cancel 0.5 --linger 2") as child:
-        child.send(signal.SIGTERM)
-        assert child.finish() == 0, child.output
+    child = stopped(backend, "--work 0 --drain 1 --cancel 0.5 --linger 2", code=0)
     child.assert_in_order("shutdown_scope: shutdown clean (exit code 0)", "lingered")
     assert "watchdog" not in child.output
     assert report_of(child)["clean"] is True
@@ -167,12 +184,10 @@ def test_watchdog_never_fires_after_a_clean_shutdown(backend: str) -> None:
 def test_second_signal_cancels_in_flight_work(
     backend: str, sig: signal.Signals
 ) -> None:
-    with serve(backend, "--work 60 --log-json") as child:
-        child.send(sig)
-        child.wait_for('"phase": "DRAINING"')
-        past_debounce()
-        child.send(sig)
-        assert child.finish() == 1, child.output
+    draining = '"phase": "DRAINING"'
+    child = stopped(
+        backend, "--work 60 --log-json", sig=sig, again_after=(draining,), code=1
+    )
     seen = [e for e in events(child) if e["event"] != "shutdown_begins"]
     assert [(e["event"], e.get("phase")) for e in seen] == [
         ("phase", "STOPPING"),
@@ -211,15 +226,8 @@ def test_second_signal_cancels_in_flight_work(
 def test_third_signal_exits_hard_with_a_dump(backend: str, sig: signal.Signals) -> None:
     # Budgets far longer than the test: only the third signal can end it.
     options = "--behaviour stubborn --work 60 --drain 20 --cancel 20"
-    with serve(backend, options) as child:
-        child.send(sig)
-        child.wait_for("shutdown_scope: DRAINING")
-        past_debounce()
-        child.send(sig)
-        child.wait_for("ignoring cancel")
-        past_debounce()
-        child.send(sig)
-        assert child.finish() == 128 + sig, child.output
+    again_after = ("shutdown_scope: DRAINING", "ignoring cancel")
+    child = stopped(backend, options, sig=sig, again_after=again_after, code=128 + sig)
     child.assert_in_order(
         "shutdown_scope: CANCELLING; in flight: ['worker: job 1']",
         "ignoring cancel",
@@ -251,12 +259,7 @@ def test_second_signal_once_cancelling_exits_hard(backend: str) -> None:
     # The drain deadline already moved the scope to CANCELLING: one more signal
     # is the last word.
     options = "--behaviour stubborn --work 60 --drain 0.3 --cancel 20"
-    with serve(backend, options) as child:
-        child.send(signal.SIGTERM)
-        child.wait_for("ignoring cancel")
-        past_debounce()
-        child.send(signal.SIGTERM)
-        assert child.finish() == 143, child.output
+    child = stopped(backend, options, again_after=("ignoring cancel",), code=143)
     child.assert_in_order(
         "shutdown_scope: CANCELLING; in flight: ['worker: job 1']",
         "ignoring cancel",
@@ -275,9 +278,7 @@ def test_second_signal_once_cancelling_exits_hard(backend: str) -> None:
 
 @backends
 def test_watchdog_ends_a_blocked_loop(backend: str) -> None:
-    with serve(backend, "--behaviour blocked --drain 0.5 --cancel 0.5") as child:
-        child.send(signal.SIGTERM)
-        assert child.finish() == 143, child.output
+    child = stopped(backend, "--behaviour blocked --drain 0.5 --cancel 0.5", code=143)
     child.assert_in_order(
         "shutdown_scope: STOPPING; in flight: ['worker: job 1']",
         "blocking the loop",
@@ -314,9 +315,7 @@ def test_watchdog_ends_a_loop_blocked_before_the_signal(backend: str) -> None:
 @backends
 def test_watchdog_ends_a_service_that_ignores_cancellation(backend: str) -> None:
     options = "--behaviour stubborn --work 60 --drain 0.3 --cancel 0.3"
-    with serve(backend, options) as child:
-        child.send(signal.SIGTERM)
-        assert child.finish() == 143, child.output
+    child = stopped(backend, options, code=143)
     child.assert_in_order(
         "shutdown_scope: CANCELLING; in flight: ['worker: job 1']",
         "ignoring cancel",
@@ -351,9 +350,7 @@ def test_hard_exit_without_a_signal_exits_1(backend: str) -> None:
 @backends
 def test_hard_exit_code_is_honoured(backend: str) -> None:
     options = "--behaviour blocked --drain 0.2 --cancel 0.2 --hard-exit-code 3"
-    with serve(backend, options) as child:
-        child.send(signal.SIGTERM)
-        assert child.finish() == 3, child.output
+    child = stopped(backend, options, code=3)
     assert_watchdog_dump(child, "the shutdown budget is spent", 3)
 
 
