@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,6 +14,13 @@ from shutdown_scope import ShutdownToken
 # In the pytest process: no signal handlers, and never a watchdog that could
 # end the test run.
 NO_SIGNALS: dict[str, Any] = {"signals": (), "hard_exit": False}
+# For a test that raises SIGUSR1 itself: each signal counts (no debounce window),
+# and still never a watchdog.
+ON_SIGUSR1: dict[str, Any] = {
+    "signals": (signal.SIGUSR1,),
+    "signal_debounce": 0,
+    "hard_exit": False,
+}
 
 
 async def idle(
@@ -21,6 +29,13 @@ async def idle(
     """A service that does nothing until it is cancelled."""
     task_status.started()
     await anyio.sleep_forever()
+
+
+async def stubborn(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
+    """A service that ignores its cancellation: a shielded sleep of 50 s."""
+    task_status.started()
+    with anyio.CancelScope(shield=True):
+        await anyio.sleep(50)
 
 
 def late_cleanup(

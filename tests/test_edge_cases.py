@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _services import NO_SIGNALS, idle
+from _services import NO_SIGNALS, ON_SIGUSR1, idle
 from anyio.abc import TaskStatus
 from trio.testing import MockClock
 
@@ -95,11 +95,9 @@ async def test_two_signals_before_the_phase_machine_runs(
                     await anyio.sleep(50)  # ignores cancellation
 
     async with graceful_scope(
-        signals=[signal.SIGUSR1],
-        signal_debounce=0,
-        hard_exit=False,
         drain_timeout=10,
         cancel_timeout=2,
+        **ON_SIGUSR1,
     ) as scope:
         await scope.start(stubborn)
         signal.raise_signal(signal.SIGUSR1)
@@ -133,11 +131,9 @@ async def test_second_signal_during_cleanup_reaches_the_service(
                 seen.append((anyio.current_time(), token.phase))
 
     async with graceful_scope(
-        signals=[signal.SIGUSR1],
-        signal_debounce=0,
-        hard_exit=False,
         drain_timeout=10,
         cancel_timeout=5,
+        **ON_SIGUSR1,
     ) as scope:
         await scope.start(svc)
         t0 = anyio.current_time()
@@ -305,9 +301,7 @@ async def test_second_signal_during_a_drain_skips_the_earlier_services_drain(
             finally:
                 phases[token.name].append(token.phase)
 
-    async with graceful_scope(
-        signals=[signal.SIGUSR1], signal_debounce=0, hard_exit=False, drain_timeout=10
-    ) as scope:
+    async with graceful_scope(drain_timeout=10, **ON_SIGUSR1) as scope:
         await scope.start(busy, name="early")
         await scope.start(busy, name="late")
         signal.raise_signal(signal.SIGUSR1)

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _services import NO_SIGNALS
+from _services import NO_SIGNALS, ON_SIGUSR1
 from anyio.abc import TaskStatus
 from trio.testing import MockClock
 
@@ -181,11 +181,9 @@ async def test_the_first_signal_prints_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     async with graceful_scope(
-        signals=[signal.SIGUSR1],
-        signal_debounce=0,
-        hard_exit=False,
         drain_timeout=20,
         cancel_timeout=5,
+        **ON_SIGUSR1,
     ) as scope:
         with scope.token.in_flight("job"):
             signal.raise_signal(signal.SIGUSR1)

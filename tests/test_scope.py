@@ -8,7 +8,7 @@ import sys
 
 import anyio
 import pytest
-from _services import NO_SIGNALS, idle
+from _services import NO_SIGNALS, idle, stubborn
 from anyio.abc import TaskStatus
 from trio.testing import MockClock
 
@@ -217,12 +217,6 @@ async def test_an_abandoned_service_with_nothing_in_flight_is_not_clean(
     mock_clock: MockClock,
 ) -> None:
     """No work was lost, but a service ignored cancellation past the budget."""
-
-    async def stubborn(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
-        task_status.started()
-        with anyio.CancelScope(shield=True):
-            await anyio.sleep(50)
-
     async with graceful_scope(
         drain_timeout=10, cancel_timeout=2, **NO_SIGNALS
     ) as scope:
@@ -255,11 +249,6 @@ async def test_past_the_deadline_the_other_services_are_still_waited_for(
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.sleep(1)
-
-    async def stubborn(token: ShutdownToken, *, task_status: TaskStatus[None]) -> None:
-        task_status.started()
-        with anyio.CancelScope(shield=True):
-            await anyio.sleep(50)
 
     async with graceful_scope(
         drain_timeout=10, cancel_timeout=2, **NO_SIGNALS
@@ -544,14 +533,6 @@ async def test_a_running_body_is_stopped_last(mock_clock: MockClock) -> None:
     ]
     body = scope.report.services[-1]
     assert (body.name, body.outcome) == ("body", "stopped")
-
-
-async def test_cancelled_from_outside() -> None:
-    with anyio.move_on_after(0.05):
-        async with graceful_scope(**NO_SIGNALS) as scope:
-            await scope.start(idle)
-            await anyio.sleep_forever()
-    assert scope.report.trigger == "cancelled"
 
 
 async def test_request_shutdown_from_another_thread() -> None:

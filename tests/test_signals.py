@@ -14,7 +14,7 @@ from types import FrameType
 
 import anyio
 import pytest
-from _services import late_cleanup
+from _services import ON_SIGUSR1, late_cleanup
 from anyio.abc import TaskStatus
 from trio.testing import MockClock
 
@@ -73,11 +73,7 @@ async def test_a_second_signal(
     announce_delay: float, second_at: Phase, phases: list[Phase]
 ) -> None:
     async with graceful_scope(
-        signals=[signal.SIGUSR1],
-        announce_delay=announce_delay,
-        drain_timeout=math.inf,
-        hard_exit=False,
-        signal_debounce=0,
+        announce_delay=announce_delay, drain_timeout=math.inf, **ON_SIGUSR1
     ) as scope:
         await scope.start(holds_work)
         signal.raise_signal(signal.SIGUSR1)
@@ -149,11 +145,9 @@ async def test_after_escalation_shield_cleanup_ends_at_the_new_deadline(
     svc = late_cleanup(cleanup, first_step=2)  # a first cleanup step: from 1 to 3
 
     async with graceful_scope(
-        signals=[signal.SIGUSR1],
-        signal_debounce=0,
         drain_timeout=20,
         cancel_timeout=3,
-        hard_exit=False,
+        **ON_SIGUSR1,
     ) as scope:
         await scope.start(svc)
         signal.raise_signal(signal.SIGUSR1)
@@ -189,11 +183,9 @@ async def test_escalation_cuts_the_cancel_wait_of_an_idle_service(
                 await anyio.sleep(50)
 
     async with graceful_scope(
-        signals=[signal.SIGUSR1],
-        signal_debounce=0,
         drain_timeout=20,
         cancel_timeout=3,
-        hard_exit=False,
+        **ON_SIGUSR1,
     ) as scope:
         await scope.start(stubborn)
         signal.raise_signal(signal.SIGUSR1)
