@@ -58,6 +58,14 @@ pytestmark = pytest.mark.subprocess
         (["--ready-timeout", "0"], "'0': must be more than 0 seconds"),
         (["--debounce", "inf"], "'inf' is not a number of seconds (such as 5 or 0.5)"),
         (["--debounce", "-0.1"], "'-0.1' is not a number of seconds"),
+        # (these seven were test_launcher.py's test_bad_options_are_usage_errors)
+        (["--rewrite", "TERM"], "expected FROM:TO"),
+        (["--rewrite", "TERM:BOGUS"], "'BOGUS' is not a signal name"),
+        (["--rewrite", "0:TERM"], "the signal to rewrite cannot be 0"),
+        (["--rewrite", "99:TERM"], "'99' is not a signal name"),
+        (["--grace-period", "-1"], "'-1' is not a number of seconds"),
+        (["--ready-timeout", "soon"], "'soon' is not a number of seconds"),
+        (["--debounce", "nan"], "'nan' is not a number of seconds"),
     ],
 )
 def test_bad_option_values_are_usage_errors(
