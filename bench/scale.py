@@ -12,7 +12,8 @@ the other, each as a fresh child process on 127.0.0.1 serving ``/work?ms=N``:
 All with a 60 s keep-alive (idle connections must stay open while the bench
 opens the rest) and a 4,096 backlog. Per server: N connections are opened and
 each gets one request answered, so all are idle keep-alive connections; then 8
-more connections each send ``/work?ms=200``; 50 ms later the server gets
+more connections each send ``/work?ms=200`` once the server is at rest (it
+uses no CPU for 100 ms: done with the N requests); 50 ms later the server gets
 SIGTERM. Printed per server: the resident memory (RSS, the process and its
 children, from /proc) before and with the N idle connections open, their
 difference divided by N (memory per idle connection), the peak RSS (VmHWM),
@@ -48,6 +49,8 @@ WORK_MS = 200
 SIGNAL_AFTER = 0.05  # the 8 requests are read by the server by then
 KEEP_ALIVE = 60
 BACKLOG = 4096
+QUIET_PERIOD = 0.1  # no CPU used for this long: the server is at rest
+QUIET_LIMIT = 30.0
 GOAL_DRAIN_MS = 100.0
 GOAL_KB = 8.0
 SERVERS = (
@@ -94,6 +97,33 @@ def _memory_kb(pid: int, field: str) -> int:
                 if line.startswith(field + ":"):
                     total += int(line.split()[1])
     return total
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU time of the process and its descendants, in clock ticks."""
+    total = 0
+    for member in _family(pid):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(stat[11]) + int(stat[12])
+    return total
+
+
+def wait_quiet(pid: int, limit: float = QUIET_LIMIT) -> None:
+    """Wait until the server uses no CPU for a while: done with the N requests.
+
+    A client has its answer before the server is done with the request (Trio
+    finishes thousands of them well after the last answer left): a SIGTERM
+    then would time that backlog as part of the drain.
+    """
+    deadline = time.monotonic() + limit
+    last = _cpu_ticks(pid)
+    while time.monotonic() < deadline:
+        time.sleep(QUIET_PERIOD)
+        now = _cpu_ticks(pid)
+        if now - last <= 1:  # a tick: the timers of a server at rest
+            return
+        last = now
 
 
 def open_idle(address: tuple[str, int], count: int) -> list[socket.socket]:
@@ -157,7 +187,7 @@ def measure(kind: str, worker: str, conns: int) -> Row:
         pid = server.proc.pid
         before = _memory_kb(pid, "VmRSS")
         idle = open_idle(address, conns)
-        time.sleep(0.2)
+        wait_quiet(pid)
         with_idle = _memory_kb(pid, "VmRSS")
         done: list[float] = []
         threads = [
