@@ -76,7 +76,6 @@ def _histogram() -> collections.Counter[str]:
 
 def _tasks(backend: str) -> int:
     if backend == "trio":
-        import trio
 
         def walk(task: Any) -> int:
             nurseries = task.child_nurseries
@@ -294,7 +293,7 @@ class Child:
     """One server child process and its probe."""
 
     def __init__(self, server: str) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603 -- this script, as a child
+        self.proc = subprocess.Popen(
             [sys.executable, __file__, "--child", server],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

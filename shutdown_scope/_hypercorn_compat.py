@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     Lifespan = AsyncioLifespan | TrioLifespan
     # One of hypercorn's TCPServer classes, kept as the one it is.
     TCPServerT = TypeVar("TCPServerT", AsyncioTCPServer, TrioTCPServer)
+    ConnectionTasks = TaskGroup  # a TCPServer's ``_task_group``
 
 __all__ = [
     "AppWrapper",
