@@ -105,14 +105,14 @@ class _Probe:
         for line in sys.stdin:
             command, *args = line.split()
             if command == "rss":
-                self._say({"rss_kb": _rss_kb()})
+                _say({"rss_kb": _rss_kb()})
             elif command == "trace":
                 tracemalloc.start(FRAMES)
                 self.objects, self.tasks = _histogram(), self._tasks()
                 self.before = tracemalloc.take_snapshot()
-                self._say({})
+                _say({})
             elif command == "snapshot":
-                self._say(self._diff(int(args[0]), int(args[1])))
+                _say(self._diff(int(args[0]), int(args[1])))
             elif command == "quit":
                 os._exit(0)
 
@@ -144,10 +144,10 @@ class _Probe:
             "owners": [(site, n / conns) for site, n in owners.most_common(top)],
         }
 
-    @staticmethod
-    def _say(answer: dict[str, Any]) -> None:
-        _answers.write(json.dumps(answer) + "\n")
-        _answers.flush()
+
+def _say(answer: dict[str, Any]) -> None:
+    _answers.write(json.dumps(answer) + "\n")
+    _answers.flush()
 
 
 def _owner(traceback: tracemalloc.Traceback) -> str:
@@ -174,7 +174,7 @@ def _config_uvicorn(sock: socket.socket, app: Any) -> Any:
     config = uvicorn.Config(
         app, fd=sock.fileno(), timeout_keep_alive=KEEP_ALIVE, log_level="warning"
     )
-    config.load()  # noqa: the bare server loads it itself; ours takes it loaded
+    config.load()  # ours takes it loaded (the bare server loads it again)
     return config
 
 
@@ -205,7 +205,7 @@ def _ready(sock: socket.socket) -> None:
         import asyncio
 
         _asyncio_loop = asyncio.get_running_loop()
-    _Probe._say({"port": sock.getsockname()[1]})
+    _say({"port": sock.getsockname()[1]})
 
 
 def child(server: str) -> None:
@@ -236,7 +236,7 @@ def child(server: str) -> None:
         async def bare_uvicorn() -> None:
             uv = uvicorn.Server(_config_uvicorn(sock, app))
             task = asyncio.create_task(uv.serve())
-            while not uv.started:
+            while not uv.started:  # noqa: ASYNC110 -- uvicorn has no event for it
                 await asyncio.sleep(0.01)
             _ready(sock)
             await task

@@ -1,4 +1,4 @@
-"""hypercorn serve(): idle keep-alive connections, timed out by the worker's one clock."""
+"""hypercorn serve(): idle keep-alive connections, timed out by one clock."""
 
 from __future__ import annotations
 
@@ -95,7 +95,9 @@ def _tasks() -> int:
     def count(task: trio.lowlevel.Task) -> int:
         return 1 + sum(count(t) for n in task.child_nurseries for t in n.child_tasks)
 
-    return count(trio.lowlevel.current_root_task())
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return count(root)
 
 
 async def _settled_tasks() -> int:
@@ -152,7 +154,7 @@ async def test_an_idle_connection_is_closed_after_keep_alive_timeout() -> None:
 def _still_open(conn: socket.socket) -> bool:
     """Nothing to read yet, and not closed by the server (does not wait)."""
     timeout = conn.gettimeout()
-    conn.setblocking(False)  # noqa: FBT003 -- the stdlib signature
+    conn.setblocking(False)
     try:
         conn.recv(1, socket.MSG_PEEK)
     except BlockingIOError:
