@@ -5,9 +5,11 @@ Supported: hypercorn >=0.17,<0.19, the minors tested (0.17.3 and 0.18.0, by
 this module and the two that build on it, which import hypercorn's names only
 from here: ``_hypercorn_workers`` (hypercorn's ``TCPServer`` of each I/O tree
 with its idle close, read loop, ``protocol_send`` and close overridden;
-``WorkerContext``; ``Lifespan``) and ``_hypercorn_h2`` (hypercorn's
-``H2Protocol``, replaced). ``shutdown_scope.hypercorn`` and the ``serve``
-command import from the layer, never from hypercorn.
+``WorkerContext``; ``Lifespan``), ``_hypercorn_h2`` (hypercorn's
+``H2Protocol``, replaced) and ``_keep_alive`` (a TCPServer's ``idle_task``,
+replaced: its ``restart`` and ``stop``, and ``_task_group.spawn``).
+``shutdown_scope.hypercorn`` and the ``serve`` command import from the layer,
+never from hypercorn.
 
 What is used here, beyond hypercorn's documented ``Config``:
 ``Config.create_sockets()`` (and the sockets its frames hold when a bind
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
     Lifespan = AsyncioLifespan | TrioLifespan
     # One of hypercorn's TCPServer classes, kept as the one it is.
     TCPServerT = TypeVar("TCPServerT", AsyncioTCPServer, TrioTCPServer)
+    ConnectionTasks = TaskGroup  # a TCPServer's ``_task_group``
 
 __all__ = [
     "AppWrapper",

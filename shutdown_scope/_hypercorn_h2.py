@@ -43,8 +43,9 @@ httpcore retries it on a new connection.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, suppress
 
 import anyio
 import h2.events
@@ -56,6 +57,7 @@ from ._hypercorn_compat import (
     AppWrapper,
     Closed,
     Config,
+    ConnectionContext,
     ConnectionState,
     Event,
     H2Protocol,
@@ -69,7 +71,7 @@ from ._hypercorn_compat import (
     WorkerContext,
 )
 
-__all__ = ["CloseOutput", "begin_goaway", "with_graceful_http2"]
+__all__ = ["CloseOutput", "Http2ByGoaway", "begin_goaway", "with_graceful_http2"]
 
 CloseOutput = Callable[[], Awaitable[None]]
 """Half-closes the connection: sends what is buffered, then the end of the data."""
@@ -350,3 +352,34 @@ def begin_goaway(protocol: object) -> bool:
         return False
     protocol.begin_goaway()
     return True
+
+
+class Http2ByGoaway:
+    """For a hypercorn TCPServer: HTTP/2 is served by our GracefulH2Protocol."""
+
+    context: ConnectionContext
+    _protocol: ProtocolWrapper
+    send_lock: AbstractAsyncContextManager[None]
+
+    @property
+    def _conn(self) -> socket.socket:
+        return self.context.conn
+
+    @property
+    def protocol(self) -> ProtocolWrapper:
+        return self._protocol
+
+    @protocol.setter
+    def protocol(self, wrapper: ProtocolWrapper) -> None:
+        # Set once, by hypercorn's run(), before the connection is read.
+        self._protocol = with_graceful_http2(wrapper, self._close_output)
+
+    async def _close_output(self) -> None:
+        """Half-close: the client reads all that was sent, then the end."""
+        async with self.send_lock:  # after every write begun before
+            writer = getattr(self, "writer", None)
+            with suppress(OSError, RuntimeError):
+                if writer is not None:  # asyncio: once the bytes it holds are sent
+                    writer.write_eof()
+                else:  # trio: the bytes are in the kernel once send_all returns
+                    self._conn.shutdown(socket.SHUT_WR)

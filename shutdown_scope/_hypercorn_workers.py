@@ -12,7 +12,7 @@ hypercorn's two trees runs.
 from __future__ import annotations
 
 import socket
-from contextlib import AbstractAsyncContextManager, suppress
+from contextlib import suppress
 from typing import TYPE_CHECKING, cast
 
 import anyio
@@ -28,7 +28,6 @@ from ._hypercorn_compat import (
     ConnectionContext,
     Event,
     LifespanState,
-    ProtocolWrapper,
     Updated,
     WorkerContext,
     asyncio_tree,
@@ -39,7 +38,8 @@ from ._hypercorn_compat import (
     trio_tree,
     watch_lifespan_failed,
 )
-from ._hypercorn_h2 import begin_goaway, with_graceful_http2
+from ._hypercorn_h2 import Http2ByGoaway, begin_goaway
+from ._keep_alive import IdleByClock, KeepAliveClock
 
 if TYPE_CHECKING:
     import trio
@@ -71,37 +71,6 @@ class _ClosedIdleError(Exception):
     """A request arrived on a connection already being closed as idle."""
 
 
-class _Http2ByGoaway:
-    """For a hypercorn TCPServer: HTTP/2 is served by our GracefulH2Protocol."""
-
-    context: ConnectionContext
-    _protocol: ProtocolWrapper
-    send_lock: AbstractAsyncContextManager[None]
-
-    @property
-    def _conn(self) -> socket.socket:
-        return self.context.conn
-
-    @property
-    def protocol(self) -> ProtocolWrapper:
-        return self._protocol
-
-    @protocol.setter
-    def protocol(self, wrapper: ProtocolWrapper) -> None:
-        # Set once, by hypercorn's run(), before the connection is read.
-        self._protocol = with_graceful_http2(wrapper, self._close_output)
-
-    async def _close_output(self) -> None:
-        """Half-close: the client reads all that was sent, then the end."""
-        async with self.send_lock:  # after every write begun before
-            writer = getattr(self, "writer", None)
-            with suppress(OSError, RuntimeError):
-                if writer is not None:  # asyncio: once the bytes it holds are sent
-                    writer.write_eof()
-                else:  # trio: the bytes are in the kernel once send_all returns
-                    self._conn.shutdown(socket.SHUT_WR)
-
-
 class _ReaderGrace:
     """Scheduler rounds given to the readers of connections about to close as idle.
 
@@ -131,15 +100,18 @@ class _ReaderGrace:
             over.set()
 
 
-def _guarded(base: type[TCPServerT], grace: _ReaderGrace) -> type[TCPServerT]:
+def _guarded(
+    base: type[TCPServerT], grace: _ReaderGrace, keep_alive: KeepAliveClock
+) -> type[TCPServerT]:
     """``base`` (one of hypercorn's TCPServer classes), made safe for the drain.
 
-    Instances take a ``ConnectionContext`` as their context; ``grace`` is
-    shared by the worker's connections.
+    Instances take a ``ConnectionContext`` as their context; ``grace`` and
+    ``keep_alive`` are shared by the worker's connections.
     """
 
-    class Server(_Http2ByGoaway, base):  # type: ignore[misc,valid-type]
+    class Server(Http2ByGoaway, IdleByClock, base):  # type: ignore[misc,valid-type]
         _reading: anyio.CancelScope | None = None
+        _keep_alive = keep_alive
 
         async def _initiate_server_close(self) -> None:
             # hypercorn's idle timeout (at keep_alive_timeout, or at once when
@@ -162,6 +134,8 @@ def _guarded(base: type[TCPServerT], grace: _ReaderGrace) -> type[TCPServerT]:
                 # Nothing to cancel once it is over (and anyio's cancel() of a
                 # scope names the task: a repr per connection at the drain).
                 self._reading = None
+                self._reading_over = True
+                keep_alive.busy(self)  # nothing more to read: not idle
 
         async def protocol_send(self, event: Event) -> None:
             if isinstance(event, Updated) and event.idle and is_aborting(self):
@@ -240,6 +214,8 @@ class Worker:
         self._lifespan_failed = False
         self._stop_begun = False
         self.heap = DrainHeap()  # thawed by the caller once the server is done
+        self.keep_alive = KeepAliveClock(config.keep_alive_timeout)
+        self._keep_alive_scope = anyio.CancelScope()
 
     async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
         raise NotImplementedError
@@ -259,6 +235,10 @@ class Worker:
             self._lifespan_ended = True
             self._lifespan_end.set()
 
+    async def _run_keep_alive(self) -> None:
+        with self._keep_alive_scope:
+            await self.keep_alive.run()
+
     def _watch_startup(self) -> None:
         watch_lifespan_failed(self.lifespan, self._lifespan_failure)
 
@@ -272,6 +252,7 @@ class Worker:
         with hypercorn's error, which fails ``tasks``: this never returns then.
         """
         await tasks.start(self._shielded_lifespan, name="hypercorn lifespan")
+        tasks.start_soon(self._run_keep_alive, name="hypercorn keep-alive")
         await self.lifespan.wait_for_startup()
         if self._lifespan_failed:
             # The lifespan task ends with hypercorn's error, which cancels
@@ -299,13 +280,18 @@ class Worker:
             await self.lifespan.shutdown.wait()
 
     def end_lifespan(self) -> None:
-        """End the lifespan task (after its shutdown, or giving up on it)."""
+        """End the lifespan task (after its shutdown, or giving up on it).
+
+        The keep-alive clock ends too: every connection has ended by then.
+        """
         self._lifespan_scope.cancel()
+        self._keep_alive_scope.cancel()
 
     async def terminate(self) -> None:
         """The drain has begun: close idle connections, end keep-alive."""
         self.heap.freeze()
         await self.context.terminated.set()
+        self.keep_alive.drain()
 
 
 class _AsyncioWorker(Worker):
@@ -320,7 +306,7 @@ class _AsyncioWorker(Worker):
         self.context = tree.worker_context(None)
         self.lifespan = tree.lifespan(app, config, self._loop, self.state)
         self._watch_startup()
-        self._server_class = _guarded(tree.tcp_server, _ReaderGrace())
+        self._server_class = _guarded(tree.tcp_server, _ReaderGrace(), self.keep_alive)
 
     async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
         task_status.started()
@@ -357,7 +343,7 @@ class _TrioWorker(Worker):
         self.context = tree.worker_context(None)
         self.lifespan = tree.lifespan(app, config, self.state)
         self._watch_startup()
-        self._server_class = _guarded(tree.tcp_server, _ReaderGrace())
+        self._server_class = _guarded(tree.tcp_server, _ReaderGrace(), self.keep_alive)
 
     async def _run_lifespan(self, *, task_status: TaskStatus[None]) -> None:
         await self.lifespan.handle_lifespan(task_status=task_status)

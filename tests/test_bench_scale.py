@@ -1,5 +1,5 @@
-"""bench/scale.py and bench/middleware_cost.py as real processes: their tables
-and goals, never their timings."""
+"""bench/scale.py, bench/conn_memory.py and bench/middleware_cost.py as real
+processes: their tables and goals, never their timings."""
 
 from __future__ import annotations
 
@@ -86,3 +86,28 @@ def test_throughput_bench_quick_prints_a_row_per_server_and_the_goal(load: str) 
     assert child.lines[-1].startswith("goal: ours / bare req/s >= 0.97: asyncio "), (
         output
     )
+
+
+@pytest.mark.subprocess
+@pytest.mark.bench
+def test_conn_memory_bench_prints_a_row_per_server_with_its_sites_and_the_goals() -> (
+    None
+):
+    servers = ["bare-asyncio", "ours-asyncio", "ours-trio"]
+    bench = (str(BENCH / "conn_memory.py"), "--conns", "20", "--top", "3")
+    with Child(*bench, "--servers", *servers, timeout=120) as child:
+        code = child.finish()
+        output = child.output
+    assert code == 0, output
+    header = next(
+        i for i, x in enumerate(child.lines) if x.split()[:2] == ["server", "rss-KB"]
+    )
+    rows = [line.split() for line in child.lines[header + 1 : header + 4]]
+    assert [row[0] for row in rows] == servers, output
+    # Every idle connection holds at least its socket; ours one task each.
+    assert all(float(row[2]) > 0 for row in rows), output
+    assert [row[5] for row in rows[1:]] == ["1.00", "1.00"], output
+    tops = [x for x in child.lines if x.endswith("(bytes and blocks per connection)")]
+    assert [top.split(":")[0] for top in tops] == servers, output
+    goals = [line for line in child.lines if line.startswith("goal: ")]
+    assert [goal.split()[1] for goal in goals] == ["ours-asyncio", "ours-trio"], output
