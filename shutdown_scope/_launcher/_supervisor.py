@@ -26,7 +26,7 @@ from ._options import Options
 from ._probes import Probes
 from ._reload_flow import ReloadFlow, also, outcomes
 from ._signal_inbox import FORWARDED, SignalInbox
-from ._signal_routing import STOPPING, SignalRouting
+from ._signal_routing import STOPPING, SignalRouting, signal_name
 from ._sockets import Listener
 from ._spawn import SpawnError
 from ._workers import CRASH_LIMIT, CRASH_WINDOW, Respawns
@@ -159,9 +159,9 @@ class Supervisor:
     def _on_wakeup(self) -> None:
         for signum in self._signals.take():
             if signum != signal.SIGCHLD:
-                self._on_signal(signal.Signals(signum))
+                self._on_signal(signum)
 
-    def _on_signal(self, sig: signal.Signals) -> None:
+    def _on_signal(self, sig: int) -> None:
         sent = self._routing.route(sig, time.monotonic())
         if sent is None:
             return
@@ -173,13 +173,13 @@ class Supervisor:
             # A generation already draining after a reload was asked once; the
             # same signal again would make its scope skip to CANCELLING.
             targets = [w for w in targets if not w.asked_to_stop]
-            self._begin_stop(f"received {sig.name}")
+            self._begin_stop(f"received {signal_name(sig)}")
         for worker in targets:  # once each: every worker is a group of its own
             worker.signal_group(sent)
         names = ", ".join(str(w) for w in targets) or "no child"
-        shown = (
-            sig.name if sent == sig else f"{sig.name} as {signal.Signals(sent).name}"
-        )
+        shown = signal_name(sig)
+        if sent != sig:
+            shown += f" as {signal_name(sent)}"
         logger.info("%s forwarded to %s", shown, names)
 
     def _begin_stop(self, why: str) -> None:
