@@ -158,10 +158,7 @@ def _parser() -> argparse.ArgumentParser:
         "--log-format",
         choices=LOG_FORMATS,
         default="text",
-        help="text (the default) or json: one JSON object per line, with an "
-        "`event` field (started, generation_spawned, generation_ready, "
-        "reload_requested, reload_succeeded, reload_failed, signal_forwarded, "
-        "child_exited, stopping, exited, ...)",
+        help="text (default) or json: a JSON object a line, with an `event` field",
     )
     run.add_argument("cmd", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
@@ -381,7 +378,6 @@ def main(
     twice = values.rewritten_twice(args.rewrite) if args.command == "run" else None
     if twice is not None:
         parser.error(f"--rewrite: {twice} is rewritten twice")
-    # Never blocks the loop on a full stderr pipe (see _log_output).
     quiet = getattr(args, "quiet", False)
     handler = attach(logger, getattr(args, "log_format", "text"), quiet=quiet)
     try:
