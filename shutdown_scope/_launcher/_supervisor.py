@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import selectors
-import shlex
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -92,7 +91,7 @@ class Supervisor:
     def run(self) -> int:
         """Start the first generation and supervise until every child has exited."""
         command = self.options.command
-        text = f"pid {os.getpid()} runs {shlex.join(command)}"
+        text = f"launcher started as pid {os.getpid()}"  # the command: in JSON
         events.log(INFO, "started", text, pid=os.getpid(), command=command)
         code = self._supervise()
         events.log(INFO, "exited", f"exit code {code}", exit_code=code)
