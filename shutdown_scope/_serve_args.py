@@ -208,9 +208,12 @@ def serve_main(words: list[str]) -> int:
     ``words`` starts with ``serve``. The server starts as fast as it can: neither
     the supervisor nor the control socket code is imported for it.
     """
+    from shutdown_scope._early_stop import EarlyStop
+
+    early = EarlyStop()  # before the app's import: a SIGTERM then is not lost
     parser = argparse.ArgumentParser(prog="shutdown-scope")
     add_serve_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(words)
     from shutdown_scope._serve_command import serve_command  # the event loop
 
-    return serve_command(args)
+    return serve_command(args, early=early)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from . import systemd
+from ._early_stop import EarlyStop
 from ._phases import Plan
 from ._report import ShutdownReport
 from ._run import run
@@ -203,7 +204,9 @@ class _StartFailure(logging.Filter):
         )
 
 
-async def _serve(plan: Plan, server: _Server, start: _StartFailure) -> ShutdownReport:
+async def _serve(
+    plan: Plan, server: _Server, start: _StartFailure, early: EarlyStop
+) -> ShutdownReport:
     async with graceful_scope(
         announce_delay=plan.announce_delay,
         drain_timeout=plan.drain_timeout,
@@ -213,13 +216,18 @@ async def _serve(plan: Plan, server: _Server, start: _StartFailure) -> ShutdownR
         # a dump; without a handler, SIGUSR1 would end the server.
         dump_signal=signal.SIGUSR1,
     ) as scope:
-        try:
-            urls = await scope.start(server.serve, *server.args, name="http")
-        except Exception:
-            start.failed = True
-            raise
-        for url in urls if isinstance(urls, list) else [urls]:
-            logger.info("%s: listening on %s (%s)", _PREFIX, url, server.name)
+        # The scope's handlers are in place: a signal from now on is its own.
+        why = early.reason()
+        if why is not None:
+            scope.request_shutdown(why)  # the server is never started
+        else:
+            try:
+                urls = await scope.start(server.serve, *server.args, name="http")
+            except Exception:
+                start.failed = True
+                raise
+            for url in urls if isinstance(urls, list) else [urls]:
+                logger.info("%s: listening on %s (%s)", _PREFIX, url, server.name)
     # Returning here, with the server started, is what sends READY=1.
     return scope.report
 
@@ -257,8 +265,12 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def serve_command(args: argparse.Namespace) -> int:
-    """Run ``shutdown-scope serve``; return its exit code."""
+def serve_command(args: argparse.Namespace, early: EarlyStop | None = None) -> int:
+    """Run ``shutdown-scope serve``; return its exit code.
+
+    ``early``: the stop signals caught since the command's start.
+    """
+    early = early or EarlyStop()
     start = _configure_logging(args.log_level)
     try:
         plan, server = _prepare(args)
@@ -266,7 +278,7 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"{_PREFIX}: error: {error}", file=sys.stderr)  # noqa: T201
         return error.code
     try:
-        run(_serve, plan, server, start, backend=args.backend)
+        run(_serve, plan, server, start, early, backend=args.backend)
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else FAILED
     except Exception as error:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from shutdown_scope._sd_protocol import MANAGER_VARIABLES, watchdog_interval
 
+from ._events import event
 from ._generation import Generation, Worker, describe_exit, exit_code_of
 from ._notify import NotifyInbox
 from ._options import Options
@@ -118,7 +119,11 @@ class Children:
             for index in indexes:
                 gen.workers.append(self.start_worker(gen.number, index))
                 if index is not None:
-                    logger.info("%s started", gen.workers[-1])
+                    logger.info(
+                        "%s started",
+                        gen.workers[-1],
+                        extra=event("generation_spawned", gen.workers[-1]),
+                    )
         except BaseException:
             for worker in gen.workers:  # those that did start
                 self._retire_worker(worker, self.grace_or_fallback())
@@ -129,7 +134,12 @@ class Children:
     def replace(self, gen: Generation, index: int, worker: Worker) -> None:
         """``worker`` takes the place of ``gen``'s worker ``index``, which died."""
         old, gen.workers[index] = gen.workers[index], worker
-        logger.info("%s started (replaces pid %d)", worker, old.pid)
+        logger.info(
+            "%s started (replaces pid %d)",
+            worker,
+            old.pid,
+            extra=event("generation_spawned", worker, replaces=old.pid),
+        )
 
     def start_worker(self, number: int, index: int | None) -> Worker:
         """Start one worker of generation ``number`` (``index`` None: the one).

@@ -17,6 +17,7 @@ from shutdown_scope._version import __version__
 
 from . import _values as values
 from ._control import ControlServer, ask_reload, parse_group
+from ._log_output import LOG_FORMATS, attach
 from ._metrics_file import MetricsFile
 from ._notify import NOTIFY_ACCESS, Upstream, senders_known
 from ._pid_file import PidFile, name_this_process, parse_pid, signal_launcher
@@ -152,6 +153,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "-q", "--quiet", action="store_true", help="log only warnings and errors"
+    )
+    run.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text (default) or json: a JSON object a line, with an `event` field",
     )
     run.add_argument("cmd", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
@@ -371,11 +378,8 @@ def main(
     twice = values.rewritten_twice(args.rewrite) if args.command == "run" else None
     if twice is not None:
         parser.error(f"--rewrite: {twice} is rewritten twice")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("shutdown-scope: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
-    logger.propagate = False
+    quiet = getattr(args, "quiet", False)
+    handler = attach(logger, getattr(args, "log_format", "text"), quiet=quiet)
     try:
         if args.command == "serve":  # imports the event loop: only when chosen
             from shutdown_scope._serve_command import serve_command
@@ -389,3 +393,4 @@ def main(
         return _run(args, command or list(args.cmd), signals)
     finally:
         logger.removeHandler(handler)
+        handler.close()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from ._children import Children
 from ._control import Reply
+from ._events import event
 from ._generation import Generation
 from ._metrics_file import MetricsFile, ReloadOutcome
 from ._options import Options
@@ -46,6 +47,10 @@ class ReloadFlow:
 
     def request(self, reply: Reply | None) -> None:
         """Begin a reload, or queue one (at most one) behind the running one."""
+        via = "SIGHUP" if reply is None else "the control socket"
+        logger.info(
+            "reload requested (%s)", via, extra=event("reload_requested", via=via)
+        )
         if self._reloads.request(reply):
             self._begin()
 
@@ -63,7 +68,12 @@ class ReloadFlow:
             started = children.generations_started
             self.fail(f"cannot start generation {started}: {error}")
             return
-        logger.info("reload %d: %s started", number, children.successor)
+        logger.info(
+            "reload %d: %s started",
+            number,
+            children.successor,
+            extra=event("generation_spawned", children.successor, reload=number),
+        )
 
     def succeed(self, why: str) -> None:
         """The successor took over (``why`` says how)."""
@@ -78,7 +88,19 @@ class ReloadFlow:
             self._count("failed")
         current = self._children.current
         serving = f"{current} keeps serving" if current else "no generation serves"
-        logger.error("reload %d failed: %s; %s", self._reloads.count, why, serving)
+        logger.error(
+            "reload %d failed: %s; %s",
+            self._reloads.count,
+            why,
+            serving,
+            # Failed, the reload is rolled back: the serving generation goes on.
+            extra=event(
+                "reload_failed",
+                reload=self._reloads.count,
+                reason=why,
+                serving=None if current is None else current.number,
+            ),
+        )
         self._reloads.finish(ok=False, why=f"{why}; {serving}")
         self._upstream("READY=1")
         self._begin_queued()

@@ -53,7 +53,12 @@ class Reloads:
         """The running reload's outcome, to its callers."""
         request, self._running = self._running, None
         if ok:
-            logger.info("reload %d: done; %s", self.count, why)
+            logger.info(
+                "reload %d: done; %s",
+                self.count,
+                why,
+                extra={"event": "reload_succeeded", "reload": self.count},
+            )
         if request is not None:
             for reply in request.replies:
                 reply(ok=ok, text=f"reload {self.count}: {why}")

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-__all__ = ["FORWARDED", "HANDLED", "SignalInbox"]
+__all__ = ["FORWARDED", "HANDLED", "PASSED_ON", "SignalInbox"]
 
 # Signals the launcher forwards to its children; SIGHUP means reload.
 FORWARDED = (
@@ -32,8 +32,34 @@ FORWARDED = (
     signal.SIGUSR2,
     signal.SIGWINCH,
 )
+# Every other catchable signal whose default action would end (or, TTIN and
+# TTOU, stop) the launcher: passed on as it is, as tini and dumb-init do, so a
+# stray one cannot orphan the generation and its sockets. Left out: PIPE and
+# XFSZ, which Python ignores (the write fails with an error instead, and it is
+# the launcher's own); the faults (SEGV, BUS, ILL, FPE, TRAP, SYS), synchronous,
+# left to their defaults; KILL and STOP (uncatchable); TSTP and CONT (job control
+# of the launcher itself); URG and WINCH-like signals that are ignored anyway.
+_PASSED_ON_NAMES = (
+    "SIGALRM",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGIO",  # SIGPOLL
+    "SIGPWR",
+    "SIGXCPU",
+    "SIGSTKFLT",
+    "SIGTTIN",
+    "SIGTTOU",
+)
+PASSED_ON: tuple[int, ...] = (
+    *(int(getattr(signal, name)) for name in _PASSED_ON_NAMES if hasattr(signal, name)),
+    *(
+        range(signal.SIGRTMIN, signal.SIGRTMAX + 1)
+        if hasattr(signal, "SIGRTMIN")
+        else ()
+    ),
+)
 # Every signal the inbox catches; a child gets their defaults back.
-HANDLED = (*FORWARDED, signal.SIGHUP, signal.SIGCHLD)
+HANDLED = (*FORWARDED, *PASSED_ON, signal.SIGHUP, signal.SIGCHLD)
 _CHUNK = 4096
 
 

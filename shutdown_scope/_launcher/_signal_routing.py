@@ -13,12 +13,22 @@ import math
 import signal
 from typing import Literal
 
-__all__ = ["STOPPING", "SignalRouting"]
+__all__ = ["STOPPING", "SignalRouting", "signal_name"]
 
 logger = logging.getLogger("shutdown_scope.launcher")
 
 # Incoming signals that mean "stop": no reload after one, and the grace period runs.
 STOPPING = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM``, ``SIGRTMIN+3`` (real-time signals have no names of their own)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        if hasattr(signal, "SIGRTMIN") and signal.SIGRTMIN < signum < signal.SIGRTMAX:
+            return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
+        return f"signal {signum}"
 
 
 class SignalRouting:
@@ -29,12 +39,14 @@ class SignalRouting:
         self._debounce = debounce
         self._last: dict[int, float] = {}
 
-    def route(self, sig: signal.Signals, now: float) -> int | Literal["reload"] | None:
+    def route(self, sig: int, now: float) -> int | Literal["reload"] | None:
         """The signal to forward for ``sig``, ``"reload"``, or None to ignore it."""
         last = self._last.get(sig, -math.inf)
         if now - last < self._debounce:
             logger.info(
-                "%s again within %.2f s: counted once", sig.name, self._debounce
+                "%s again within %.2f s: counted once",
+                signal_name(sig),
+                self._debounce,
             )
             return None
         self._last[sig] = now
@@ -42,6 +54,6 @@ class SignalRouting:
             return "reload"
         sent = self._rewrite.get(sig, sig)
         if sent == 0:
-            logger.info("%s dropped (--rewrite)", sig.name)
+            logger.info("%s dropped (--rewrite)", signal_name(sig))
             return None
         return sent

@@ -13,20 +13,24 @@ import contextlib
 import errno
 import logging
 import math
+import os
 import selectors
 import signal
 import time
 from collections.abc import Callable, Sequence
+from logging import ERROR, INFO
 
+from . import _events as events
 from ._children import Children, child_environ
 from ._control import ControlServer, Reply
 from ._generation import Worker, describe_exit
+from ._log_output import room_for_log
 from ._metrics_file import MetricsFile
 from ._options import Options
 from ._probes import Probes
 from ._reload_flow import ReloadFlow, also, outcomes
 from ._signal_inbox import FORWARDED, SignalInbox
-from ._signal_routing import STOPPING, SignalRouting
+from ._signal_routing import STOPPING, SignalRouting, signal_name
 from ._sockets import Listener
 from ._spawn import SpawnError
 from ._workers import CRASH_LIMIT, CRASH_WINDOW, Respawns
@@ -86,18 +90,29 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the first generation and supervise until every child has exited."""
+        command = self.options.command
+        text = f"launcher started as pid {os.getpid()}"  # the command: in JSON
+        events.log(INFO, "started", text, pid=os.getpid(), command=command)
+        code = self._supervise()
+        events.log(INFO, "exited", f"exit code {code}", exit_code=code)
+        return code
+
+    def _supervise(self) -> int:
         self._selector.register(self._signals, selectors.EVENT_READ, self._on_wakeup)
         children = self._children
         try:
             try:
                 children.current = children.start_generation()
             except SpawnError as error:
-                logger.error("%s", error.strerror)  # noqa: TRY400 -- a clear line, no traceback
+                why = error.strerror or str(error)
+                events.log(ERROR, "generation_failed", why, generation=1)
                 return 126 if error.errno in {errno.EACCES, errno.ENOEXEC} else 127
             except OSError as error:
-                logger.error("cannot start the command: %s", error)  # noqa: TRY400
+                why = f"cannot start the command: {error}"
+                events.log(ERROR, "generation_failed", why, generation=1)
                 return 1
-            logger.info("%s started", children.current)
+            gen = children.current
+            events.log(INFO, "generation_spawned", f"{gen} started", gen)
             while not self._finished():
                 self._wait_once()
             assert self._exit_code is not None
@@ -114,13 +129,14 @@ class Supervisor:
 
     def _wait_once(self) -> None:
         timeout = self._next_deadline() - time.monotonic()
-        events = self._selector.select(
-            None if math.isinf(timeout) else min(max(0.0, timeout), _LONGEST_WAIT)
-        )
+        with room_for_log(self._selector):  # lines waiting for a full stderr
+            ready = self._selector.select(
+                None if math.isinf(timeout) else min(max(0.0, timeout), _LONGEST_WAIT)
+            )
         # Exits first: a successor whose READY=1 and exit arrive together must
         # not take over (and stop the serving generation) as if it still ran.
         self._reap()
-        for key, _ in events:
+        for key, _ in ready:
             callback: Callable[[], None] = key.data
             callback()
         self._reap()
@@ -159,9 +175,9 @@ class Supervisor:
     def _on_wakeup(self) -> None:
         for signum in self._signals.take():
             if signum != signal.SIGCHLD:
-                self._on_signal(signal.Signals(signum))
+                self._on_signal(signum)
 
-    def _on_signal(self, sig: signal.Signals) -> None:
+    def _on_signal(self, sig: int) -> None:
         sent = self._routing.route(sig, time.monotonic())
         if sent is None:
             return
@@ -173,14 +189,10 @@ class Supervisor:
             # A generation already draining after a reload was asked once; the
             # same signal again would make its scope skip to CANCELLING.
             targets = [w for w in targets if not w.asked_to_stop]
-            self._begin_stop(f"received {sig.name}")
+            self._begin_stop(f"received {signal_name(sig)}")
         for worker in targets:  # once each: every worker is a group of its own
             worker.signal_group(sent)
-        names = ", ".join(str(w) for w in targets) or "no child"
-        shown = (
-            sig.name if sent == sig else f"{sig.name} as {signal.Signals(sent).name}"
-        )
-        logger.info("%s forwarded to %s", shown, names)
+        events.forwarded(sig, sent, targets)
 
     def _begin_stop(self, why: str) -> None:
         if self.stopping:
@@ -197,7 +209,7 @@ class Supervisor:
             worker.asked_to_stop = True
             worker.kill_at = min(worker.kill_at, now + self.options.grace_period)
         self._flow.interrupt(f"stopping ({why})")
-        logger.info("stopping (%s)", why)
+        events.log(INFO, "stopping", f"stopping ({why})", reason=why)
 
     def _stop_all(self, why: str) -> None:
         """Stop, and ask each worker not asked before to stop too."""
@@ -251,7 +263,8 @@ class Supervisor:
         if gen is children.current:
             how = self.options.ready
             said = "" if how.kind == "notify" else f" (--ready {how})"
-            logger.info("%s ready%s", worker if gen.told_ready else gen, said)
+            about = worker if gen.told_ready else gen
+            events.log(INFO, "generation_ready", f"{about} ready{said}", about)
             if not gen.told_ready:
                 gen.told_ready = True
                 self._upstream("READY=1")
@@ -284,13 +297,13 @@ class Supervisor:
         how = describe_exit(worker.exit_code)
         gen = children.generation_of(worker)
         if gen is None:
-            logger.info("%s exited: %s", worker, how)
+            events.child_exited(worker, how)
         elif gen in children.retiring:
-            logger.info("%s exited: %s", worker, how)
+            events.child_exited(worker, how)
             children.forget_if_done(gen)
         elif gen is children.successor:
             if self.stopping:
-                logger.info("%s exited: %s", worker, how)
+                events.child_exited(worker, how)
                 if all(w.exit_code is not None for w in gen.workers):
                     children.successor = None
                 return
@@ -310,10 +323,10 @@ class Supervisor:
     def _on_current_exit(self, worker: Worker, how: str) -> None:
         assert worker.exit_code is not None
         if self.stopping or worker.exit_code == 0:
-            logger.info("%s exited: %s", worker, how)
+            events.child_exited(worker, how)
         if not self.stopping:
             if worker.exit_code != 0:
-                logger.warning("%s exited on its own: %s; stopping", worker, how)
+                events.child_exited(worker, how, on_its_own=True, then="; stopping")
             self._stop_all(f"{worker} exited")
         self._exit_code = worker.exit_code
 
@@ -322,24 +335,19 @@ class Supervisor:
         assert worker.exit_code is not None
         assert worker.index is not None
         if self.stopping or worker.asked_to_stop:
-            logger.info("%s exited: %s", worker, how)
+            events.child_exited(worker, how)
             self._exit_code = max(self._exit_code or 0, worker.exit_code)
             return
         delay = self._respawns.died(worker.index, time.monotonic())
         if delay is not None:
-            logger.warning(
-                "%s exited on its own: %s; replaced in %.1f s", worker, how, delay
-            )
+            then = f"; replaced in {delay:.1f} s"
+            events.child_exited(worker, how, on_its_own=True, then=then)
             return
-        logger.error(
-            "%s exited on its own: %s; worker %d died %d times within %g s:"
-            " a crash loop, stopping",
-            worker,
-            how,
-            worker.index,
-            CRASH_LIMIT,
-            CRASH_WINDOW,
+        then = (
+            f"; worker {worker.index} died {CRASH_LIMIT} times within"
+            f" {CRASH_WINDOW:g} s: a crash loop, stopping"
         )
+        events.child_exited(worker, how, on_its_own=True, then=then)
         self._exit_code = max(worker.exit_code, 1)
         self._stop_all(f"worker {worker.index} crash loop")
 
