@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _launcher_events import EventLauncher, launcher_command
 from _spawn import Child, Launcher, child_pids
 
 from shutdown_scope._launcher import main
@@ -29,25 +30,27 @@ LAUNCHED = str(Path(__file__).with_name("_launched.py"))
 pytestmark = pytest.mark.subprocess
 
 
-def launcher(*options: str, behaviour: str = "serve") -> Launcher:
-    """``python -m shutdown_scope run OPTIONS -- python _launched.py BEHAVIOUR``."""
-    return Launcher(
-        "-m",
-        "shutdown_scope",
-        "run",
-        *options,
-        "--",
-        sys.executable,
-        LAUNCHED,
-        behaviour,
-    )
+def launcher(
+    *options: str, behaviour: str = "serve", env: dict[str, str] | None = None
+) -> EventLauncher:
+    """``python -m shutdown_scope run --log-format json OPTIONS -- python
+    _launched.py BEHAVIOUR``."""
+    command = [sys.executable, LAUNCHED, behaviour]
+    return EventLauncher(*launcher_command(*options, command=command), env=env)
 
 
-def port_of(child: Child) -> int:
-    line = child.wait_for("listening on 127.0.0.1:")
-    match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-    assert match is not None
+def port_of(child: EventLauncher) -> int:
+    """The port of the launcher's first listening socket (event ``listening``)."""
+    address = child.wait_event("listening")["address"]
+    match = re.fullmatch(r"127\.0\.0\.1:(\d+)", address)
+    assert match is not None, address
     return int(match.group(1))
+
+
+def messages(child: EventLauncher) -> str:
+    """The launcher's records' sentences: for error messages, which are the
+    user's one-line answer."""
+    return "\n".join(e["message"] for e in child.events)
 
 
 def ask(port: int) -> str:
@@ -56,10 +59,6 @@ def ask(port: int) -> str:
         return conn.makefile().readline().strip()
 
 
-def wait_for_all(child: Child, *markers: str) -> None:
-    """Read until every marker has appeared, in any order (two processes write)."""
-    while not all(marker in child.output for marker in markers):
-        child.wait_for("")
 
 
 def reload_command(*args: str) -> subprocess.CompletedProcess[str]:
@@ -78,17 +77,16 @@ def reload_command(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_exit_code_is_the_childs() -> None:
     with launcher(behaviour="exit:7") as child:
         assert child.finish() == 7
-    assert "generation 1" in child.output
-    assert "exit code 7" in child.output
+    assert child.named("child_exited", generation=1, exit_code=7, on_its_own=True)
+    assert child.named("exited", exit_code=7)
 
 
 def test_a_child_killed_by_a_signal_gives_128_plus_its_number() -> None:
     program = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
-    with Child(
-        "-m", "shutdown_scope", "run", "--", sys.executable, "-c", program
-    ) as child:
+    command = [sys.executable, "-c", program]
+    with EventLauncher(*launcher_command(command=command)) as child:
         assert child.finish() == 128 + signal.SIGKILL
-    assert "SIGKILL (exit code 137)" in child.output
+    assert child.named("child_exited", generation=1, exit_code=137)
 
 
 def test_a_command_that_cannot_run_is_reported_with_127() -> None:
@@ -131,9 +129,13 @@ def test_sigterm_is_forwarded_and_the_launcher_exits_with_the_child() -> None:
         child.send(signal.SIGTERM)
         child.wait_for("gen 1 got SIGTERM")
         assert child.finish() == 0
-    child.assert_in_order(
-        "stopping (received SIGTERM)", "generation 1 (pid", "exit code 0"
-    )
+    (spawned,) = child.named("generation_spawned", generation=1)
+    assert child.named("stopping", reason="received SIGTERM")
+    assert child.named("signal_forwarded", signal="SIGTERM", pids=spawned["pids"])
+    names = [n for n in child.names() if n in {"stopping", "child_exited", "exited"}]
+    assert names == ["stopping", "child_exited", "exited"]
+    assert child.named("child_exited", pid=spawned["pids"][0], exit_code=0)
+    assert child.named("exited", exit_code=0)
 
 
 def test_rewrite_turns_sigterm_into_sigint() -> None:
@@ -142,7 +144,7 @@ def test_rewrite_turns_sigterm_into_sigint() -> None:
         child.send(signal.SIGTERM)
         child.wait_for("gen 1 got SIGINT")
         assert child.finish() == 130
-    assert "SIGTERM as SIGINT forwarded" in child.output
+    assert child.named("signal_forwarded", signal="SIGTERM", sent_as="SIGINT")
 
 
 def test_a_repeated_signal_inside_the_debounce_window_counts_once() -> None:
@@ -151,11 +153,11 @@ def test_a_repeated_signal_inside_the_debounce_window_counts_once() -> None:
         child.send(signal.SIGUSR1)
         child.wait_for("gen 1 got SIGUSR1")
         child.send(signal.SIGUSR1)
-        child.wait_for("SIGUSR1 again within 30.00 s: counted once")
         child.send(signal.SIGTERM)
         child.wait_for("gen 1 got SIGTERM")  # still running: SIGUSR1 did not stop it
         assert child.finish() == 0
     assert child.output.count("got SIGUSR1") == 1
+    assert len(child.named("signal_forwarded", signal="SIGUSR1")) == 1
 
 
 def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period() -> None:
@@ -164,14 +166,14 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period() -> None
         child.send(signal.SIGTERM)
         child.wait_for("gen 1 got SIGTERM")
         assert child.finish() == 128 + signal.SIGKILL
-    assert "still running after its grace period: SIGKILL" in child.output
+    assert child.named("child_exited", generation=1, exit_code=128 + signal.SIGKILL)
 
 
 def test_orphans_of_the_child_are_reaped() -> None:
     """The launcher is a child subreaper: an orphaned grandchild is its to reap."""
     with launcher(behaviour="orphan") as child:
-        orphan = child.wait_for("orphan ").split()[1]
-        child.wait_for(f"reaped orphan pid {orphan}")
+        orphan = int(child.wait_for("orphan ").split()[1])
+        child.wait_event("orphan_reaped", pid=orphan, exit_code=0)
         child.send(signal.SIGTERM)
         assert child.finish() == 0
 
@@ -237,15 +239,16 @@ def test_a_port_in_use_is_a_clear_error() -> None:
         port = taken.getsockname()[1]
         with launcher("--listen", f"127.0.0.1:{port}") as child:
             assert child.finish() == 1
-    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in child.output
-    assert "gen 1" not in child.output
+    error = f"cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert error in messages(child)
+    assert not child.named("generation_spawned")
 
 
 @pytest.mark.parametrize("address", ["8000", "localhost", "::1:80", "unix:", "h:99999"])
 def test_a_malformed_listen_address_is_a_clear_error(address: str) -> None:
     with launcher("--listen", address) as child:
         assert child.finish() == 1
-    assert f"--listen {address!r}" in child.output
+    assert f"--listen {address!r}" in messages(child)
 
 
 def test_unix_sockets_can_be_handed_over(tmp_path: Path) -> None:
@@ -265,28 +268,44 @@ def test_unix_sockets_can_be_handed_over(tmp_path: Path) -> None:
 def test_sighup_hands_the_sockets_to_a_successor() -> None:
     with launcher("--listen", "127.0.0.1:0") as child:
         port = port_of(child)
-        child.wait_for("generation 1 (pid")
+        child.wait_event("generation_ready", generation=1)
         assert ask(port).startswith("gen 1 ")
         child.send(signal.SIGHUP)
-        child.wait_for("reload 1: done")
-        child.wait_for("gen 1 exiting")
+        child.wait_event("reload_succeeded", reload=1, serving=2)
+        child.wait_event("child_exited", generation=1, exit_code=0)
         assert ask(port).startswith("gen 2 ")
         child.send(signal.SIGTERM)
         child.wait_for("gen 2 got SIGTERM")
         assert child.finish() == 0
-    child.assert_in_order("reload 1: generation 2", "reload 1: done", "gen 1 exiting")
+    assert child.names()[:1] == ["listening"]
+    reload = [
+        n
+        for n in child.names()
+        if n.startswith("reload") or n in {"generation_spawned", "child_exited"}
+    ]
+    assert reload == [
+        "generation_spawned",
+        "reload_requested",
+        "generation_spawned",
+        "reload_succeeded",
+        "child_exited",
+        "child_exited",
+    ]
+    assert child.named("generation_spawned", generation=2, reload=1)
 
 
 def test_reload_through_the_control_socket_reports_the_outcome(tmp_path: Path) -> None:
     control = str(tmp_path / "control")
     with launcher("--listen", "127.0.0.1:0", "--control", control) as child:
         port = port_of(child)
-        child.wait_for("generation 1 (pid")
+        child.wait_event("generation_spawned", generation=1)
         result = reload_command("--control", control)
         assert result.returncode == 0, result.stderr
         assert "reload 1: generation 2" in result.stderr
         assert "ready; generation 1" in result.stderr
-        child.wait_for("gen 1 exiting")  # it may take one last connection
+        assert child.wait_event("reload_requested")["via"] == "the control socket"
+        child.wait_event("reload_succeeded", reload=1, serving=2)
+        child.wait_event("child_exited", generation=1)  # it may take one connection
         assert ask(port).startswith("gen 2 ")
         child.send(signal.SIGTERM)
         assert child.finish() == 0
@@ -308,10 +327,13 @@ def test_a_successor_that_crashes_leaves_the_old_generation_serving(
         assert "exited before it was ready: exit code 3" in result.stderr
         assert "generation 1" in result.stderr
         assert "keeps serving" in result.stderr
+        failed = child.wait_event("reload_failed", reload=1, serving=1)
+        assert "exit code 3" in failed["reason"]
         assert ask(port).startswith("gen 1 ")
         # The next reload works.
         assert reload_command("--control", control).returncode == 0
-        child.wait_for("gen 1 exiting")  # it may take one last connection
+        child.wait_event("reload_succeeded", reload=2, serving=3)
+        child.wait_event("child_exited", generation=1)  # it may take one connection
         assert ask(port).startswith("gen 3 ")
         child.send(signal.SIGTERM)
         assert child.finish() == 0
@@ -336,8 +358,10 @@ def test_a_successor_never_ready_is_stopped_at_the_ready_timeout(
         result = reload_command("--control", control)
         assert result.returncode == 1
         assert "not ready within --ready-timeout 0.5 s" in result.stderr
+        failed = child.wait_event("reload_failed", reload=1, serving=1)
+        assert "--ready-timeout 0.5 s" in failed["reason"]
         # Not ready, but it accepts from the shared socket until it has stopped.
-        child.wait_for("gen 2 exiting")
+        child.wait_event("child_exited", generation=2, exit_code=0)
         assert ask(port).startswith("gen 1 ")
         child.send(signal.SIGTERM)
         assert child.finish() == 0
@@ -361,15 +385,17 @@ def test_a_sighup_storm_runs_one_reload_more_not_one_per_signal() -> None:
         for _ in range(5):
             child.send(signal.SIGHUP)
             time.sleep(0.01)
-        child.wait_for("reload 2: done")
+        child.wait_event("reload_succeeded", reload=2, serving=3)
         # Each may take one last connection until it has stopped.
-        wait_for_all(child, "gen 1 exiting", "gen 2 exiting")
+        child.wait_event("child_exited", generation=1)
+        child.wait_event("child_exited", generation=2)
         assert ask(port).startswith("gen 3 ")
         child.send(signal.SIGTERM)
         assert child.finish() == 0
-    assert child.output.count("one more reload queued") == 1
-    assert "reload 3" not in child.output
-    assert "generation 4" not in child.output
+    assert [e["reload"] for e in child.named("reload_failed")] == [1]
+    assert [e["reload"] for e in child.named("reload_succeeded")] == [2]
+    spawned = {e["generation"] for e in child.named("generation_spawned")}
+    assert spawned == {1, 2, 3}
 
 
 def test_a_stop_during_a_reload_stops_both_generations(tmp_path: Path) -> None:
@@ -391,19 +417,22 @@ def test_a_stop_during_a_reload_stops_both_generations(tmp_path: Path) -> None:
     assert "stopping (received SIGTERM)" in stderr
     assert "gen 1 got SIGTERM" in child.output
     assert "gen 2 got SIGTERM" in child.output
-    assert "reload refused" not in child.output
+    assert not child.named("reload_succeeded")
+    assert not child.named("reload_failed")  # refused, as the launcher stops
+    assert {e["generation"] for e in child.named("child_exited")} == {1, 2}
 
 
 def test_reload_by_pid_file_sends_sighup(tmp_path: Path) -> None:
     pid_file = tmp_path / "launcher.pid"
     with launcher("--listen", "127.0.0.1:0", "--pid-file", str(pid_file)) as child:
         port = port_of(child)
-        child.wait_for("generation 1 (pid")
+        child.wait_event("generation_spawned", generation=1)
         assert pid_file.read_text().strip() == str(child.proc.pid)
         result = reload_command("--pid-file", str(pid_file))
         assert result.returncode == 0
-        child.wait_for("reload 1: done")
-        child.wait_for("gen 1 exiting")  # it may take one last connection
+        assert child.wait_event("reload_requested")["via"] == "SIGHUP"
+        child.wait_event("reload_succeeded", reload=1, serving=2)
+        child.wait_event("child_exited", generation=1)  # it may take a connection
         assert ask(port).startswith("gen 2 ")
         child.send(signal.SIGTERM)
         assert child.finish() == 0
@@ -461,11 +490,10 @@ def test_under_systemd_the_launcher_relays_readiness_reloads_and_stop(
         manager.bind(path)
         manager.settimeout(10)
         env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000"}
-        command = ("-m", "shutdown_scope", "run", "--", sys.executable, LAUNCHED)
-        with Launcher(*command, "serve", env=env) as child:
-            child.wait_for(") ready")
+        with launcher(env=env) as child:
+            child.wait_event("generation_ready", generation=1)
             child.send(signal.SIGHUP)
-            child.wait_for("reload 1: done")
+            child.wait_event("reload_succeeded", reload=1, serving=2)
             child.send(signal.SIGTERM)
             assert child.finish() == 0
         manager.setblocking(False)  # the launcher has exited: all was sent
@@ -483,15 +511,15 @@ def test_under_systemd_the_launcher_relays_readiness_reloads_and_stop(
 
 def test_a_notify_socket_that_does_not_exist_is_reported_once(tmp_path: Path) -> None:
     env = {"NOTIFY_SOCKET": str(tmp_path / "missing")}
-    command = ("-m", "shutdown_scope", "run", "--", sys.executable, LAUNCHED, "serve")
-    with Launcher(*command, env=env) as child:
-        child.wait_for(") ready")
+    with launcher(env=env) as child:
+        child.wait_event("generation_ready", generation=1)
         child.send(signal.SIGHUP)
-        child.wait_for("reload 1: done")
+        child.wait_event("reload_succeeded", reload=1, serving=2)
         child.send(signal.SIGTERM)
         assert child.finish() == 0
-    assert child.output.count("cannot notify the launcher's supervisor") == 1
-    assert "No such file or directory" in child.output
+    told = [e["message"] for e in child.events if "cannot notify" in e["message"]]
+    assert len(told) == 1, child.transcript()
+    assert "No such file or directory" in told[0]
 
 
 # -- arguments ----------------------------------------------------------------
@@ -538,7 +566,7 @@ def test_a_control_socket_that_cannot_be_bound_is_a_clear_error(
 def test_the_control_socket_answers_an_unknown_request(tmp_path: Path) -> None:
     control = str(tmp_path / "control")
     with launcher("--control", control) as child:
-        child.wait_for(") ready")
+        child.wait_event("generation_ready")
         with socket.socket(socket.AF_UNIX) as conn:
             conn.connect(control)
             conn.sendall(b"restart\n")
@@ -550,38 +578,39 @@ def test_the_control_socket_answers_an_unknown_request(tmp_path: Path) -> None:
 
 def test_a_reload_after_the_stop_began_is_refused() -> None:
     with launcher("--grace-period", "1", behaviour="ignore") as child:
-        child.wait_for(") ready")
+        child.wait_event("generation_ready")
         child.send(signal.SIGTERM)
         child.wait_for("gen 1 got SIGTERM")
         child.send(signal.SIGHUP)
-        child.wait_for("stopping: reload refused")
+        child.wait_event("reload_refused")
         assert child.finish() == 128 + signal.SIGKILL
-    assert "generation 2" not in child.output
+    assert not child.named("generation_spawned", generation=2)
+    assert not child.named("reload_succeeded")
 
 
 def test_a_signal_rewritten_to_0_is_dropped() -> None:
     with launcher("--rewrite", "USR1:0") as child:
-        child.wait_for(") ready")
+        child.wait_event("generation_ready")
         child.send(signal.SIGUSR1)
-        child.wait_for("SIGUSR1 dropped (--rewrite)")
         child.send(signal.SIGTERM)
         assert child.finish() == 0
     assert "got SIGUSR1" not in child.output
+    assert [e["signal"] for e in child.named("signal_forwarded")] == ["SIGTERM"]
 
 
 def test_a_successor_that_cannot_be_executed_fails_its_reload(tmp_path: Path) -> None:
     script = tmp_path / "serve.sh"
     script.write_text(f"#!/bin/sh\nexec {sys.executable} {LAUNCHED} serve\n")
     script.chmod(0o755)
-    with Launcher(
-        "-m", "shutdown_scope", "run", "--listen", "127.0.0.1:0", "--", str(script)
-    ) as child:
+    command = launcher_command("--listen", "127.0.0.1:0", command=[str(script)])
+    with EventLauncher(*command) as child:
         port = port_of(child)
-        child.wait_for(") ready")
+        child.wait_event("generation_ready")
         script.chmod(0o644)
         child.send(signal.SIGHUP)
-        child.wait_for("reload 1 failed: cannot run")
-        assert "Permission denied; generation 1" in child.lines[-1]
+        failed = child.wait_event("reload_failed", reload=1, serving=1)
+        assert failed["reason"].startswith("cannot run"), failed
+        assert "Permission denied" in failed["reason"]
         assert ask(port).startswith("gen 1 ")
         child.send(signal.SIGTERM)
         assert child.finish() == 0
@@ -592,13 +621,11 @@ def test_a_malformed_watchdog_usec_is_reported(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
         manager.bind(path)
         env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "soon"}
-        command = ("-m", "shutdown_scope", "run", "--", sys.executable, LAUNCHED)
-        with Launcher(*command, "serve", env=env) as child:
-            child.wait_for(") ready")
+        with launcher(env=env) as child:
+            child.wait_event("generation_ready")
             child.send(signal.SIGTERM)
             assert child.finish() == 0
-    assert "no watchdog pings: WATCHDOG_USEC" in child.output
-    assert "WATCHDOG=1" not in child.output
+    assert "no watchdog pings: WATCHDOG_USEC" in messages(child)
 
 
 def test_the_control_socket_survives_bad_and_vanishing_clients(tmp_path: Path) -> None:
@@ -606,7 +633,7 @@ def test_the_control_socket_survives_bad_and_vanishing_clients(tmp_path: Path) -
     with launcher(
         "--control", control, "--ready-timeout", "0.5", behaviour="serve,hang"
     ) as child:
-        child.wait_for(") ready")
+        child.wait_event("generation_ready")
         with socket.socket(socket.AF_UNIX) as conn:
             conn.connect(control)
             conn.sendall(b"x" * 100)
@@ -615,9 +642,9 @@ def test_the_control_socket_survives_bad_and_vanishing_clients(tmp_path: Path) -
             conn.connect(control)
             conn.sendall(b"rel")
             conn.sendall(b"oad\n")  # one request in two writes
-            child.wait_for("reload 1: generation 2")
+            child.wait_event("generation_spawned", generation=2, reload=1)
         # That client left before its answer; the launcher goes on.
-        child.wait_for("reload 1 failed")
+        child.wait_event("reload_failed", reload=1, serving=1)
         result = reload_command("--control", control)
         assert result.returncode == 1
         assert "reload 2" in result.stderr
@@ -710,9 +737,10 @@ def test_ipv6_addresses_are_written_in_brackets() -> None:
     except OSError as error:
         pytest.skip(f"no IPv6 loopback: {error}")
     with launcher("--listen", "[::1]:0") as child:
-        line = child.wait_for("listening on [::1]:")
-        port = int(line.split("]:")[1].split()[0])
-        child.wait_for(") ready")
+        address = child.wait_event("listening", fd=3)["address"]
+        assert address.startswith("[::1]:"), address
+        port = int(address.split("]:")[1])
+        child.wait_event("generation_ready")
         with socket.create_connection(("::1", port), timeout=10) as conn:
             assert conn.makefile().readline().startswith("gen 1 ")
         child.send(signal.SIGTERM)
@@ -727,26 +755,32 @@ def test_spawn_refuses_what_it_cannot_do() -> None:
 def test_a_stop_during_the_old_generations_drain_is_not_sent_to_it_twice() -> None:
     """A second SIGTERM would make a graceful_scope skip its drain."""
     with launcher("--grace-period", "2", behaviour="ignore,serve") as child:
-        child.wait_for(") ready")
+        child.wait_event("generation_ready")
         child.send(signal.SIGHUP)
         # Ignored: generation 1 is still "draining".
-        wait_for_all(child, "reload 1: done", "gen 1 got SIGTERM")
+        child.wait_event("reload_succeeded", reload=1, serving=2)
+        child.wait_for("gen 1 got SIGTERM")
         child.send(signal.SIGTERM)
-        wait_for_all(child, "stopping (received SIGTERM)", "gen 2 exiting")
+        child.wait_event("stopping", reason="received SIGTERM")
+        child.wait_for("gen 2 exiting")
         assert child.finish() == 0  # generation 2's exit code
-    assert "SIGTERM forwarded to generation 2 (pid" in child.output
+    (second,) = child.named("generation_spawned", generation=2)
+    assert child.named("signal_forwarded", signal="SIGTERM", pids=second["pids"])
     assert child.output.count("gen 1 got SIGTERM") == 1
-    assert "still running after its grace period: SIGKILL" in child.output
+    assert child.named("child_exited", generation=1, exit_code=128 + signal.SIGKILL)
 
 
 def test_a_repeated_stop_signal_reaches_every_generation() -> None:
     options = ("--debounce", "0", "--grace-period", "20")
     with launcher(*options, behaviour="ignore,serve") as child:
-        child.wait_for(") ready")
+        child.wait_event("generation_ready")
         child.send(signal.SIGHUP)
-        wait_for_all(child, "reload 1: done", "gen 1 got SIGTERM")
+        child.wait_event("reload_succeeded", reload=1, serving=2)
+        child.wait_for("gen 1 got SIGTERM")
         child.send(signal.SIGTERM)
-        wait_for_all(child, "gen 2 got SIGTERM", "SIGTERM forwarded to generation 2")
+        child.wait_for("gen 2 got SIGTERM")
+        (second,) = child.named("generation_spawned", generation=2)
+        child.wait_event("signal_forwarded", signal="SIGTERM", pids=second["pids"])
         child.send(signal.SIGTERM)
         while child.output.count("gen 1 got SIGTERM") < 2:
             child.wait_for("")
@@ -760,7 +794,7 @@ def test_after_the_stop_new_connections_are_refused_not_left_to_hang() -> None:
     """The launcher lets go of its copy of the socket when it stops."""
     with launcher("--listen", "127.0.0.1:0", behaviour="drain") as child:
         port = port_of(child)
-        child.wait_for(") ready")
+        child.wait_event("generation_ready")
         child.send(signal.SIGTERM)
         child.wait_for("gen 1 closed its listener")
         with pytest.raises(ConnectionRefusedError):
@@ -770,7 +804,7 @@ def test_after_the_stop_new_connections_are_refused_not_left_to_hang() -> None:
 
 def test_a_successor_ready_after_the_stop_began_is_just_stopped() -> None:
     with launcher(behaviour="serve,slowready") as child:
-        child.wait_for(") ready")
+        child.wait_event("generation_ready")
         child.send(signal.SIGHUP)
         child.wait_for("gen 2 pid")
         child.send(signal.SIGTERM)
@@ -779,30 +813,30 @@ def test_a_successor_ready_after_the_stop_began_is_just_stopped() -> None:
         # stopping") is a matter of timing; either way nothing is reloaded.
         child.wait_for("gen 2 exiting")
         assert child.finish() == 0
-    assert "Traceback" not in child.output
     assert "gen 2 got SIGTERM" in child.output
-    assert "reload 1: done" not in child.output
+    assert not child.named("reload_succeeded")
 
 
 def test_a_successor_that_crashes_once_ready_does_not_cut_the_old_drain() -> None:
     with launcher("--grace-period", "1", behaviour="ignore,readycrash") as child:
-        child.wait_for(") ready")
+        child.wait_event("generation_ready")
         child.send(signal.SIGHUP)
-        wait_for_all(child, "reload 1: done", "gen 1 got SIGTERM")
-        child.wait_for("generation 2 (pid")  # its exit
+        child.wait_event("reload_succeeded", reload=1, serving=2)
+        child.wait_for("gen 1 got SIGTERM")
+        child.wait_event("child_exited", generation=2, exit_code=1)
         assert child.finish() == 1  # generation 2's exit code
     assert child.output.count("gen 1 got SIGTERM") == 1
-    assert "still running after its grace period: SIGKILL" in child.output
+    assert child.named("child_exited", generation=1, exit_code=128 + signal.SIGKILL)
 
 
 def test_a_worker_left_in_the_childs_group_is_stopped_and_killed() -> None:
     with launcher("--grace-period", "1", behaviour="worker") as child:
         worker = int(child.wait_for("worker ").split()[1])
-        child.wait_for(") ready")
+        child.wait_event("generation_ready")
         child.send(signal.SIGTERM)
         child.wait_for("gen 1 exiting")
         assert child.finish() == 0
-    assert "still running after its grace period: SIGKILL" in child.output
+    assert child.named("child_exited", generation=1, exit_code=0)
     status = Path(f"/proc/{worker}/status")
     assert not status.exists() or "State:\tZ" in status.read_text()
 
@@ -816,17 +850,17 @@ def test_the_child_gets_default_sigpipe() -> None:
 
 def test_a_rewrite_of_sigterm_to_0_ignores_it() -> None:
     with launcher("--rewrite", "TERM:0") as child:
-        child.wait_for(") ready")
+        child.wait_event("generation_ready")
         child.send(signal.SIGTERM)
-        child.wait_for("SIGTERM dropped (--rewrite)")
         child.send(signal.SIGINT)
         assert child.finish() == 130
-    assert "stopping (received SIGINT)" in child.output
+    assert child.named("stopping", reason="received SIGINT")
+    assert [e["signal"] for e in child.named("signal_forwarded")] == ["SIGINT"]
 
 
 def test_if_the_launcher_is_killed_the_child_is_asked_to_stop() -> None:
     with launcher() as child:
-        child.wait_for(") ready")
+        child.wait_event("generation_ready")
         child.send(signal.SIGKILL)
         child.wait_for("gen 1 got SIGTERM")
         child.wait_for("gen 1 exiting")
@@ -836,13 +870,14 @@ def test_a_unix_socket_in_use_is_not_taken_over(tmp_path: Path) -> None:
     path = tmp_path / "app.sock"
     control = tmp_path / "control"
     with launcher("--listen", f"unix:{path}", "--control", str(control)) as first:
-        first.wait_for(") ready")
+        first.wait_event("generation_ready")
         with launcher("--control", str(control)) as other:
             assert other.finish() == 1
-        assert f"--control {control}: another process listens" in other.output
+        assert f"--control {control}: another process listens" in messages(other)
         with launcher("--listen", f"unix:{path}") as second:
             assert second.finish() == 1
-        assert f"cannot listen on unix:{path}: another process listens" in second.output
+        error = f"cannot listen on unix:{path}: another process listens"
+        assert error in messages(second)
         with socket.socket(socket.AF_UNIX) as conn:
             conn.connect(str(path))
             assert conn.makefile().readline().startswith("gen 1 pid")
@@ -856,7 +891,7 @@ def test_a_unix_socket_in_use_is_not_taken_over(tmp_path: Path) -> None:
 def test_a_client_that_half_closes_still_hears_the_outcome(tmp_path: Path) -> None:
     control = str(tmp_path / "control")
     with launcher("--control", control) as child:
-        child.wait_for(") ready")
+        child.wait_event("generation_ready")
         with socket.socket(socket.AF_UNIX) as conn:
             conn.settimeout(20)
             conn.connect(control)

@@ -276,6 +276,11 @@ class Children:
                         "; more are counted, not logged"
                         if self._orphans == _ORPHANS_LOGGED
                         else "",
+                        extra={
+                            "event": "orphan_reaped",
+                            "pid": pid,
+                            "exit_code": exit_code_of(status),
+                        },
                     )
                 continue
             worker.exit_code = exit_code_of(status)

@@ -302,6 +302,11 @@ def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> 
                 "listening on %s (fd %d in the child)",
                 listener.address,
                 FIRST_FD + index,
+                extra={
+                    "event": "listening",
+                    "address": str(listener.address),
+                    "fd": FIRST_FD + index,
+                },
             )
         _become_subreaper()
         name_this_process()  # what `reload --pid` checks

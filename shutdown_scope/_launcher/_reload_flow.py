@@ -78,7 +78,9 @@ class ReloadFlow:
     def succeed(self, why: str) -> None:
         """The successor took over (``why`` says how)."""
         self._count("done")  # first: whoever hears the outcome sees it
-        self._reloads.finish(ok=True, why=why)
+        current = self._children.current  # the successor, already in its place
+        serving = None if current is None else current.number
+        self._reloads.finish(ok=True, why=why, serving=serving)
         self._upstream("READY=1")
         self._begin_queued()
 

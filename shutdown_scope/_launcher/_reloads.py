@@ -49,15 +49,20 @@ class Reloads:
             self._queued.replies.append(reply)
         return False
 
-    def finish(self, *, ok: bool, why: str) -> None:
-        """The running reload's outcome, to its callers."""
+    def finish(self, *, ok: bool, why: str, serving: int | None = None) -> None:
+        """The running reload's outcome, to its callers (``serving``: the
+        number of the generation that took over, when ``ok``)."""
         request, self._running = self._running, None
         if ok:
             logger.info(
                 "reload %d: done; %s",
                 self.count,
                 why,
-                extra={"event": "reload_succeeded", "reload": self.count},
+                extra={
+                    "event": "reload_succeeded",
+                    "reload": self.count,
+                    "serving": serving,
+                },
             )
         if request is not None:
             for reply in request.replies:

@@ -372,7 +372,7 @@ class Supervisor:
         """Begin a reload, or queue one (at most one) behind the running one."""
         if self.stopping:
             why = "stopping: reload refused"
-            logger.info("%s", why)
+            logger.info("%s", why, extra=events.event("reload_refused", reason=why))
             if reply is not None:
                 reply(ok=False, text=why)
             return
