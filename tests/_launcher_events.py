@@ -30,9 +30,16 @@ __all__ = ["EventLauncher", "launcher_command"]
 
 def launcher_command(*options: str, command: list[str]) -> list[str]:
     """``-m shutdown_scope run --log-format json OPTIONS -- COMMAND``."""
-    return ["-m", "shutdown_scope", "run", "--log-format", "json", *options, "--"] + (
-        command
-    )
+    return [
+        "-m",
+        "shutdown_scope",
+        "run",
+        "--log-format",
+        "json",
+        *options,
+        "--",
+        *command,
+    ]
 
 
 class EventLauncher(Launcher):
@@ -87,7 +94,9 @@ class EventLauncher(Launcher):
             try:
                 name, line = self._stream_queue.get(timeout=left)
             except queue.Empty:
-                msg = f"timed out waiting for {waiting_for}; so far:\n{self.transcript()}"
+                msg = (
+                    f"timed out waiting for {waiting_for}; so far:\n{self.transcript()}"
+                )
                 raise AssertionError(msg) from None
             if line is None:
                 self._open -= 1

@@ -30,7 +30,22 @@ LAUNCHED = str(Path(__file__).with_name("_launched.py"))
 pytestmark = pytest.mark.subprocess
 
 
-def launcher(
+def launcher(*options: str, behaviour: str = "serve") -> Launcher:
+    """``python -m shutdown_scope run OPTIONS -- python _launched.py BEHAVIOUR``
+    with the text log (the launcher test files not yet reading events)."""
+    return Launcher(
+        "-m",
+        "shutdown_scope",
+        "run",
+        *options,
+        "--",
+        sys.executable,
+        LAUNCHED,
+        behaviour,
+    )
+
+
+def json_launcher(
     *options: str, behaviour: str = "serve", env: dict[str, str] | None = None
 ) -> EventLauncher:
     """``python -m shutdown_scope run --log-format json OPTIONS -- python
@@ -39,12 +54,22 @@ def launcher(
     return EventLauncher(*launcher_command(*options, command=command), env=env)
 
 
-def port_of(child: EventLauncher) -> int:
-    """The port of the launcher's first listening socket (event ``listening``)."""
-    address = child.wait_event("listening")["address"]
+def port_of(child: Child) -> int:
+    """The port of the launcher's first listening socket: from event
+    ``listening`` (or the text log's line, for a text launcher)."""
+    if isinstance(child, EventLauncher):
+        address = child.wait_event("listening")["address"]
+    else:
+        address = child.wait_for("listening on 127.0.0.1:").split()[2]
     match = re.fullmatch(r"127\.0\.0\.1:(\d+)", address)
     assert match is not None, address
     return int(match.group(1))
+
+
+def wait_for_all(child: Child, *markers: str) -> None:
+    """Read until every marker has appeared, in any order (two processes write)."""
+    while not all(marker in child.output for marker in markers):
+        child.wait_for("")
 
 
 def messages(child: EventLauncher) -> str:
@@ -57,8 +82,6 @@ def ask(port: int) -> str:
     """Connect, read the one-line answer: ``gen N pid P``."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         return conn.makefile().readline().strip()
-
-
 
 
 def reload_command(*args: str) -> subprocess.CompletedProcess[str]:
@@ -75,7 +98,7 @@ def reload_command(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_exit_code_is_the_childs() -> None:
-    with launcher(behaviour="exit:7") as child:
+    with json_launcher(behaviour="exit:7") as child:
         assert child.finish() == 7
     assert child.named("child_exited", generation=1, exit_code=7, on_its_own=True)
     assert child.named("exited", exit_code=7)
@@ -124,7 +147,7 @@ def test_no_command_is_a_usage_error() -> None:
 
 
 def test_sigterm_is_forwarded_and_the_launcher_exits_with_the_child() -> None:
-    with launcher() as child:
+    with json_launcher() as child:
         child.wait_for("gen 1 pid")
         child.send(signal.SIGTERM)
         child.wait_for("gen 1 got SIGTERM")
@@ -139,7 +162,7 @@ def test_sigterm_is_forwarded_and_the_launcher_exits_with_the_child() -> None:
 
 
 def test_rewrite_turns_sigterm_into_sigint() -> None:
-    with launcher("--rewrite", "TERM:INT") as child:
+    with json_launcher("--rewrite", "TERM:INT") as child:
         child.wait_for("gen 1 pid")
         child.send(signal.SIGTERM)
         child.wait_for("gen 1 got SIGINT")
@@ -148,7 +171,7 @@ def test_rewrite_turns_sigterm_into_sigint() -> None:
 
 
 def test_a_repeated_signal_inside_the_debounce_window_counts_once() -> None:
-    with launcher("--debounce", "30") as child:
+    with json_launcher("--debounce", "30") as child:
         child.wait_for("gen 1 pid")
         child.send(signal.SIGUSR1)
         child.wait_for("gen 1 got SIGUSR1")
@@ -161,7 +184,7 @@ def test_a_repeated_signal_inside_the_debounce_window_counts_once() -> None:
 
 
 def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period() -> None:
-    with launcher("--grace-period", "0.5", behaviour="ignore") as child:
+    with json_launcher("--grace-period", "0.5", behaviour="ignore") as child:
         child.wait_for("gen 1 pid")
         child.send(signal.SIGTERM)
         child.wait_for("gen 1 got SIGTERM")
@@ -171,7 +194,7 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period() -> None
 
 def test_orphans_of_the_child_are_reaped() -> None:
     """The launcher is a child subreaper: an orphaned grandchild is its to reap."""
-    with launcher(behaviour="orphan") as child:
+    with json_launcher(behaviour="orphan") as child:
         orphan = int(child.wait_for("orphan ").split()[1])
         child.wait_event("orphan_reaped", pid=orphan, exit_code=0)
         child.send(signal.SIGTERM)
@@ -224,7 +247,7 @@ def test_as_pid_1_it_forwards_sigterm_and_reaps_orphans() -> None:
 
 
 def test_listen_hands_the_socket_to_the_child_with_its_own_listen_pid() -> None:
-    with launcher("--listen", "127.0.0.1:0") as child:
+    with json_launcher("--listen", "127.0.0.1:0") as child:
         port = port_of(child)
         pid = child.wait_for("gen 1 pid").split()[3]
         assert ask(port) == f"gen 1 pid {pid}"
@@ -237,7 +260,7 @@ def test_a_port_in_use_is_a_clear_error() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with launcher("--listen", f"127.0.0.1:{port}") as child:
+        with json_launcher("--listen", f"127.0.0.1:{port}") as child:
             assert child.finish() == 1
     error = f"cannot listen on 127.0.0.1:{port}: Address already in use"
     assert error in messages(child)
@@ -246,14 +269,14 @@ def test_a_port_in_use_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize("address", ["8000", "localhost", "::1:80", "unix:", "h:99999"])
 def test_a_malformed_listen_address_is_a_clear_error(address: str) -> None:
-    with launcher("--listen", address) as child:
+    with json_launcher("--listen", address) as child:
         assert child.finish() == 1
     assert f"--listen {address!r}" in messages(child)
 
 
 def test_unix_sockets_can_be_handed_over(tmp_path: Path) -> None:
     path = tmp_path / "app.sock"
-    with launcher("--listen", f"unix:{path}") as child:
+    with json_launcher("--listen", f"unix:{path}") as child:
         child.wait_for("gen 1 pid")
         with socket.socket(socket.AF_UNIX) as conn:
             conn.connect(str(path))
@@ -266,7 +289,7 @@ def test_unix_sockets_can_be_handed_over(tmp_path: Path) -> None:
 
 
 def test_sighup_hands_the_sockets_to_a_successor() -> None:
-    with launcher("--listen", "127.0.0.1:0") as child:
+    with json_launcher("--listen", "127.0.0.1:0") as child:
         port = port_of(child)
         child.wait_event("generation_ready", generation=1)
         assert ask(port).startswith("gen 1 ")
@@ -296,7 +319,7 @@ def test_sighup_hands_the_sockets_to_a_successor() -> None:
 
 def test_reload_through_the_control_socket_reports_the_outcome(tmp_path: Path) -> None:
     control = str(tmp_path / "control")
-    with launcher("--listen", "127.0.0.1:0", "--control", control) as child:
+    with json_launcher("--listen", "127.0.0.1:0", "--control", control) as child:
         port = port_of(child)
         child.wait_event("generation_spawned", generation=1)
         result = reload_command("--control", control)
@@ -316,7 +339,7 @@ def test_a_successor_that_crashes_leaves_the_old_generation_serving(
     tmp_path: Path,
 ) -> None:
     control = str(tmp_path / "control")
-    with launcher(
+    with json_launcher(
         "--listen", "127.0.0.1:0", "--control", control, behaviour="serve,crash,serve"
     ) as child:
         port = port_of(child)
@@ -344,7 +367,7 @@ def test_a_successor_never_ready_is_stopped_at_the_ready_timeout(
     tmp_path: Path,
 ) -> None:
     control = str(tmp_path / "control")
-    with launcher(
+    with json_launcher(
         "--listen",
         "127.0.0.1:0",
         "--control",
@@ -369,7 +392,7 @@ def test_a_successor_never_ready_is_stopped_at_the_ready_timeout(
 
 
 def test_a_sighup_storm_runs_one_reload_more_not_one_per_signal() -> None:
-    with launcher(
+    with json_launcher(
         "--listen",
         "127.0.0.1:0",
         "--debounce",
@@ -400,7 +423,7 @@ def test_a_sighup_storm_runs_one_reload_more_not_one_per_signal() -> None:
 
 def test_a_stop_during_a_reload_stops_both_generations(tmp_path: Path) -> None:
     control = str(tmp_path / "control")
-    with launcher(
+    with json_launcher(
         "--listen", "127.0.0.1:0", "--control", control, behaviour="serve,hang"
     ) as child:
         child.wait_for("gen 1 pid")
@@ -424,7 +447,7 @@ def test_a_stop_during_a_reload_stops_both_generations(tmp_path: Path) -> None:
 
 def test_reload_by_pid_file_sends_sighup(tmp_path: Path) -> None:
     pid_file = tmp_path / "launcher.pid"
-    with launcher("--listen", "127.0.0.1:0", "--pid-file", str(pid_file)) as child:
+    with json_launcher("--listen", "127.0.0.1:0", "--pid-file", str(pid_file)) as child:
         port = port_of(child)
         child.wait_event("generation_spawned", generation=1)
         assert pid_file.read_text().strip() == str(child.proc.pid)
@@ -490,7 +513,7 @@ def test_under_systemd_the_launcher_relays_readiness_reloads_and_stop(
         manager.bind(path)
         manager.settimeout(10)
         env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000"}
-        with launcher(env=env) as child:
+        with json_launcher(env=env) as child:
             child.wait_event("generation_ready", generation=1)
             child.send(signal.SIGHUP)
             child.wait_event("reload_succeeded", reload=1, serving=2)
@@ -511,7 +534,7 @@ def test_under_systemd_the_launcher_relays_readiness_reloads_and_stop(
 
 def test_a_notify_socket_that_does_not_exist_is_reported_once(tmp_path: Path) -> None:
     env = {"NOTIFY_SOCKET": str(tmp_path / "missing")}
-    with launcher(env=env) as child:
+    with json_launcher(env=env) as child:
         child.wait_event("generation_ready", generation=1)
         child.send(signal.SIGHUP)
         child.wait_event("reload_succeeded", reload=1, serving=2)
@@ -565,7 +588,7 @@ def test_a_control_socket_that_cannot_be_bound_is_a_clear_error(
 
 def test_the_control_socket_answers_an_unknown_request(tmp_path: Path) -> None:
     control = str(tmp_path / "control")
-    with launcher("--control", control) as child:
+    with json_launcher("--control", control) as child:
         child.wait_event("generation_ready")
         with socket.socket(socket.AF_UNIX) as conn:
             conn.connect(control)
@@ -577,7 +600,7 @@ def test_the_control_socket_answers_an_unknown_request(tmp_path: Path) -> None:
 
 
 def test_a_reload_after_the_stop_began_is_refused() -> None:
-    with launcher("--grace-period", "1", behaviour="ignore") as child:
+    with json_launcher("--grace-period", "1", behaviour="ignore") as child:
         child.wait_event("generation_ready")
         child.send(signal.SIGTERM)
         child.wait_for("gen 1 got SIGTERM")
@@ -589,7 +612,7 @@ def test_a_reload_after_the_stop_began_is_refused() -> None:
 
 
 def test_a_signal_rewritten_to_0_is_dropped() -> None:
-    with launcher("--rewrite", "USR1:0") as child:
+    with json_launcher("--rewrite", "USR1:0") as child:
         child.wait_event("generation_ready")
         child.send(signal.SIGUSR1)
         child.send(signal.SIGTERM)
@@ -621,7 +644,7 @@ def test_a_malformed_watchdog_usec_is_reported(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
         manager.bind(path)
         env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "soon"}
-        with launcher(env=env) as child:
+        with json_launcher(env=env) as child:
             child.wait_event("generation_ready")
             child.send(signal.SIGTERM)
             assert child.finish() == 0
@@ -630,7 +653,7 @@ def test_a_malformed_watchdog_usec_is_reported(tmp_path: Path) -> None:
 
 def test_the_control_socket_survives_bad_and_vanishing_clients(tmp_path: Path) -> None:
     control = str(tmp_path / "control")
-    with launcher(
+    with json_launcher(
         "--control", control, "--ready-timeout", "0.5", behaviour="serve,hang"
     ) as child:
         child.wait_event("generation_ready")
@@ -736,7 +759,7 @@ def test_ipv6_addresses_are_written_in_brackets() -> None:
             probe.bind(("::1", 0))
     except OSError as error:
         pytest.skip(f"no IPv6 loopback: {error}")
-    with launcher("--listen", "[::1]:0") as child:
+    with json_launcher("--listen", "[::1]:0") as child:
         address = child.wait_event("listening", fd=3)["address"]
         assert address.startswith("[::1]:"), address
         port = int(address.split("]:")[1])
@@ -754,7 +777,7 @@ def test_spawn_refuses_what_it_cannot_do() -> None:
 
 def test_a_stop_during_the_old_generations_drain_is_not_sent_to_it_twice() -> None:
     """A second SIGTERM would make a graceful_scope skip its drain."""
-    with launcher("--grace-period", "2", behaviour="ignore,serve") as child:
+    with json_launcher("--grace-period", "2", behaviour="ignore,serve") as child:
         child.wait_event("generation_ready")
         child.send(signal.SIGHUP)
         # Ignored: generation 1 is still "draining".
@@ -772,7 +795,7 @@ def test_a_stop_during_the_old_generations_drain_is_not_sent_to_it_twice() -> No
 
 def test_a_repeated_stop_signal_reaches_every_generation() -> None:
     options = ("--debounce", "0", "--grace-period", "20")
-    with launcher(*options, behaviour="ignore,serve") as child:
+    with json_launcher(*options, behaviour="ignore,serve") as child:
         child.wait_event("generation_ready")
         child.send(signal.SIGHUP)
         child.wait_event("reload_succeeded", reload=1, serving=2)
@@ -792,7 +815,7 @@ def test_a_repeated_stop_signal_reaches_every_generation() -> None:
 
 def test_after_the_stop_new_connections_are_refused_not_left_to_hang() -> None:
     """The launcher lets go of its copy of the socket when it stops."""
-    with launcher("--listen", "127.0.0.1:0", behaviour="drain") as child:
+    with json_launcher("--listen", "127.0.0.1:0", behaviour="drain") as child:
         port = port_of(child)
         child.wait_event("generation_ready")
         child.send(signal.SIGTERM)
@@ -803,7 +826,7 @@ def test_after_the_stop_new_connections_are_refused_not_left_to_hang() -> None:
 
 
 def test_a_successor_ready_after_the_stop_began_is_just_stopped() -> None:
-    with launcher(behaviour="serve,slowready") as child:
+    with json_launcher(behaviour="serve,slowready") as child:
         child.wait_event("generation_ready")
         child.send(signal.SIGHUP)
         child.wait_for("gen 2 pid")
@@ -818,7 +841,7 @@ def test_a_successor_ready_after_the_stop_began_is_just_stopped() -> None:
 
 
 def test_a_successor_that_crashes_once_ready_does_not_cut_the_old_drain() -> None:
-    with launcher("--grace-period", "1", behaviour="ignore,readycrash") as child:
+    with json_launcher("--grace-period", "1", behaviour="ignore,readycrash") as child:
         child.wait_event("generation_ready")
         child.send(signal.SIGHUP)
         child.wait_event("reload_succeeded", reload=1, serving=2)
@@ -830,7 +853,7 @@ def test_a_successor_that_crashes_once_ready_does_not_cut_the_old_drain() -> Non
 
 
 def test_a_worker_left_in_the_childs_group_is_stopped_and_killed() -> None:
-    with launcher("--grace-period", "1", behaviour="worker") as child:
+    with json_launcher("--grace-period", "1", behaviour="worker") as child:
         worker = int(child.wait_for("worker ").split()[1])
         child.wait_event("generation_ready")
         child.send(signal.SIGTERM)
@@ -849,7 +872,7 @@ def test_the_child_gets_default_sigpipe() -> None:
 
 
 def test_a_rewrite_of_sigterm_to_0_ignores_it() -> None:
-    with launcher("--rewrite", "TERM:0") as child:
+    with json_launcher("--rewrite", "TERM:0") as child:
         child.wait_event("generation_ready")
         child.send(signal.SIGTERM)
         child.send(signal.SIGINT)
@@ -859,7 +882,7 @@ def test_a_rewrite_of_sigterm_to_0_ignores_it() -> None:
 
 
 def test_if_the_launcher_is_killed_the_child_is_asked_to_stop() -> None:
-    with launcher() as child:
+    with json_launcher() as child:
         child.wait_event("generation_ready")
         child.send(signal.SIGKILL)
         child.wait_for("gen 1 got SIGTERM")
@@ -869,12 +892,12 @@ def test_if_the_launcher_is_killed_the_child_is_asked_to_stop() -> None:
 def test_a_unix_socket_in_use_is_not_taken_over(tmp_path: Path) -> None:
     path = tmp_path / "app.sock"
     control = tmp_path / "control"
-    with launcher("--listen", f"unix:{path}", "--control", str(control)) as first:
+    with json_launcher("--listen", f"unix:{path}", "--control", str(control)) as first:
         first.wait_event("generation_ready")
-        with launcher("--control", str(control)) as other:
+        with json_launcher("--control", str(control)) as other:
             assert other.finish() == 1
         assert f"--control {control}: another process listens" in messages(other)
-        with launcher("--listen", f"unix:{path}") as second:
+        with json_launcher("--listen", f"unix:{path}") as second:
             assert second.finish() == 1
         error = f"cannot listen on unix:{path}: another process listens"
         assert error in messages(second)
@@ -890,7 +913,7 @@ def test_a_unix_socket_in_use_is_not_taken_over(tmp_path: Path) -> None:
 
 def test_a_client_that_half_closes_still_hears_the_outcome(tmp_path: Path) -> None:
     control = str(tmp_path / "control")
-    with launcher("--control", control) as child:
+    with json_launcher("--control", control) as child:
         child.wait_event("generation_ready")
         with socket.socket(socket.AF_UNIX) as conn:
             conn.settimeout(20)

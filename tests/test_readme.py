@@ -445,3 +445,21 @@ def check_command(block: Block, words: list[str]) -> None:
         assert (ROOT / words[1]).is_file(), f"{where}: no such file"
         return
     pytest.fail(f"{where}: a command this test does not know; {HOW_TO_MARK}")
+
+
+def test_every_launcher_event_is_listed_in_the_readme() -> None:
+    """Each ``event`` name the launcher logs is in the ``--log-format`` row."""
+    package = Path(__file__).parent.parent / "shutdown_scope" / "_launcher"
+    pattern = re.compile(
+        r'event\(\s*"(\w+)"|"event":\s*"(\w+)"|\.event = "(\w+)"'
+        r'|log\(\s*[\w.]+,\s*"(\w+)"'
+    )
+    names = {
+        next(group for group in found if group)
+        for module in package.glob("*.py")
+        for found in pattern.findall(module.read_text())
+    }
+    assert {"started", "child_exited", "reload_succeeded"} <= names  # it finds them
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if "`--log-format" in line)
+    assert sorted(n for n in names if f"`{n}`" not in row) == []
