@@ -60,7 +60,8 @@ def port_of(child: Child) -> int:
     if isinstance(child, EventLauncher):
         address = child.wait_event("listening")["address"]
     else:
-        address = child.wait_for("listening on 127.0.0.1:").split()[2]
+        line = child.wait_for("listening on 127.0.0.1:")
+        address = line.split("listening on ")[1].split()[0]
     match = re.fullmatch(r"127\.0\.0\.1:(\d+)", address)
     assert match is not None, address
     return int(match.group(1))
