@@ -4,7 +4,8 @@ Supported: hypercorn >=0.17,<0.19, the minors tested (0.17.3 and 0.18.0, by
 ``nox -s hypercorn_versions``); the ``hypercorn`` extra pins it. The layer is
 this module and the two that build on it, which import hypercorn's names only
 from here: ``_hypercorn_workers`` (hypercorn's ``TCPServer`` of each I/O tree
-with its idle close, read loop, ``protocol_send`` and close overridden;
+with its idle close, read loop and close overridden, and its idle timer
+guarded;
 ``WorkerContext``; ``Lifespan``) and ``_hypercorn_h2`` (hypercorn's
 ``H2Protocol``, replaced). ``shutdown_scope.hypercorn`` and the ``serve``
 command import from the layer, never from hypercorn.
@@ -39,6 +40,7 @@ from hypercorn.typing import (
     ASGISendEvent,
     ConnectionState,
     LifespanState,
+    SingleTask,
     TaskGroup,
     WorkerContext,
 )
@@ -88,6 +90,7 @@ __all__ = [
     "WorkerContext",
     "asgi_app",
     "asyncio_tree",
+    "guard_idle_timer",
     "h11_connection",
     "is_aborting",
     "kernel_has_bytes",
@@ -178,6 +181,39 @@ def is_aborting(server: TCPServer) -> bool:
     return bool(getattr(tasks, "_aborting", False))
 
 
+async def _not_restarted() -> None:
+    pass
+
+
+class _IdleTimer:
+    """hypercorn's idle timer of one connection (``TCPServer.idle_task``), not
+    restarted once the connection's asyncio task group is aborting.
+
+    An HTTP/2 stream cancelled at the deadline ends idle: asyncio refuses
+    hypercorn's new idle timer task then, and the connection ends anyway.
+    """
+
+    __slots__ = ("_server", "_timer", "stop")
+
+    def __init__(self, timer: SingleTask, server: TCPServer) -> None:
+        self._timer = timer
+        self._server = server
+        self.stop = timer.stop
+
+    # Plain functions returning the timer's coroutine: no frame of ours in it.
+    def restart(
+        self, task_group: TaskGroup, action: Callable[[], Awaitable[None]]
+    ) -> Awaitable[None]:
+        if is_aborting(self._server):
+            return _not_restarted()
+        return self._timer.restart(task_group, action)
+
+
+def guard_idle_timer(server: TCPServer) -> None:
+    """Keep ``server``'s idle timer from restarting once its task group aborts."""
+    server.idle_task = _IdleTimer(server.idle_task, server)  # type: ignore[assignment]
+
+
 def refuse_requests(protocol: H11Protocol | H2Protocol, error: type[Exception]) -> None:
     """From here on, a request that ``protocol`` parses raises ``error``.
 
@@ -231,14 +267,16 @@ class _Terminated:
             return False
         return self.server is None or not _unread_bytes(self.server, self._conn)
 
-    async def wait(self) -> None:
-        await self._shared.wait()
+    # The shared event's own coroutines: no frame of ours in them (hypercorn
+    # waits on this once per request).
+    def wait(self) -> Awaitable[None]:
+        return self._shared.wait()
 
-    async def set(self) -> None:
-        await self._shared.set()
+    def set(self) -> Awaitable[None]:
+        return self._shared.set()
 
-    async def clear(self) -> None:
-        await self._shared.clear()
+    def clear(self) -> Awaitable[None]:
+        return self._shared.clear()
 
 
 class ConnectionContext:
@@ -258,9 +296,7 @@ class ConnectionContext:
         self.single_task_class = shared.single_task_class
         self.sleep = shared.sleep
         self.time = shared.time
-
-    async def mark_request(self) -> None:
-        await self._shared.mark_request()
+        self.mark_request = shared.mark_request  # once per request: no wrapper
 
 
 def watch_lifespan_failed(lifespan: Lifespan, on_failed: Callable[[], None]) -> None:

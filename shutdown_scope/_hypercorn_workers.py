@@ -26,14 +26,12 @@ from ._hypercorn_compat import (
     AppWrapper,
     Config,
     ConnectionContext,
-    Event,
     LifespanState,
     ProtocolWrapper,
-    Updated,
     WorkerContext,
     asyncio_tree,
+    guard_idle_timer,
     h11_connection,
-    is_aborting,
     kernel_has_bytes,
     refuse_requests,
     trio_tree,
@@ -162,13 +160,6 @@ def _guarded(base: type[TCPServerT], grace: _ReaderGrace) -> type[TCPServerT]:
                 # Nothing to cancel once it is over (and anyio's cancel() of a
                 # scope names the task: a repr per connection at the drain).
                 self._reading = None
-
-        async def protocol_send(self, event: Event) -> None:
-            if isinstance(event, Updated) and event.idle and is_aborting(self):
-                # An HTTP/2 stream cancelled at the deadline: asyncio refuses
-                # hypercorn's new idle timer, and the connection ends anyway.
-                return
-            await super().protocol_send(event)
 
         async def _close(self) -> None:
             # The connection is being closed (by the protocol, after a response
@@ -344,6 +335,9 @@ class _AsyncioWorker(Worker):
         server = self._server_class(
             self.app, loop, self.config, hypercorns_context, self.state, reader, writer
         )
+        # Not an override of protocol_send, which sees every event of every
+        # request: the idle timer sees only the idle ones.
+        guard_idle_timer(server)
         context.terminated.server = server
         await server.run()
 
