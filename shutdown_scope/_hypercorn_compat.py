@@ -5,8 +5,7 @@ Supported: hypercorn >=0.17,<0.19, the minors tested (0.17.3 and 0.18.0, by
 this module and the two that build on it, which import hypercorn's names only
 from here: ``_hypercorn_workers`` (hypercorn's ``TCPServer`` of each I/O tree
 with its idle close, read loop and close overridden, and its idle timer
-guarded;
-``WorkerContext``; ``Lifespan``) and ``_hypercorn_h2`` (hypercorn's
+guarded; ``WorkerContext``; ``Lifespan``) and ``_hypercorn_h2`` (hypercorn's
 ``H2Protocol``, replaced). ``shutdown_scope.hypercorn`` and the ``serve``
 command import from the layer, never from hypercorn.
 
@@ -210,7 +209,8 @@ class _IdleTimer:
 
 
 def guard_idle_timer(server: TCPServer) -> None:
-    """Keep ``server``'s idle timer from restarting once its task group aborts."""
+    """Keep ``server``'s idle timer (asyncio) from restarting once its task group
+    aborts."""
     server.idle_task = _IdleTimer(server.idle_task, server)  # type: ignore[assignment]
 
 
