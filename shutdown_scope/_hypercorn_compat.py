@@ -4,7 +4,7 @@ Supported: hypercorn >=0.17,<0.19, the minors tested (0.17.3 and 0.18.0, by
 ``nox -s hypercorn_versions``); the ``hypercorn`` extra pins it. The layer is
 this module and the two that build on it, which import hypercorn's names only
 from here: ``_hypercorn_workers`` (hypercorn's ``TCPServer`` of each I/O tree
-with its idle close, read loop, ``protocol_send`` and close overridden;
+with its idle close, read loop and close overridden;
 ``WorkerContext``; ``Lifespan``), ``_hypercorn_h2`` (hypercorn's
 ``H2Protocol``, replaced) and ``_keep_alive`` (a TCPServer's ``idle_task``,
 replaced: its ``restart`` and ``stop``, and ``_task_group.spawn``).
@@ -14,10 +14,9 @@ never from hypercorn.
 What is used here, beyond hypercorn's documented ``Config``:
 ``Config.create_sockets()`` (and the sockets its frames hold when a bind
 fails), ``hypercorn.utils.wrap_app``, a TCPServer's
-``protocol.protocol.connection`` (h11's), the asyncio tree's
-``_task_group._task_group`` (an ``asyncio.TaskGroup``, and its ``_aborting``),
-an H11Protocol's ``send`` and ``Lifespan.asgi_send`` (both wrapped), and
-a ``WorkerContext`` of ours (``ConnectionContext``) given to a TCPServer.
+``protocol.protocol.connection`` (h11's), an H11Protocol's ``send`` and
+``Lifespan.asgi_send`` (both wrapped), and a ``WorkerContext`` of ours
+(``ConnectionContext``) given to a TCPServer.
 """
 
 from __future__ import annotations
@@ -92,7 +91,6 @@ __all__ = [
     "asgi_app",
     "asyncio_tree",
     "h11_connection",
-    "is_aborting",
     "kernel_has_bytes",
     "listen",
     "refuse_requests",
@@ -175,12 +173,6 @@ def h11_connection(server: TCPServer) -> h11.Connection | None:
     return connection if isinstance(connection, h11.Connection) else None
 
 
-def is_aborting(server: TCPServer) -> bool:
-    """Whether hypercorn's asyncio task group of the connection is being cancelled."""
-    tasks = getattr(getattr(server, "_task_group", None), "_task_group", None)
-    return bool(getattr(tasks, "_aborting", False))
-
-
 def refuse_requests(protocol: H11Protocol | H2Protocol, error: type[Exception]) -> None:
     """From here on, a request that ``protocol`` parses raises ``error``.
 
@@ -234,14 +226,16 @@ class _Terminated:
             return False
         return self.server is None or not _unread_bytes(self.server, self._conn)
 
-    async def wait(self) -> None:
-        await self._shared.wait()
+    # The shared event's own coroutines: no frame of ours in them (hypercorn
+    # waits on this once per request).
+    def wait(self) -> Awaitable[None]:
+        return self._shared.wait()
 
-    async def set(self) -> None:
-        await self._shared.set()
+    def set(self) -> Awaitable[None]:
+        return self._shared.set()
 
-    async def clear(self) -> None:
-        await self._shared.clear()
+    def clear(self) -> Awaitable[None]:
+        return self._shared.clear()
 
 
 class ConnectionContext:
@@ -261,9 +255,7 @@ class ConnectionContext:
         self.single_task_class = shared.single_task_class
         self.sleep = shared.sleep
         self.time = shared.time
-
-    async def mark_request(self) -> None:
-        await self._shared.mark_request()
+        self.mark_request = shared.mark_request  # once per request: no wrapper
 
 
 def watch_lifespan_failed(lifespan: Lifespan, on_failed: Callable[[], None]) -> None:

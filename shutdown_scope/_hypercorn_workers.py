@@ -26,13 +26,10 @@ from ._hypercorn_compat import (
     AppWrapper,
     Config,
     ConnectionContext,
-    Event,
     LifespanState,
-    Updated,
     WorkerContext,
     asyncio_tree,
     h11_connection,
-    is_aborting,
     kernel_has_bytes,
     refuse_requests,
     trio_tree,
@@ -136,13 +133,6 @@ def _guarded(
                 self._reading = None
                 self._reading_over = True
                 keep_alive.busy(self)  # nothing more to read: not idle
-
-        async def protocol_send(self, event: Event) -> None:
-            if isinstance(event, Updated) and event.idle and is_aborting(self):
-                # An HTTP/2 stream cancelled at the deadline: asyncio refuses
-                # hypercorn's new idle timer, and the connection ends anyway.
-                return
-            await super().protocol_send(event)
 
         async def _close(self) -> None:
             # The connection is being closed (by the protocol, after a response

@@ -20,6 +20,7 @@ T = TypeVar("T")
 __all__ = ["FlightNode", "PhaseCell", "ScopeView", "ShutdownToken", "open_request"]
 
 _monotonic = time.monotonic  # a global: no attribute lookup per request
+_new_unit = object.__new__
 
 
 class ScopeView(Protocol):
@@ -215,7 +216,11 @@ def open_request(token: ShutdownToken, method: str, path: str) -> _InFlight:
     The label is formatted only if read; the caller leaves with ``__exit__()``.
     """
     node = token._node  # noqa: SLF001 -- this module's own
-    unit = _InFlight(node, method, path)
+    # Built without its __init__: one Python call fewer per request.
+    unit = _new_unit(_InFlight)
+    unit._node = node  # noqa: SLF001 -- this module's own
+    unit._label = method  # noqa: SLF001
+    unit._detail = path  # noqa: SLF001
     node.started[unit] = _monotonic()
     for up in node.chain:
         up.count += 1

@@ -79,8 +79,15 @@ def test_throughput_bench_quick_prints_a_row_per_server_and_the_goal(load: str) 
         "p99-ms",
         "ratio",
     ]
-    rows = [line.split() for line in child.lines[header + 1 : header + 6]]
-    names = ["bare-asyncio", "ours-asyncio", "bare-trio", "ours-trio", "bare-uvicorn"]
+    rows = [line.split() for line in child.lines[header + 1 : header + 7]]
+    names = [
+        "bare-asyncio",
+        "ours-asyncio",
+        "bare-trio",
+        "ours-trio",
+        "bare-uvicorn",
+        "ours-uvicorn",
+    ]
     assert [row[0] for row in rows] == names, output
     assert all(float(row[1]) > 0 and len(row) == 5 for row in rows), output
     assert child.lines[-1].startswith("goal: ours / bare req/s >= 0.97: asyncio "), (

@@ -37,8 +37,8 @@ def test_a_stop_signal_while_the_app_imports_is_a_clean_stop(
 ) -> None:
     (tmp_path / "slow_app.py").write_text(SLOW_APP)
     go_on = tmp_path / "go-on"
-    argv = ("-m", "shutdown_scope", "serve", "slow_app:app", "--app-dir", str(tmp_path))
-    argv += ("--bind", "127.0.0.1:0", "--backend", backend)
+    argv = ["-m", "shutdown_scope", "serve", "slow_app:app", "--app-dir", str(tmp_path)]
+    argv += ["--bind", "127.0.0.1:0", "--backend", backend]
     with Child(*argv, env={"GO_ON": str(go_on)}) as child:
         child.wait_for("importing the app")
         child.send(sig)  # pending at once: handled before the import reads the file
