@@ -141,6 +141,11 @@ def _guarded(
             try:
                 await super()._close()
             finally:
+                # Closed: not idle, whatever turned it idle after its reader
+                # ended (a response done after a reset). asyncio's _close stops
+                # hypercorn's idle task; trio's does not, and the clock would
+                # hold the connection until its timeout.
+                keep_alive.busy(self)
                 if self._reading is not None:
                     self._reading.cancel()
 

@@ -50,10 +50,13 @@ class KeepAliveClock:
         self._deadlines.pop(conn, None)
         if self._draining:
             conn.close_as_idle()
-        else:
-            # No need to wake the clock: this deadline is after every other,
-            # and the clock, when it has none, looks again within a timeout.
-            self._deadlines[conn] = anyio.current_time() + self._timeout
+            return
+        # This deadline is after every other: the clock needs waking only if
+        # it had none (then it waits for one, not polling every timeout: a
+        # keep_alive_timeout of 0 made that a busy loop).
+        self._deadlines[conn] = anyio.current_time() + self._timeout
+        if len(self._deadlines) == 1 and self._woken is not None:
+            self._woken.set()
 
     def busy(self, conn: IdleConnection) -> None:
         """``conn`` is not idle (a request came, or it is closing)."""
@@ -69,21 +72,24 @@ class KeepAliveClock:
         """Close the connections whose time is up, until cancelled."""
         while True:
             now = anyio.current_time()
-            while self._deadlines:
-                conn, deadline = next(iter(self._deadlines.items()))
-                if deadline > now and not self._draining:
-                    break
-                del self._deadlines[conn]
-                conn.close_as_idle()
-            # With none idle, look again after one timeout: a connection idle
-            # since then is not due before that.
-            first = next(iter(self._deadlines.values()), now + self._timeout)
-            if math.isinf(first) and self._draining:
-                return  # pragma: no cover -- drained: nothing can come due
+            self._close_due(now)
+            # With none idle, wait for one (idle() wakes the clock); in the
+            # drain none comes (idle() closes it at once).
+            first = next(iter(self._deadlines.values()), math.inf)
             self._woken = anyio.Event()
             with anyio.move_on_after(first - now):
                 await self._woken.wait()
             self._woken = None
+
+    def _close_due(self, now: float) -> None:
+        # A method of its own: a connection kept in a local of run() while it
+        # sleeps would stay in memory after it closed.
+        while self._deadlines:
+            conn, deadline = next(iter(self._deadlines.items()))
+            if deadline > now and not self._draining:
+                return
+            del self._deadlines[conn]
+            conn.close_as_idle()
 
 
 class IdleTimer:

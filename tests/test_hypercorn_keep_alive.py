@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import struct
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
+import h2.config
+import h2.connection
 import pytest
 import sniffio
 from _services import NO_SIGNALS
+from hypercorn.asyncio.tcp_server import TCPServer as AsyncioTCPServer
 from hypercorn.config import Config
+from hypercorn.trio.tcp_server import TCPServer as TrioTCPServer
 
 from shutdown_scope import graceful_scope
 from shutdown_scope.hypercorn import serve
@@ -185,4 +192,70 @@ async def test_a_connection_busy_for_a_while_gets_its_whole_timeout_again() -> N
         scope.request_shutdown("test over")
     assert early_open
     assert early_end == b""
+    assert scope.report.clean
+
+
+async def test_a_keep_alive_timeout_of_0_leaves_an_idle_server_idle() -> None:
+    # The clock with no idle connection waited one timeout and looked again:
+    # with keep_alive_timeout 0 that was a busy loop (a whole core, idle).
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        (url,) = await scope.start(serve, app, _config(keep_alive=0))
+        address = _address(url)
+        # A connection is still closed as idle at once (as hypercorn's 0 has it).
+        with socket.create_connection(address, timeout=10) as conn:
+            assert await anyio.to_thread.run_sync(_read_to_eof, conn) == b""
+        cpu_before = time.process_time()
+        await anyio.sleep(0.5)
+        cpu_idle = time.process_time() - cpu_before
+        scope.request_shutdown("test over")
+    assert cpu_idle < 0.1
+    assert scope.report.clean
+
+
+def _answered_then_reset(address: tuple[str, int]) -> None:
+    """A request answered, then the connection reset (not closed) by the client."""
+    with socket.create_connection(address, timeout=10) as conn:
+        conn.sendall(REQUEST % 0)
+        assert _answer(conn).startswith(b"HTTP/1.1 200")
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _http2_gone_mid_request(address: tuple[str, int]) -> None:
+    """An HTTP/2 request, and the client gone before its answer."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    headers = [(":method", "GET"), (":path", "/?ms=50"), (":scheme", "http")]
+    client.send_headers(1, [*headers, (":authority", "x")], end_stream=True)
+    with socket.create_connection(address, timeout=10) as conn:
+        conn.sendall(client.data_to_send())
+        assert conn.recv(65536)  # the server's SETTINGS: it is served
+
+
+def _live_connections() -> int:
+    """The per-connection servers (hypercorn's TCPServer) still in memory."""
+    gc.collect()
+    servers = (AsyncioTCPServer, TrioTCPServer)
+    return sum(isinstance(o, servers) for o in gc.get_objects())
+
+
+@pytest.mark.parametrize("client", [_answered_then_reset, _http2_gone_mid_request])
+async def test_closed_connections_are_not_kept_until_their_timeout(
+    client: Callable[[tuple[str, int]], None],
+) -> None:
+    # A connection whose reader ended and whose last response was done after
+    # it (the client reset it, or left mid-request) turned idle once more:
+    # on trio the clock kept it, and all it holds, for the keep-alive timeout.
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        (url,) = await scope.start(serve, app, _config(keep_alive=3600))
+        address = _address(url)
+        for _ in range(20):
+            await anyio.to_thread.run_sync(client, address)
+        left = 20
+        for _ in range(100):  # until every connection's task is done with it
+            left = _live_connections()
+            if left == 0:
+                break
+            await anyio.sleep(0.05)
+        scope.request_shutdown("test over")
+    assert left == 0
     assert scope.report.clean
