@@ -84,10 +84,12 @@ def test_a_stop_signal_twice_at_once_while_the_app_imports_counts_once(
 ) -> None:
     # A Ctrl-C the launcher passes on too: the same signal within the debounce.
     (tmp_path / "slow_app.py").write_text(SLOW_APP)
+    go_on = tmp_path / "go-on"
     argv = ("-m", "shutdown_scope", "serve", "slow_app:app", "--app-dir", str(tmp_path))
-    with Child(*argv, "--bind", "127.0.0.1:0") as child:
+    with Child(*argv, "--bind", "127.0.0.1:0", env={"GO_ON": str(go_on)}) as child:
         child.wait_for("importing the app")
         child.send(signal.SIGINT)
         child.send(signal.SIGINT)
+        go_on.touch()
         assert child.finish() == 0, child.output
     assert "imported the app" in child.output
