@@ -17,12 +17,13 @@ from shutdown_scope._version import __version__
 
 from . import _values as values
 from ._control import ControlServer, ask_reload, parse_group
+from ._first_start import start_and_supervise
 from ._metrics_file import MetricsFile
 from ._notify import NOTIFY_ACCESS, Upstream, senders_known
+from ._options import Options
 from ._pid_file import PidFile, name_this_process, parse_pid, signal_launcher
 from ._signal_inbox import SignalInbox
 from ._sockets import FIRST_FD, Listener, adopt_inherited, bind
-from ._supervisor import Options, Supervisor
 
 __all__ = ["main"]
 
@@ -316,20 +317,18 @@ def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> 
         upstream = _upstream(environ, stack)
         try:
             metrics = _metrics_file(args.metrics_file)
-            supervisor = Supervisor(
-                options,
-                listeners,
-                signals=signals,
-                environ=environ,
-                control=control,
-                notify_upstream=None if upstream is None else upstream.send,
-                metrics=metrics,
-            )
         except OSError as error:
             logger.error("%s", error.strerror or error)  # noqa: TRY400
             return _LAUNCHER_ERROR
-        supervisor.register_control()
-        return supervisor.run()
+        return start_and_supervise(
+            options,
+            listeners,
+            environ=environ,
+            signals=signals,
+            control=control,
+            notify_upstream=None if upstream is None else upstream.send,
+            metrics=metrics,
+        )
 
 
 def _reload(args: argparse.Namespace) -> int:

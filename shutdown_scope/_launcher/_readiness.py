@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import struct
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -134,7 +133,7 @@ def _epoll_has(pid: int, fd: int, inodes: frozenset[int]) -> bool:
 
 def _a_thread_waits(pid: int, fds: set[int]) -> bool:
     """Whether a thread of ``pid`` is in accept/poll/select on one of ``fds``."""
-    numbers = _SYSCALLS.get(platform.machine())
+    numbers = _SYSCALLS.get(os.uname().machine)  # platform.machine(), unimported
     if numbers is None:
         return False  # no table for this architecture: epoll only
     accept, accept4, poll, ppoll, select, pselect6 = numbers

@@ -10,25 +10,22 @@ datagrams and control connections at once. The processes themselves are
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import math
 import selectors
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from ._children import Children, child_environ
+from ._children import Children
 from ._control import ControlServer, Reply
-from ._generation import Worker, describe_exit
+from ._generation import Generation, Worker, describe_exit
 from ._metrics_file import MetricsFile
 from ._options import Options
 from ._probes import Probes
 from ._reload_flow import ReloadFlow, also, outcomes
 from ._signal_inbox import FORWARDED, SignalInbox
 from ._signal_routing import STOPPING, SignalRouting
-from ._sockets import Listener
-from ._spawn import SpawnError
 from ._workers import CRASH_LIMIT, CRASH_WINDOW, Respawns
 
 __all__ = ["FORWARDED", "STOPPING", "Options", "Supervisor"]
@@ -50,10 +47,9 @@ class Supervisor:
     def __init__(
         self,
         options: Options,
-        listeners: Sequence[Listener],
+        children: Children,
         *,
         signals: SignalInbox,
-        environ: dict[str, str],
         control: ControlServer | None = None,
         notify_upstream: Callable[[str], None] | None = None,
         metrics: MetricsFile | None = None,
@@ -62,12 +58,8 @@ class Supervisor:
         self._control = control
         self._upstream = notify_upstream or _no_upstream
         self._selector = selectors.DefaultSelector()
-        self._children = Children(
-            options,
-            listeners,
-            environ=child_environ(environ, relayed=notify_upstream is not None),
-            on_started=self._watch,
-        )
+        self._children = children
+        children.on_started = self._watch
         self._flow = ReloadFlow(
             options,
             self._children,
@@ -80,24 +72,20 @@ class Supervisor:
         self._exit_code: int | None = None
         self._routing = SignalRouting(options.rewrite, options.debounce)
         self._signals = signals  # caught since the launcher's start; main() owns it
-        self._probes = Probes(options.ready, [x.sock.fileno() for x in listeners])
+        self._probes = Probes(
+            options.ready, [x.sock.fileno() for x in children.listeners]
+        )
 
     # -- the loop ------------------------------------------------------------
 
-    def run(self) -> int:
-        """Start the first generation and supervise until every child has exited."""
+    def run(self, first: Generation) -> int:
+        """Supervise ``first`` and its successors until every child has exited."""
         self._selector.register(self._signals, selectors.EVENT_READ, self._on_wakeup)
         children = self._children
+        children.current = first
         try:
-            try:
-                children.current = children.start_generation()
-            except SpawnError as error:
-                logger.error("%s", error.strerror)  # noqa: TRY400 -- a clear line, no traceback
-                return 126 if error.errno in {errno.EACCES, errno.ENOEXEC} else 127
-            except OSError as error:
-                logger.error("cannot start the command: %s", error)  # noqa: TRY400
-                return 1
-            logger.info("%s started", children.current)
+            for worker in first.workers:
+                self._watch(worker)
             while not self._finished():
                 self._wait_once()
             assert self._exit_code is not None
