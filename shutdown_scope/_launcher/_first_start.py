@@ -46,9 +46,13 @@ def start_and_supervise(
 ) -> int:
     """Start the first generation, then supervise it; the launcher's exit code."""
     relayed = notify_upstream is not None
-    children = Children(
-        options, listeners, environ=child_environ(environ, relayed=relayed)
-    )
+    try:
+        children = Children(
+            options, listeners, environ=child_environ(environ, relayed=relayed)
+        )
+    except OSError as error:  # its runtime directory (for the notify sockets)
+        logger.error("%s", error.strerror or error)  # noqa: TRY400
+        return 1
     first = _start_first(children)
     if isinstance(first, int):
         return first

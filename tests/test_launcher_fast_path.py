@@ -1,0 +1,121 @@
+"""The launcher's start and exit paths: what comes before the child, what is skipped.
+
+How long they take is measured in ``bench/launcher_overhead.py``, not here.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from _spawn import Child, Launcher
+
+pytestmark = pytest.mark.subprocess
+
+# ``python -c THIS run ...``: the launcher as the command, with an object whose
+# finalizer only the interpreter's teardown runs, and an atexit handler.
+TEARDOWN_SEEN = """
+import atexit, sys
+
+class Teardown:
+    def __del__(self):
+        print("teardown ran", flush=True)
+
+kept = Teardown()
+atexit.register(print, "atexit ran", flush=True)
+sys.argv = ["shutdown-scope", *sys.argv[1:]]
+from shutdown_scope._launcher import main
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("script", "code"),
+    [("exit 3", 3), ("kill -TERM $$", 128 + signal.SIGTERM)],
+    ids=["exit-code", "killed-by-signal"],
+)
+def test_run_exits_without_the_interpreter_teardown(script: str, code: int) -> None:
+    with Child("-c", TEARDOWN_SEEN, "run", "--", "sh", "-c", script) as child:
+        assert child.finish() == code, child.output
+    assert "atexit ran" in child.lines, child.output  # what an exit must still do
+    assert "teardown ran" not in child.lines, child.output  # what it skips
+    # Its own last line is out before it leaves (stderr flushed).
+    last = r"shutdown-scope: stopping \(generation 1 \(pid \d+\) exited\)"
+    assert any(re.fullmatch(last, line) for line in child.lines), child.output
+
+
+def test_main_called_with_arguments_still_returns() -> None:
+    program = (
+        "from shutdown_scope._launcher import main\n"
+        "code = main(['run', '--', 'sh', '-c', 'exit 5'])\n"
+        "print('returned', code, flush=True)\n"
+    )
+    with Child("-c", program) as child:
+        assert child.finish() == 0, child.output
+    assert "returned 5" in child.lines, child.output
+
+
+# ``python -c THIS run ...``: reports which children the launcher already has
+# when it imports its supervisor (its loop, reloads, probes, control protocol).
+CHILDREN_AT_SUPERVISOR = """
+import importlib.abc, os, runpy, sys
+
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "shutdown_scope._launcher._supervisor":
+            pid = os.getpid()
+            with open(f"/proc/{pid}/task/{pid}/children") as children:
+                print("children at supervisor import:", children.read().split(),
+                      flush=True)
+        return None
+
+sys.meta_path.insert(0, Watch())
+sys.argv = ["shutdown-scope", *sys.argv[1:]]
+runpy.run_module("shutdown_scope", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir(), reason="needs Linux /proc children lists"
+)
+def test_the_first_generation_starts_before_the_supervisor_is_imported() -> None:
+    argv = ("run", "--listen", "127.0.0.1:0", "--", "sh", "-c", "sleep 30")
+    with Launcher("-c", CHILDREN_AT_SUPERVISOR, *argv) as child:
+        while not ("started" in child.output and "supervisor import" in child.output):
+            child.wait_for("")  # both lines, in whatever order they come
+        child.send(signal.SIGTERM)
+        assert child.finish() == 128 + signal.SIGTERM, child.output
+    started = re.search(r"generation 1 \(pid (\d+)\) started", child.output)
+    seen = re.search(r"children at supervisor import: (.*)", child.output)
+    assert started is not None, child.output
+    assert seen is not None, child.output
+    assert seen.group(1) == f"['{started.group(1)}']", child.output
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["--metrics-file", "--pid-file", "--control"],
+)
+def test_a_setup_error_still_stops_the_start_before_the_child_runs(
+    option: str, tmp_path: Path
+) -> None:
+    ran = tmp_path / "ran"
+    bad = str(tmp_path / "no-such-dir" / "file")
+    argv = ("run", option, bad, "--", "touch", str(ran))
+    with Child("-m", "shutdown_scope", *argv) as child:
+        assert child.finish() == 1, child.output
+    assert "started" not in child.output, child.output
+    assert not ran.exists()
+
+
+def test_a_launcher_stopped_at_once_stops_its_child_too() -> None:
+    # SIGTERM may arrive before the supervisor's loop exists: kept, then forwarded.
+    argv = ("run", "--", sys.executable, "-c", "import time; time.sleep(30)")
+    with Launcher("-m", "shutdown_scope", *argv) as child:
+        child.wait_for(") started")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 128 + signal.SIGTERM, child.output
+    child.assert_in_order(") started", "stopping (received SIGTERM)", "exited")
