@@ -16,14 +16,17 @@ from shutdown_scope._serve_args import add_serve_parser
 from shutdown_scope._version import __version__
 
 from . import _values as values
-from ._control import ControlServer, ask_reload, parse_group
 from ._first_start import start_and_supervise
-from ._metrics_file import MetricsFile
 from ._notify import NOTIFY_ACCESS, Upstream, senders_known
 from ._options import Options
 from ._pid_file import PidFile, name_this_process, parse_pid, signal_launcher
 from ._signal_inbox import SignalInbox
 from ._sockets import FIRST_FD, Listener, adopt_inherited, bind
+
+TYPE_CHECKING = False  # these two are imported when used: not on the way to the start
+if TYPE_CHECKING:
+    from ._control import ControlServer
+    from ._metrics_file import MetricsFile
 
 __all__ = ["main"]
 
@@ -139,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--control-group",
-        type=parse_group,
+        type=values.group,
         metavar="GROUP",
         help="also let members of GROUP (name or gid) use --control (mode 0660)",
     )
@@ -236,6 +239,8 @@ def _prepare(
             stack.callback(listener.bound_path.unlink_if_ours)
     control = None
     if args.control:
+        from ._control import ControlServer
+
         control = ControlServer(args.control, group=args.control_group)
         stack.callback(control.close)
     if args.pid_file:
@@ -261,6 +266,8 @@ def _metrics_file(path: str | None) -> MetricsFile | None:
     """The ``--metrics-file``, written once now: a bad path fails at start."""
     if path is None:
         return None
+    from ._metrics_file import MetricsFile
+
     metrics = MetricsFile(path)
     try:
         metrics.write()
@@ -333,6 +340,8 @@ def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> 
 
 def _reload(args: argparse.Namespace) -> int:
     if args.control:
+        from ._control import ask_reload
+
         request = "dump" if args.command == "dump" else "reload"
         try:
             ok, text = ask_reload(args.control, timeout=args.timeout, request=request)

@@ -6,8 +6,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ._notify import NotifyAccess
 from ._readiness import ReadyMode
+
+TYPE_CHECKING = False  # typing costs milliseconds at the launcher's start
+if TYPE_CHECKING:
+    from ._notify import NotifyAccess
 
 __all__ = ["Options"]
 

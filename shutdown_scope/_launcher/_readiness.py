@@ -19,7 +19,10 @@ import struct
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+
+TYPE_CHECKING = False  # typing costs milliseconds at the launcher's start
+if TYPE_CHECKING:
+    from typing import Final, Literal
 
 __all__ = ["PROBE_INTERVAL", "ReadyMode", "is_accepting", "socket_inodes"]
 
