@@ -136,3 +136,25 @@ def test_a_launcher_stopped_at_once_stops_its_child_too() -> None:
         child.send(signal.SIGTERM)
         assert child.finish() == 128 + signal.SIGTERM, child.output
     child.assert_in_order(") started", "stopping (received SIGTERM)", "exited")
+
+
+def test_a_first_generation_abandoned_is_killed_and_reaped(tmp_path: Path) -> None:
+    """What the launcher does when it cannot build its supervisor (after the start)."""
+    # (The supervisor itself cannot be made to fail without a stand-in: its one
+    # system call, epoll_create, has the two fds the spawn just gave back.)
+    from shutdown_scope._launcher._children import Children
+    from shutdown_scope._launcher._first_start import _abandon
+    from shutdown_scope._launcher._options import Options
+
+    # SIGTERM ignored (kept across the exec): only SIGKILL ends it at once.
+    command = ["sh", "-c", 'trap "" TERM; exec sleep 30']
+    children = Children(Options(command=command), [], environ=dict(os.environ))
+    first = children.current = children.start_generation()
+    (worker,) = first.workers
+    notify_socket = Path(worker.inbox.path)
+    assert notify_socket.exists()
+    _abandon(children, first)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(worker.pid, os.WNOHANG)  # reaped already
+    assert worker.inbox.sock.fileno() == -1  # its notify socket closed
+    assert not notify_socket.parent.exists()  # the runtime directory too

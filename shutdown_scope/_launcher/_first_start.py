@@ -56,6 +56,7 @@ def start_and_supervise(
     first = _start_first(children)
     if isinstance(first, int):
         return first
+    children.current = first
     try:
         from ._supervisor import Supervisor  # while the child starts
 
@@ -75,7 +76,7 @@ def start_and_supervise(
         _abandon(children, first)
         raise
     supervisor.register_control()
-    return supervisor.run(first)
+    return supervisor.run()
 
 
 def _start_first(children: Children) -> Generation | int:
@@ -95,9 +96,9 @@ def _start_first(children: Children) -> Generation | int:
 
 
 def _abandon(children: Children, first: Generation) -> None:
-    """Kill and reap ``first``'s process groups; close the notify sockets."""
+    """Kill and reap ``first``'s process groups; close their notify sockets."""
     for worker in first.workers:
         worker.signal_group(signal.SIGKILL)
     for worker in first.workers:
         os.waitpid(worker.pid, 0)
-    children.close()
+    children.close()  # first is children.current: its sockets are closed too

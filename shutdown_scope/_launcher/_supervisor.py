@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from ._children import Children
 from ._control import ControlServer, Reply
-from ._generation import Generation, Worker, describe_exit
+from ._generation import Worker, describe_exit
 from ._metrics_file import MetricsFile
 from ._options import Options
 from ._probes import Probes
@@ -78,13 +78,14 @@ class Supervisor:
 
     # -- the loop ------------------------------------------------------------
 
-    def run(self, first: Generation) -> int:
-        """Supervise ``first`` and its successors until every child has exited."""
+    def run(self) -> int:
+        """Supervise the first generation (started), and its successors, until
+        every child has exited."""
         self._selector.register(self._signals, selectors.EVENT_READ, self._on_wakeup)
         children = self._children
-        children.current = first
+        assert children.current is not None
         try:
-            for worker in first.workers:
+            for worker in children.current.workers:
                 self._watch(worker)
             while not self._finished():
                 self._wait_once()
