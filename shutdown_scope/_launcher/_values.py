@@ -15,7 +15,7 @@ import os
 import re
 import signal
 
-from ._readiness import ReadyMode
+from ._options import ReadyMode
 from ._signal_inbox import FORWARDED
 
 __all__ = [
