@@ -62,11 +62,11 @@ def test_main_called_with_arguments_still_returns() -> None:
 
 # ``python -c THIS run ...``: when the launcher imports its supervisor (its loop,
 # reloads, probes, control protocol), prints its children and which slow or
-# optional modules it has loaded by then.
+# optional modules it has loaded by then (each costs milliseconds of the start).
 AT_SUPERVISOR_IMPORT = """
 import os, sys
 
-LATE = ["typing", "shutdown_scope._launcher._control",
+LATE = ["typing", "dataclasses", "pathlib", "shutdown_scope._launcher._control",
         "shutdown_scope._launcher._metrics_file"]
 
 class Watch:  # not importlib.abc's: that module imports typing
