@@ -68,6 +68,7 @@ def start_and_supervise(
             notify_upstream=notify_upstream,
             metrics=metrics,
         )
+        supervisor.register_control()
     except OSError as error:
         _abandon(children, first)  # no child may outlive a launcher that failed
         logger.error("%s", error.strerror or error)  # noqa: TRY400
@@ -75,7 +76,6 @@ def start_and_supervise(
     except BaseException:
         _abandon(children, first)
         raise
-    supervisor.register_control()
     return supervisor.run()
 
 
