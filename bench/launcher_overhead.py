@@ -20,9 +20,15 @@ The programs, all serving ``examples/work_app.py``:
 * **uvicorn**, **hypercorn** (reference, unless ``--no-peers``): the bare CLIs.
 
 ``--breakdown`` then times the parts of the launcher's start (medians): a bare
-interpreter's start and exit, an interpreter importing the launcher's modules,
-and the launcher's exec to its child's fork (seen in /proc). The child then
-starts as the app alone does, so the launcher adds about its exec-to-fork.
+interpreter's start and exit, an interpreter importing what the launcher runs
+before it starts its child (the rest, its supervisor, is imported while the
+child starts), and the launcher's exec to its child's fork (seen in /proc). The
+child then starts as the app alone does, so the launcher adds about its
+exec-to-fork.
+
+Before measuring, the package and the example are byte-compiled (as ``pip
+install`` does): under ``PYTHONDONTWRITEBYTECODE`` every start would otherwise
+compile their sources again, and the launcher, with more modules, pay more.
 
 Goals (issue 15): the launcher's start within 20 ms of the app alone, its
 SIGTERM-to-exit within 5 ms, comparing medians. Timings vary with the machine's
@@ -32,6 +38,7 @@ load; the bench is a measurement, it exits 0 whether or not a goal is met.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import importlib.util
 import os
@@ -44,6 +51,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import shutdown_scope
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 START_GOAL_MS = 20.0
@@ -95,7 +104,7 @@ def _hypercorn(port: int) -> list[str]:
 
 BREAKDOWN = {
     "python -c pass (interpreter start and exit)": [sys.executable, "-c", "pass"],
-    "python -c 'import <the launcher's modules>'": [
+    "python -c 'import <launcher before child>'": [
         sys.executable,
         "-c",
         "import shutdown_scope._launcher._cli",
@@ -314,6 +323,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     repeat = 2 if args.quick else args.repeat
+    for tree in (Path(shutdown_scope.__file__).parent, EXAMPLES):
+        compileall.compile_dir(tree, quiet=1)
     names = ["app", "launcher"]
     if not args.no_peers:
         names += [n for n in ("uvicorn", "hypercorn") if importlib.util.find_spec(n)]

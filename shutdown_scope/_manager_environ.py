@@ -11,7 +11,10 @@ import os
 import threading
 from collections import ChainMap
 from collections.abc import Mapping
-from typing import Final
+
+TYPE_CHECKING = False  # typing costs milliseconds at the launcher's start
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["manager_environ", "take_notify_variables"]
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import os
-import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn
 
 import anyio
 
+from ._exit_now import exit_now
 from ._extras import missing_extra
 from ._misuse import not_a_coroutine
 from ._report import ShutdownReport, report_sink
@@ -90,19 +88,5 @@ def run(
         report_file.write(report)
     code = 0 if report is None else report.exit_code
     if fast_exit:
-        _exit_now(code)
+        exit_now(code)
     raise SystemExit(code)
-
-
-def _exit_now(code: int) -> NoReturn:
-    """What the interpreter's exit does that a program can see, then ``os._exit``."""
-    atexit._run_exitfuncs()  # noqa: SLF001 -- the handlers the exit would run
-    logging = sys.modules.get("logging")  # not imported: nothing to flush
-    if logging is not None:
-        logging.shutdown()  # flushes and closes every handler
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None:
-            # Closed, or a broken pipe: exit all the same.
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-    os._exit(code)

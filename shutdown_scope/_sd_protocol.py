@@ -11,9 +11,12 @@ import os
 import re
 import socket
 from collections.abc import Mapping
-from typing import Final
 
 from ._manager_environ import manager_environ
+
+TYPE_CHECKING = False  # typing costs milliseconds at the launcher's start
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "MANAGER_VARIABLES",

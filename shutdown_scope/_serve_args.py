@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from typing import Final
+
+TYPE_CHECKING = False  # typing costs milliseconds at the launcher's start
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["DEFAULT_BIND", "add_serve_parser", "app_spec", "bind_address", "seconds"]
 

@@ -15,9 +15,12 @@ import itertools
 import os
 import stat
 from collections.abc import Collection, Iterable, Mapping
-from typing import Final
 
 from ._sd_protocol import decimal
+
+TYPE_CHECKING = False  # typing costs milliseconds at the launcher's start
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["LISTEN_VARIABLES", "SD_LISTEN_FDS_START", "passed_fds"]
 

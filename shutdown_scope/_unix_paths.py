@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 __all__ = ["BoundPath", "is_abstract"]
 
@@ -22,13 +20,22 @@ def is_abstract(address: str | bytes) -> bool:
     return bool(address) and address[0] in {"\0", 0}
 
 
-@dataclass(frozen=True)
 class BoundPath:
-    """The socket file at ``path`` as it was just after we bound it."""
+    """The socket file at ``path`` as it was just after we bound it.
 
-    path: str
-    device: int
-    inode: int
+    A plain class (the launcher makes one before its first generation starts,
+    and ``dataclasses`` costs milliseconds of that start); never changed.
+    """
+
+    __slots__ = ("device", "inode", "path")
+
+    def __init__(self, path: str, device: int, inode: int) -> None:
+        self.path = path
+        self.device = device
+        self.inode = inode
+
+    def __repr__(self) -> str:
+        return f"BoundPath({self.path!r}, device={self.device}, inode={self.inode})"
 
     @classmethod
     def of(cls, path: str) -> BoundPath:
@@ -57,6 +64,6 @@ class BoundPath:
         if not self.still_ours():
             return False
         with contextlib.suppress(FileNotFoundError):
-            Path(self.path).unlink()
+            os.unlink(self.path)  # noqa: PTH108 -- no pathlib at the launcher's start
             return True
         return False

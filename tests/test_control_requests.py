@@ -11,12 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shutdown_scope._launcher._control import (
-    ControlServer,
-    Reply,
-    ask_reload,
-    parse_group,
-)
+from shutdown_scope._launcher._control import ControlServer, Reply, ask_reload
+from shutdown_scope._launcher._values import group as parse_group
 
 
 def test_a_group_is_a_name_or_a_gid() -> None:

@@ -22,7 +22,7 @@ from _launcher_events import EventLauncher, launcher_command
 from _spawn import Child, Launcher, child_pids
 
 from shutdown_scope._launcher import main
-from shutdown_scope._launcher._cli import _parser
+from shutdown_scope._launcher._parser import command_parser
 from shutdown_scope._launcher._spawn import spawn
 
 LAUNCHED = str(Path(__file__).with_name("_launched.py"))
@@ -550,7 +550,7 @@ def test_a_notify_socket_that_does_not_exist_is_reported_once(tmp_path: Path) ->
 
 
 def test_rewrite_accepts_names_numbers_and_0() -> None:
-    parser = _parser()
+    parser = command_parser()
     args = parser.parse_args(["run", "--rewrite", "SIGTERM:2", "--rewrite", "usr1:0"])
     assert dict(args.rewrite) == {signal.SIGTERM: signal.SIGINT, signal.SIGUSR1: 0}
 

@@ -27,7 +27,7 @@ from test_launcher import (
 )
 
 from shutdown_scope._launcher import main
-from shutdown_scope._launcher._cli import _parser
+from shutdown_scope._launcher._parser import command_parser
 
 pytestmark = pytest.mark.subprocess
 
@@ -104,7 +104,7 @@ def test_only_the_main_process_can_make_a_generation_ready(
 
 
 def test_notify_access_takes_main_or_all(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _parser().parse_args(["run"]).notify_access == "main"
+    assert command_parser().parse_args(["run"]).notify_access == "main"
     with pytest.raises(SystemExit) as exited:
         main(["run", "--notify-access", "any", "--", "true"])
     assert exited.value.code == 2

@@ -21,7 +21,7 @@ from _spawn import Launcher
 from test_launcher import ask, launcher, port_of, reload_command, wait_for_all
 
 from shutdown_scope._launcher import main
-from shutdown_scope._launcher._cli import _parser
+from shutdown_scope._launcher._parser import command_parser
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -168,10 +168,10 @@ def test_a_crash_loop_stops_everything_with_a_clear_error() -> None:
 
 def test_workers_takes_a_count_or_auto(capsys: pytest.CaptureFixture[str]) -> None:
     cpus = len(os.sched_getaffinity(0))
-    assert _parser().parse_args(["run", "--workers", "auto"]).workers == cpus
-    assert _parser().parse_args(["run", "--workers", "0"]).workers == cpus
-    assert _parser().parse_args(["run", "--workers", "3"]).workers == 3
-    assert _parser().parse_args(["run"]).workers is None
+    assert command_parser().parse_args(["run", "--workers", "auto"]).workers == cpus
+    assert command_parser().parse_args(["run", "--workers", "0"]).workers == cpus
+    assert command_parser().parse_args(["run", "--workers", "3"]).workers == 3
+    assert command_parser().parse_args(["run"]).workers is None
     for bad in ("-1", "two", "1.5", "1025", "+2", " 2"):
         with pytest.raises(SystemExit) as exited:
             main(["run", "--workers", bad, "--", "true"])

@@ -36,7 +36,7 @@ import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from shutdown_scope import ShutdownReport, ShutdownToken, graceful_scope
-from shutdown_scope._launcher._cli import _parser
+from shutdown_scope._launcher._parser import command_parser
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
@@ -430,7 +430,7 @@ def check_command(block: Block, words: list[str]) -> None:
             assert command, f"{where}: run has no command after --"
             argv = argv[: argv.index("--")]
         try:
-            _parser().parse_args(argv)
+            command_parser().parse_args(argv)
         except SystemExit as exc:
             pytest.fail(f"{where}: the command's parser refuses it ({exc.code})")
         return

@@ -18,8 +18,23 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``shutdown-scope`` command; returns its exit code."""
-    words = list(sys.argv[1:] if argv is None else argv)
+    """The ``shutdown-scope`` command; returns its exit code.
+
+    As the command itself (``argv`` None), ``run`` does not return: once every
+    child has exited and its own output is flushed, the launcher leaves with
+    ``os._exit``, skipping the interpreter's teardown, which would delay its
+    exit (and so a supervisor's restart) by milliseconds for nothing.
+    """
+    if argv is None and sys.argv[1:2] == ["run"]:
+        code = _main(sys.argv[1:])
+        from shutdown_scope._exit_now import exit_now
+
+        exit_now(code)
+    return _main(sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: Sequence[str]) -> int:
+    words = list(argv)
     if words[:1] == ["serve"]:  # the app server: none of the launcher's modules
         from shutdown_scope._serve_args import serve_main
 

@@ -46,7 +46,8 @@ class Children:
     """Every process the launcher started and has not forgotten.
 
     ``on_started`` hears of each worker as soon as it runs (the supervisor
-    watches its notify socket).
+    watches its notify socket); the first generation starts before there is
+    a supervisor, which then watches its workers itself.
     """
 
     def __init__(
@@ -55,12 +56,11 @@ class Children:
         listeners: Sequence[Listener],
         *,
         environ: dict[str, str],
-        on_started: Callable[[Worker], None],
     ) -> None:
         self._options = options
         self.listeners = list(listeners)
         self._environ = environ  # what every worker starts with
-        self._on_started = on_started
+        self.on_started: Callable[[Worker], None] | None = None
         self._runtime = RuntimeDir()  # the workers' notify sockets
         self.generations_started = 0
         self._spawned = 0  # names each notify socket apart
@@ -174,7 +174,8 @@ class Children:
             self._runtime.remove(path)
             raise
         worker = Worker(number, index, pid, inbox, started_at=time.monotonic())
-        self._on_started(worker)
+        if self.on_started is not None:
+            self.on_started(worker)
         return worker
 
     def ask_for_dump(self) -> tuple[bool, str]:

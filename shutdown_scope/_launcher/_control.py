@@ -16,11 +16,9 @@ instead of being polled in a loop.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import functools
-import grp
 import logging
 import math
 import os
@@ -36,7 +34,7 @@ from typing import Protocol
 
 from ._sockets import remove_stale_unix_socket
 
-__all__ = ["ControlServer", "Reply", "ask_reload", "parse_group"]
+__all__ = ["ControlServer", "Reply", "ask_reload"]
 
 logger = logging.getLogger("shutdown_scope.launcher")
 
@@ -61,17 +59,6 @@ _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
 # asm-generic's value (Linux >= 4.13); Python does not name it.
 _SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 _GID_SIZE = 4
-
-
-def parse_group(text: str) -> int:
-    """``--control-group``: a group name or a numeric gid."""
-    if text.isascii() and text.isdigit():
-        return int(text)
-    try:
-        return grp.getgrnam(text).gr_gid
-    except KeyError:
-        msg = f"{text!r} is not a group name or gid"
-        raise argparse.ArgumentTypeError(msg) from None
 
 
 @dataclass

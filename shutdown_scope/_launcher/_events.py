@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from ._generation import Generation, Worker
 from ._signal_routing import signal_name
+
+TYPE_CHECKING = False  # typing costs milliseconds before the first child starts
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["child_exited", "event", "forwarded", "log"]
 

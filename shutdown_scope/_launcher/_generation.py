@@ -3,7 +3,9 @@
 Without ``--workers``, a generation is one process, named ``generation N (pid
 P)`` as it always was; with it, N worker processes named ``generation N worker I
 (pid P)``. Each worker leads a process group of its own and has its own
-NOTIFY_SOCKET, where only its main process may speak.
+NOTIFY_SOCKET, where only its main process may speak. (Plain classes, not
+dataclasses: the first is made before the launcher has imported its loop, and
+``dataclasses`` alone costs milliseconds of that start.)
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import logging
 import math
 import os
 import signal
-from dataclasses import dataclass, field
 
 from ._notify import NotifyInbox
 
@@ -28,28 +29,34 @@ def exit_code_of(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
-@dataclass
 class Worker:
     """A process started by the launcher: one of its generation's workers.
 
     ``index`` is None for the one process of a run without ``--workers``.
     """
 
-    generation: int
-    index: int | None
-    pid: int
-    inbox: NotifyInbox  # the launcher's end of its NOTIFY_SOCKET
-    started_at: float
-    ready: bool = False
-    exit_code: int | None = None
-    asked_to_stop: bool = False
-    kill_at: float = math.inf
-    group_gone: bool = False
-    refusal_told: bool = False  # the supervisor's STATUS= said refusal()
-    next_probe: float = 0.0  # --ready accepting: when to look in /proc again
-
-    def __post_init__(self) -> None:
-        self.inbox.started(self.name, self.pid)
+    def __init__(
+        self,
+        generation: int,
+        index: int | None,
+        pid: int,
+        inbox: NotifyInbox,
+        *,
+        started_at: float,
+    ) -> None:
+        self.generation = generation
+        self.index = index
+        self.pid = pid
+        self.inbox = inbox  # the launcher's end of its NOTIFY_SOCKET
+        self.started_at = started_at
+        self.ready = False
+        self.exit_code: int | None = None
+        self.asked_to_stop = False
+        self.kill_at = math.inf
+        self.group_gone = False
+        self.refusal_told = False  # the supervisor's STATUS= said refusal()
+        self.next_probe = 0.0  # --ready accepting: when to look in /proc again
+        inbox.started(self.name, pid)
 
     @property
     def name(self) -> str:
@@ -137,18 +144,18 @@ class Worker:
         self.inbox.close()
 
 
-@dataclass
 class Generation:
     """The workers started together by one start or reload; ``number`` counts from 1.
 
     ``workers[i]`` is worker i's latest process (a replacement takes its place).
     """
 
-    number: int
-    started_at: float
-    workers: list[Worker] = field(default_factory=list)
-    size: int = 1
-    told_ready: bool = False  # its readiness was logged and passed on
+    def __init__(self, number: int, started_at: float, *, size: int = 1) -> None:
+        self.number = number
+        self.started_at = started_at
+        self.workers: list[Worker] = []
+        self.size = size
+        self.told_ready = False  # its readiness was logged and passed on
 
     def __str__(self) -> str:
         if len(self.workers) == 1 and self.workers[0].index is None:

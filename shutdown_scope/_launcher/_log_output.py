@@ -29,7 +29,10 @@ import socket
 import stat
 import sys
 from collections.abc import Callable, Iterator
-from typing import TextIO
+
+TYPE_CHECKING = False  # typing costs milliseconds before the first child starts
+if TYPE_CHECKING:
+    from typing import TextIO
 
 __all__ = [
     "LOG_FORMATS",

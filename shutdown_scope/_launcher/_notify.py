@@ -15,15 +15,19 @@ import os
 import re
 import socket
 import struct
-from typing import Final, Literal
 
 from shutdown_scope._sd_protocol import is_state_line, notify_address
+
+TYPE_CHECKING = False  # typing costs milliseconds at the launcher's start
+if TYPE_CHECKING:
+    from typing import Final, Literal
+
+    NotifyAccess = Literal["main", "all"]
 
 __all__ = ["NOTIFY_ACCESS", "NotifyAccess", "NotifyInbox", "Upstream", "senders_known"]
 
 logger = logging.getLogger("shutdown_scope.launcher")
 
-NotifyAccess = Literal["main", "all"]
 NOTIFY_ACCESS: Final[tuple[NotifyAccess, ...]] = ("main", "all")
 
 # systemd reads at most PIPE_BUF bytes and drops longer datagrams.

@@ -21,7 +21,6 @@ import signal
 import stat
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 __all__ = [
     "LAUNCHER_NAME",
@@ -61,8 +60,13 @@ def parse_pid(text: str) -> int:
 
 def name_this_process() -> None:
     """Name the launcher ``shutdown-scope`` in /proc/PID/comm (and ``ps``)."""
-    with contextlib.suppress(OSError):  # no /proc: ``reload --pid`` cannot check
-        Path("/proc/self/comm").write_text(LAUNCHER_NAME, encoding="ascii")
+    # No /proc: ``reload --pid`` cannot check. open(), not pathlib: this runs
+    # before the first generation starts, and pathlib costs milliseconds there.
+    with (
+        contextlib.suppress(OSError),
+        open("/proc/self/comm", "w", encoding="ascii") as comm,  # noqa: PTH123
+    ):
+        comm.write(LAUNCHER_NAME)
 
 
 def _lock_holder(fd: int) -> int | None:
@@ -146,6 +150,8 @@ class PidFile:
             os.close(fd)
 
     def _write_locked(self) -> tuple[int, tuple[int, int]]:
+        from pathlib import Path  # only with --pid-file (see name_this_process)
+
         final = Path(self.path).absolute()
         # O_EXCL | O_NOFOLLOW, mode 0600 until it holds our pid and our lock.
         fd, temporary = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.")
@@ -163,6 +169,8 @@ class PidFile:
 
     def release(self) -> None:
         """Remove the pid file if it is still ours (not replaced since); unlock it."""
+        from pathlib import Path
+
         with contextlib.suppress(OSError):
             now = os.lstat(self.path)
             if (now.st_dev, now.st_ino) == self._identity:
@@ -171,6 +179,8 @@ class PidFile:
 
 
 def _check_named_launcher(pid: int) -> None:
+    from pathlib import Path  # for `reload --pid`: not the launcher's start
+
     if not Path("/proc/self/comm").exists():
         if pid == 1:  # no /proc to ask, and pid 1 is a system's init
             msg = "cannot tell whether pid 1 is a launcher (no /proc): not signalled"

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator
 
 from ._generation import Generation, Worker
-from ._readiness import PROBE_INTERVAL, ReadyMode, is_accepting, socket_inodes
+from ._options import ReadyMode
+from ._readiness import PROBE_INTERVAL, is_accepting, socket_inodes
 
 __all__ = ["Probes"]
 

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import struct
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
 
-__all__ = ["PROBE_INTERVAL", "ReadyMode", "is_accepting", "socket_inodes"]
+TYPE_CHECKING = False  # typing costs milliseconds at the launcher's start
+if TYPE_CHECKING:
+    from typing import Final
+
+__all__ = ["PROBE_INTERVAL", "is_accepting", "socket_inodes"]
 
 # How often a generation that is not ready yet is looked at under ``accepting``.
 PROBE_INTERVAL: Final = 0.05
@@ -40,21 +41,6 @@ _SYSCALLS: Final = {
 }
 _POLLFD: Final = struct.Struct("ihh")  # struct pollfd: fd, events, revents
 _POLLIN: Final = 0x001
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReadyMode:
-    """How the launcher learns that a generation is ready.
-
-    ``notify``: its main process sends ``READY=1``; ``accepting``: it waits for
-    connections on a handed socket; ``after``: ``seconds`` after its start.
-    """
-
-    kind: Literal["notify", "accepting", "after"] = "notify"
-    seconds: float = 0.0
-
-    def __str__(self) -> str:
-        return f"after:{self.seconds:g}" if self.kind == "after" else self.kind
 
 
 def socket_inodes(fds: Collection[int]) -> frozenset[int]:
@@ -134,7 +120,7 @@ def _epoll_has(pid: int, fd: int, inodes: frozenset[int]) -> bool:
 
 def _a_thread_waits(pid: int, fds: set[int]) -> bool:
     """Whether a thread of ``pid`` is in accept/poll/select on one of ``fds``."""
-    numbers = _SYSCALLS.get(platform.machine())
+    numbers = _SYSCALLS.get(os.uname().machine)  # platform.machine(), unimported
     if numbers is None:
         return False  # no table for this architecture: epoll only
     accept, accept4, poll, ppoll, select, pselect6 = numbers

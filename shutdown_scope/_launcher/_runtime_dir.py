@@ -16,7 +16,6 @@ import os
 import socket
 import stat
 import tempfile
-from pathlib import Path
 
 __all__ = ["RuntimeDir"]
 
@@ -34,6 +33,12 @@ def _is_socket(name: str, dir_fd: int) -> bool:
         return False
 
 
+def _prefixes(path: str) -> list[str]:
+    """``/``, ``/a``, ``/a/b`` for the absolute ``path`` ``/a/b``."""
+    parts = path.split("/")
+    return ["/".join(parts[:n]) or "/" for n in range(1, len(parts) + 1)]
+
+
 def _changeable_by_others(path: str) -> str | None:
     """Who besides root and us could rename or replace an entry of ``path``.
 
@@ -42,10 +47,8 @@ def _changeable_by_others(path: str) -> str | None:
     another user could move our directory away and take its place, and so
     block or hear the generations' notifications. None if nobody can.
     """
-    parts = path.split("/")  # absolute, as tempfile gives it
-    written = ["/".join(parts[:n]) or "/" for n in range(1, len(parts) + 1)]
-    real = Path(path).resolve()
-    for prefix in [*written, *(str(x) for x in (*reversed(real.parents), real))]:
+    real = os.path.realpath(path)  # what Path.resolve() does; pathlib costs ms here
+    for prefix in [*_prefixes(path), *_prefixes(real)]:
         try:
             info = os.lstat(prefix)
         except OSError as error:
@@ -127,7 +130,7 @@ class RuntimeDir:
                     self.path,
                 )
                 path, fd = self._made[-1]
-            sock_path = str(Path(path) / name)
+            sock_path = os.path.join(path, name)  # noqa: PTH118 -- no pathlib at the start
             sock = socket.socket(
                 socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
             )
@@ -160,6 +163,6 @@ class RuntimeDir:
                 if self._intact(path, fd):
                     for name in os.listdir(fd):  # noqa: PTH208 -- of the fd, not the path
                         os.unlink(name, dir_fd=fd)
-                    Path(path).rmdir()
+                    os.rmdir(path)  # noqa: PTH106 -- no pathlib at the start
             os.close(fd)
         self._made.clear()

@@ -11,7 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import signal
-from typing import Literal
+
+TYPE_CHECKING = False  # typing costs milliseconds before the first child starts
+if TYPE_CHECKING:
+    from typing import Literal
 
 __all__ = ["STOPPING", "SignalRouting", "signal_name"]
 

@@ -6,13 +6,13 @@ each child, wherever they sit here.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import socket
 import stat
 import sys
 from collections.abc import Collection
-from dataclasses import dataclass
-from pathlib import Path
 
 from shutdown_scope._socket_activation import (
     LISTEN_VARIABLES,
@@ -36,14 +36,32 @@ _MAX_PORT = 65535
 _FORMS = "HOST:PORT (127.0.0.1:8000, [::1]:8000, 0.0.0.0:8000), unix:PATH, unix:@NAME"
 
 
-@dataclass(frozen=True)
 class Listener:
-    """A listening socket, how to describe it, and the file to remove at the end."""
+    """A listening socket, how to describe it, and the file to remove at the end.
 
-    sock: socket.socket
-    name: str
-    address: str
-    bound_path: BoundPath | None = None  # a unix socket file we created
+    A plain class: made before the first generation starts, where ``dataclasses``
+    would cost milliseconds of the launcher's start. Never changed.
+    """
+
+    __slots__ = ("address", "bound_path", "name", "sock")
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        name: str,
+        address: str,
+        bound_path: BoundPath | None = None,  # a unix socket file we created
+    ) -> None:
+        self.sock = sock
+        self.name = name
+        self.address = address
+        self.bound_path = bound_path
+
+    def __repr__(self) -> str:
+        return (
+            f"Listener({self.address!r}, name={self.name!r}, fd={self.sock.fileno()})"
+        )
 
 
 def _port(text: str, port_text: str) -> int:
@@ -110,7 +128,8 @@ def remove_stale_unix_socket(path: str) -> None:
         OSError: a process still listens at ``path`` (EADDRINUSE).
     """
     try:
-        if not stat.S_ISSOCK(Path(path).stat().st_mode):
+        # os, not pathlib: pathlib costs milliseconds of the launcher's start.
+        if not stat.S_ISSOCK(os.stat(path).st_mode):  # noqa: PTH116
             return  # bind() will say what is wrong
     except FileNotFoundError:
         return
@@ -118,7 +137,8 @@ def remove_stale_unix_socket(path: str) -> None:
         try:
             probe.connect(path)
         except OSError:
-            Path(path).unlink(missing_ok=True)  # nobody listens: stale
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # noqa: PTH108 -- nobody listens: stale
             return
     raise OSError(errno.EADDRINUSE, "another process listens there")
 

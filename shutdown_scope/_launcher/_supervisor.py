@@ -10,18 +10,16 @@ datagrams and control connections at once. The processes themselves are
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import math
-import os
 import selectors
 import signal
 import time
-from collections.abc import Callable, Sequence
-from logging import ERROR, INFO
+from collections.abc import Callable
+from logging import INFO
 
 from . import _events as events
-from ._children import Children, child_environ
+from ._children import Children
 from ._control import ControlServer, Reply
 from ._generation import Worker, describe_exit
 from ._log_output import room_for_log
@@ -31,8 +29,6 @@ from ._probes import Probes
 from ._reload_flow import ReloadFlow, also, outcomes
 from ._signal_inbox import FORWARDED, SignalInbox
 from ._signal_routing import STOPPING, SignalRouting, signal_name
-from ._sockets import Listener
-from ._spawn import SpawnError
 from ._workers import CRASH_LIMIT, CRASH_WINDOW, Respawns
 
 __all__ = ["FORWARDED", "STOPPING", "Options", "Supervisor"]
@@ -54,10 +50,9 @@ class Supervisor:
     def __init__(
         self,
         options: Options,
-        listeners: Sequence[Listener],
+        children: Children,
         *,
         signals: SignalInbox,
-        environ: dict[str, str],
         control: ControlServer | None = None,
         notify_upstream: Callable[[str], None] | None = None,
         metrics: MetricsFile | None = None,
@@ -66,12 +61,8 @@ class Supervisor:
         self._control = control
         self._upstream = notify_upstream or _no_upstream
         self._selector = selectors.DefaultSelector()
-        self._children = Children(
-            options,
-            listeners,
-            environ=child_environ(environ, relayed=notify_upstream is not None),
-            on_started=self._watch,
-        )
+        self._children = children
+        children.on_started = self._watch
         self._flow = ReloadFlow(
             options,
             self._children,
@@ -84,35 +75,21 @@ class Supervisor:
         self._exit_code: int | None = None
         self._routing = SignalRouting(options.rewrite, options.debounce)
         self._signals = signals  # caught since the launcher's start; main() owns it
-        self._probes = Probes(options.ready, [x.sock.fileno() for x in listeners])
+        self._probes = Probes(
+            options.ready, [x.sock.fileno() for x in children.listeners]
+        )
 
     # -- the loop ------------------------------------------------------------
 
     def run(self) -> int:
-        """Start the first generation and supervise until every child has exited."""
-        command = self.options.command
-        text = f"launcher started as pid {os.getpid()}"  # the command: in JSON
-        events.log(INFO, "started", text, pid=os.getpid(), command=command)
-        code = self._supervise()
-        events.log(INFO, "exited", f"exit code {code}", exit_code=code)
-        return code
-
-    def _supervise(self) -> int:
+        """Supervise the first generation (started), and its successors, until
+        every child has exited."""
         self._selector.register(self._signals, selectors.EVENT_READ, self._on_wakeup)
         children = self._children
+        assert children.current is not None
         try:
-            try:
-                children.current = children.start_generation()
-            except SpawnError as error:
-                why = error.strerror or str(error)
-                events.log(ERROR, "generation_failed", why, generation=1)
-                return 126 if error.errno in {errno.EACCES, errno.ENOEXEC} else 127
-            except OSError as error:
-                why = f"cannot start the command: {error}"
-                events.log(ERROR, "generation_failed", why, generation=1)
-                return 1
-            gen = children.current
-            events.log(INFO, "generation_spawned", f"{gen} started", gen)
+            for worker in children.current.workers:
+                self._watch(worker)
             while not self._finished():
                 self._wait_once()
             assert self._exit_code is not None

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import grp
 import math
 import os
 import re
 import signal
 
-from ._readiness import ReadyMode
+from ._options import ReadyMode
 from ._signal_inbox import FORWARDED
 
 __all__ = [
     "backlog",
+    "group",
     "interval",
     "ready_mode",
     "rewrite",
@@ -180,3 +182,14 @@ def workers(text: str) -> int:
         )
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def group(text: str) -> int:
+    """``--control-group``: a group name or a numeric gid."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        msg = f"{text!r} is not a group name or gid"
+        raise argparse.ArgumentTypeError(msg) from None
