@@ -26,7 +26,7 @@ CLASSES = {
         signal.SIGIO,
         signal.SIGPWR,
         signal.SIGXCPU,
-        signal.Signals["SIGSTKFLT"],  # not in typeshed
+        getattr(signal, "SIGSTKFLT", 16),  # no name before Python 3.11
     ),
     "terminal": (signal.SIGTTIN, signal.SIGTTOU),
     "real-time": (

@@ -39,24 +39,30 @@ FORWARDED = (
 # the launcher's own); the faults (SEGV, BUS, ILL, FPE, TRAP, SYS), synchronous,
 # left to their defaults; KILL and STOP (uncatchable); TSTP and CONT (job control
 # of the launcher itself); URG and WINCH-like signals that are ignored anyway.
-_PASSED_ON_NAMES = (
-    "SIGALRM",
-    "SIGVTALRM",
-    "SIGPROF",
-    "SIGIO",  # SIGPOLL
-    "SIGPWR",
-    "SIGXCPU",
-    "SIGSTKFLT",
-    "SIGTTIN",
-    "SIGTTOU",
+_NOT_PASSED_ON = frozenset(
+    int(sig)
+    for sig in (
+        *FORWARDED,
+        signal.SIGHUP,
+        signal.SIGCHLD,
+        signal.SIGKILL,
+        signal.SIGSTOP,
+        signal.SIGPIPE,
+        signal.SIGXFSZ,
+        signal.SIGSEGV,
+        signal.SIGBUS,
+        signal.SIGILL,
+        signal.SIGFPE,
+        signal.SIGTRAP,
+        signal.SIGSYS,
+        signal.SIGTSTP,
+        signal.SIGCONT,
+        signal.SIGURG,
+    )
 )
-PASSED_ON: tuple[int, ...] = (
-    *(int(getattr(signal, name)) for name in _PASSED_ON_NAMES if hasattr(signal, name)),
-    *(
-        range(signal.SIGRTMIN, signal.SIGRTMAX + 1)
-        if hasattr(signal, "SIGRTMIN")
-        else ()
-    ),
+# By number, not by name: Python 3.10 has no name for SIGSTKFLT, for one.
+PASSED_ON: tuple[int, ...] = tuple(
+    sorted(int(sig) for sig in signal.valid_signals() if sig not in _NOT_PASSED_ON)
 )
 # Every signal the inbox catches; a child gets their defaults back.
 HANDLED = (*FORWARDED, *PASSED_ON, signal.SIGHUP, signal.SIGCHLD)
