@@ -44,7 +44,8 @@ import anyio
 
 from ._phases import Phase
 from ._signal_registry import is_registry_handler
-from ._token import ShutdownToken, open_request
+from ._flight import open_flight
+from ._token import ShutdownToken
 
 __all__ = [
     "TOKEN_KEY",
@@ -238,7 +239,14 @@ class ShutdownMiddleware:
         TypeError, ValueError: an invalid argument (the message states the rule).
     """
 
-    __slots__ = ("_app", "_readiness_path", "_signals_checked", "_spread", "_token")
+    __slots__ = (
+        "_app",
+        "_node",
+        "_readiness_path",
+        "_signals_checked",
+        "_spread",
+        "_token",
+    )
 
     def __init__(
         self,
@@ -269,6 +277,7 @@ class ShutdownMiddleware:
             raise ValueError(msg)
         self._app = app
         self._token = token
+        self._node = token._node  # noqa: SLF001 -- the package's own
         self._readiness_path = readiness_path
         self._spread = float(spread)
         self._signals_checked = False
@@ -307,7 +316,7 @@ class ShutdownMiddleware:
                     return server_send(_with_connection_close(message))
                 return server_send(message)
 
-        unit = open_request(token, scope["method"], path)
+        unit = open_flight(self._node, scope["method"], path)
         try:
             await self._app(request, receive, send)
         finally:
@@ -334,7 +343,7 @@ class ShutdownMiddleware:
         token = self._token
         ws = _WebSocket(receive, send)
         error: Exception | None = None
-        unit = open_request(token, "WEBSOCKET", scope["path"])
+        unit = open_flight(self._node, "WEBSOCKET", scope["path"])
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._close_when_draining, ws)
