@@ -42,9 +42,9 @@ from typing import Any, Final, TypeAlias, TypeVar, final, overload
 
 import anyio
 
+from ._flight import open_flight
 from ._phases import Phase
 from ._signal_registry import is_registry_handler
-from ._flight import open_flight
 from ._token import ShutdownToken
 
 __all__ = [
