@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol, TypeVar, final
 
@@ -30,6 +30,9 @@ class ScopeView(Protocol):
 
     def cleanup_bound(self) -> float:
         """The deadline of a cleanup that starts now."""
+
+    def on_trigger(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` the moment ``reason`` is set; returns the undo."""
 
 
 class PhaseCell:
