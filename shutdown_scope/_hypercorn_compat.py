@@ -15,8 +15,9 @@ What is used here, beyond hypercorn's documented ``Config``:
 ``Config.create_sockets()`` (and the sockets its frames hold when a bind
 fails), ``hypercorn.utils.wrap_app``, a TCPServer's
 ``protocol.protocol.connection`` (h11's), an H11Protocol's ``send`` and
-``Lifespan.asgi_send`` (both wrapped), and a ``WorkerContext`` of ours
-(``ConnectionContext``) given to a TCPServer.
+``Lifespan.asgi_send`` (both wrapped), a ``WorkerContext`` of ours
+(``ConnectionContext``) given to a TCPServer, and how H11Protocol and
+H2Protocol compare their request count with ``keep_alive_max_requests``.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ __all__ = [
     "WorkerContext",
     "asgi_app",
     "asyncio_tree",
+    "close_http1_after_each_response",
     "h11_connection",
     "kernel_has_bytes",
     "listen",
@@ -165,6 +167,31 @@ def _close_sockets_left_in(traceback: TracebackType | None) -> None:
                 if isinstance(item, socket.socket):
                     item.close()
         traceback = traceback.tb_next
+
+
+class _AtEveryHttp1Response(int):
+    """``keep_alive_max_requests`` once HTTP/1.1 keep-alive is over.
+
+    hypercorn's H11Protocol adds ``Connection: close`` to a final response when
+    ``requests >= keep_alive_max_requests``: for an int subclass, Python asks
+    its reflected ``__le__`` first, which says yes. H2Protocol (and ours, in
+    ``_hypercorn_h2``) asks ``requests > keep_alive_max_requests``, whose
+    reflection (``__lt__``) is int's own: HTTP/2 keeps the configured limit.
+    """
+
+    __slots__ = ()
+
+    def __le__(self, other: object) -> bool:
+        return True
+
+
+def close_http1_after_each_response(config: Config) -> None:
+    """From now on, HTTP/1.1 responses of servers using ``config`` carry
+    ``Connection: close`` and their connection closes after them (no cost
+    per request before this is called; HTTP/2 is not affected)."""
+    config.keep_alive_max_requests = _AtEveryHttp1Response(
+        config.keep_alive_max_requests
+    )
 
 
 def h11_connection(server: TCPServer) -> h11.Connection | None:

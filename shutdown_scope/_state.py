@@ -13,6 +13,8 @@ inbox that ``serve_inbox`` runs).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import signal
@@ -37,6 +39,15 @@ PhaseListener = Callable[[Phase, tuple[str, ...]], None]
 """Told of each phase the scope enters, with what was in flight; must not raise."""
 
 
+def _nothing() -> None:
+    pass
+
+
+def _discard(callbacks: list[Callable[[], None]], callback: Callable[[], None]) -> None:
+    with contextlib.suppress(ValueError):  # called already
+        callbacks.remove(callback)
+
+
 class ShutdownState:
     """The shutdown state of one scope, and its only writer."""
 
@@ -57,6 +68,7 @@ class ShutdownState:
         self.escalated: anyio.Event = anyio.Event()
         self._log: list[tuple[Phase, float, tuple[str, ...]]] = []
         self._listeners: list[PhaseListener] = []
+        self._on_trigger: list[Callable[[], None]] = []
         self._inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._inbox_ready = anyio.Event()
 
@@ -116,6 +128,15 @@ class ShutdownState:
         """Call ``listener(phase, in_flight)`` at each phase the scope enters."""
         self._listeners.append(listener)
 
+    def on_trigger(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` when the shutdown begins, the moment ``reason``
+        is set (at once if it has begun); returns what unsubscribes it."""
+        if self._reason is not None:
+            callback()
+            return _nothing
+        self._on_trigger.append(callback)
+        return functools.partial(_discard, self._on_trigger, callback)
+
     def describe(self) -> str:
         """Phase, reason, work in flight, unfinished services (any thread, best
         effort: the watchdog's dump reads it while the loop may be stuck)."""
@@ -158,6 +179,9 @@ class ShutdownState:
         self.trigger, self.signal, self._reason = kind, sig, reason
         self.t0 = anyio.current_time()
         self.triggered.set()
+        for callback in self._on_trigger:
+            callback()
+        self._on_trigger.clear()
         if kind == "finished":
             return True  # nothing left to stop, nothing to guard
         self._guarded = True

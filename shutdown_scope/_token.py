@@ -1,15 +1,14 @@
-"""ShutdownToken: what a service sees of the shutdown, and in-flight tracking."""
+"""ShutdownToken: what a service sees of the shutdown."""
 
 from __future__ import annotations
 
-import time
-import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol, TypeVar, final
 
 import anyio
 
+from ._flight import FlightNode, InFlight
 from ._phases import Phase
 
 if TYPE_CHECKING:
@@ -17,10 +16,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["FlightNode", "PhaseCell", "ScopeView", "ShutdownToken", "open_request"]
-
-_monotonic = time.monotonic  # a global: no attribute lookup per request
-_new_unit = object.__new__
+__all__ = ["FlightNode", "PhaseCell", "ScopeView", "ShutdownToken"]
 
 
 class ScopeView(Protocol):
@@ -34,6 +30,9 @@ class ScopeView(Protocol):
 
     def cleanup_bound(self) -> float:
         """The deadline of a cleanup that starts now."""
+
+    def on_trigger(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` the moment ``reason`` is set; returns the undo."""
 
 
 class PhaseCell:
@@ -76,155 +75,6 @@ class PhaseCell:
 
     def unwatch(self, scope: anyio.CancelScope) -> None:
         self._watchers.pop(scope, None)
-
-
-class FlightNode:
-    """Counts the work in flight under one token and everything below it, and
-    the holds of servers that close themselves (``ShutdownToken.closes_itself``)."""
-
-    __slots__ = (
-        "__weakref__",
-        "chain",
-        "children",
-        "count",
-        "held",
-        "holds",
-        "idle_event",
-        "prefix",
-        "started",
-    )
-
-    def __init__(self, parent: FlightNode | None = None, prefix: str = "") -> None:
-        self.prefix: str = prefix
-        self.count: int = 0  # work in flight here and below
-        self.held: int = 0  # holds here and below
-        self.holds: dict[str, int] = {}
-        # Each unit of work in flight here, and when it began (time.monotonic(),
-        # for the dump). Its label is built only when read: the common path,
-        # a request that ends before anyone looks, never formats one.
-        self.started: dict[_InFlight, float] = {}
-        # Weak: a child per connection must not be kept once dropped. Work in
-        # flight keeps its node alive (the in_flight guard holds it).
-        self.children: weakref.WeakSet[FlightNode] = weakref.WeakSet()
-        self.idle_event: anyio.Event | None = None
-        # This node and its ancestors: every one of them counts our work.
-        self.chain: tuple[FlightNode, ...] = (self,)
-        if parent is not None:
-            parent.children.add(self)
-            self.chain += parent.chain
-
-    def _nodes(self) -> Iterator[FlightNode]:
-        pending = [self]
-        while pending:
-            node = pending.pop()
-            yield node
-            pending.extend(node.children)
-
-    def snapshot(self) -> tuple[str, ...]:
-        """Labels in flight here and below, one entry per unit of work, sorted."""
-        found: list[str] = []
-        for node in self._nodes():
-            found.extend([node.prefix + unit.label for unit in list(node.started)])
-        return tuple(sorted(found))
-
-    def ages(self, now: float) -> list[tuple[str, float]]:
-        """``(label, seconds in flight)`` for each unit here and below, oldest first."""
-        found = [
-            (node.prefix + unit.label, now - since)
-            for node in self._nodes()
-            for unit, since in list(node.started.items())
-        ]
-        return sorted(found, key=lambda item: -item[1])
-
-    def hold_names(self) -> tuple[str, ...]:
-        """What holds the drain open here and below (``closes_itself``), sorted."""
-        found: list[str] = []
-        for node in self._nodes():
-            for what, n in node.holds.items():
-                found.extend([node.prefix + what] * n)
-        return tuple(sorted(found))
-
-    def _left(self) -> None:
-        for up in self.chain:
-            if not (up.count or up.held) and up.idle_event is not None:
-                up.idle_event.set()
-                up.idle_event = None
-
-    async def wait_idle(self) -> None:
-        """Wait until nothing is in flight and nothing holds the drain."""
-        if not (self.count or self.held):
-            await anyio.lowlevel.checkpoint()
-            return
-        if self.idle_event is None:
-            self.idle_event = anyio.Event()
-        await self.idle_event.wait()
-
-
-_MAX_DETAIL = 100  # characters of a request's path in its label
-
-
-@final
-class _InFlight:
-    """One unit of work in flight; the guard ``ShutdownToken.in_flight`` returns.
-
-    Entering and leaving it takes no lock and allocates nothing: this runs for
-    every request. The label is ``what``, or ``"what detail"`` (the detail
-    shortened to ``_MAX_DETAIL`` characters) formatted when first read.
-    """
-
-    __slots__ = ("_detail", "_label", "_node")
-
-    def __init__(self, node: FlightNode, what: str, detail: str | None = None) -> None:
-        self._node = node
-        self._label = what
-        self._detail = detail
-
-    @property
-    def label(self) -> str:
-        """What this unit of work is, in reports."""
-        detail = self._detail
-        if detail is not None:
-            if len(detail) > _MAX_DETAIL:
-                detail = detail[: _MAX_DETAIL - 1] + "…"
-            self._label = f"{self._label} {detail}"
-            self._detail = None
-        return self._label
-
-    def __enter__(self) -> None:
-        node = self._node
-        started = node.started
-        if self in started:
-            msg = "this in_flight() guard is already entered: make one per unit of work"
-            raise RuntimeError(msg)
-        started[self] = _monotonic()
-        for up in node.chain:
-            up.count += 1
-
-    def __exit__(self, *exc_info: object) -> None:
-        node = self._node
-        del node.started[self]
-        for up in node.chain:
-            up.count -= 1
-            if up.idle_event is not None and not (up.count or up.held):
-                up.idle_event.set()
-                up.idle_event = None
-
-
-def open_request(token: ShutdownToken, method: str, path: str) -> _InFlight:
-    """``token.in_flight(f"{method} {path}")``, entered: one call, not three.
-
-    The label is formatted only if read; the caller leaves with ``__exit__()``.
-    """
-    node = token._node  # noqa: SLF001 -- this module's own
-    # Built without its __init__: one Python call fewer per request.
-    unit = _new_unit(_InFlight)
-    unit._node = node  # noqa: SLF001 -- this module's own
-    unit._label = method  # noqa: SLF001
-    unit._detail = path  # noqa: SLF001
-    node.started[unit] = _monotonic()
-    for up in node.chain:
-        up.count += 1
-    return unit
 
 
 @final
@@ -322,7 +172,7 @@ class ShutdownToken:
 
         return Take(self, stream, check_take(stream, until))
 
-    def in_flight(self, label: str) -> _InFlight:
+    def in_flight(self, label: str) -> InFlight:
         """Mark a unit of work (a request, a message) as in flight.
 
         The drain waits for it; if it is still running at the drain deadline it is
@@ -331,7 +181,7 @@ class ShutdownToken:
             with token.in_flight(f"GET {path}"):
                 ...
         """
-        return _InFlight(self._node, label)
+        return InFlight(self._node, label)
 
     @contextmanager
     def closes_itself(self, what: str) -> Iterator[None]:
@@ -348,20 +198,11 @@ class ShutdownToken:
             msg = f"closes_itself() needs a non-empty description, not {what!r}"
             raise ValueError(msg)
         node = self._node
-        node.holds[what] = node.holds.get(what, 0) + 1
-        for up in node.chain:
-            up.held += 1
+        node.hold(what)
         try:
             yield
         finally:
-            left = node.holds[what] - 1
-            if left:
-                node.holds[what] = left
-            else:
-                del node.holds[what]
-            for up in node.chain:
-                up.held -= 1
-            node._left()  # noqa: SLF001 -- the node's own bookkeeping
+            node.release(what)
 
     @contextmanager
     def cancel_on(self, phase: Phase) -> Iterator[anyio.CancelScope]:

@@ -35,6 +35,7 @@ import contextlib
 import math
 import random
 import signal
+import time
 import warnings
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import MappingProxyType
@@ -42,9 +43,10 @@ from typing import Any, Final, TypeAlias, TypeVar, final, overload
 
 import anyio
 
+from ._flight import InFlight, open_flight
 from ._phases import Phase
 from ._signal_registry import is_registry_handler
-from ._token import ShutdownToken, open_request
+from ._token import ShutdownToken
 
 __all__ = [
     "TOKEN_KEY",
@@ -65,6 +67,8 @@ ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 TOKEN_KEY: Final = "shutdown_scope.token"  # noqa: S105 -- a key, not a secret
 """The key of the service's ``ShutdownToken`` in each http and websocket scope."""
 
+_new_unit = object.__new__
+_monotonic = time.monotonic  # a global: no attribute lookup per request
 _HTTP1: Final = frozenset({"1.0", "1.1"})  # HTTP/2 and 3 forbid Connection headers
 _CLOSE: Final = (b"connection", b"close")
 _GOING_AWAY: Final = MappingProxyType(
@@ -238,7 +242,15 @@ class ShutdownMiddleware:
         TypeError, ValueError: an invalid argument (the message states the rule).
     """
 
-    __slots__ = ("_app", "_readiness_path", "_signals_checked", "_spread", "_token")
+    __slots__ = (
+        "_app",
+        "_closes_http1",
+        "_node",
+        "_readiness_path",
+        "_signals_checked",
+        "_spread",
+        "_token",
+    )
 
     def __init__(
         self,
@@ -269,9 +281,11 @@ class ShutdownMiddleware:
             raise ValueError(msg)
         self._app = app
         self._token = token
+        self._node = token._node  # noqa: SLF001 -- the package's own
         self._readiness_path = readiness_path
         self._spread = float(spread)
         self._signals_checked = False
+        self._closes_http1 = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope (the ASGI 3 interface)."""
@@ -295,7 +309,7 @@ class ShutdownMiddleware:
         # scope); dict() clones a dict's table, cheaper than {**scope, ...}.
         request = dict(scope)
         request[TOKEN_KEY] = token
-        if scope.get("http_version") in _HTTP1:
+        if self._closes_http1 and scope.get("http_version") in _HTTP1:
             server_send = send
 
             # Not token.ready: one property call fewer on every response.
@@ -307,11 +321,25 @@ class ShutdownMiddleware:
                     return server_send(_with_connection_close(message))
                 return server_send(message)
 
-        unit = open_request(token, scope["method"], path)
+        # open_flight() and InFlight.__exit__(), inlined: two calls fewer.
+        node = self._node
+        unit = _new_unit(InFlight)
+        unit._node = node  # noqa: SLF001 -- the package's own
+        unit._label = scope["method"]  # noqa: SLF001
+        unit._detail = path  # noqa: SLF001
+        started = node.started
+        started[unit] = _monotonic()
         try:
             await self._app(request, receive, send)
         finally:
-            unit.__exit__()
+            del started[unit]
+            if node.idle_event is not None and not started:
+                node._left()  # noqa: SLF001
+
+    def _server_closes_http1(self) -> None:
+        """The server adds ``Connection: close`` itself once the token is not
+        ready (``serve()``'s servers): no send wrapper per request."""
+        self._closes_http1 = False
 
     async def _answer_readiness(self, scope: Scope, send: Send) -> None:
         token = self._token
@@ -334,7 +362,7 @@ class ShutdownMiddleware:
         token = self._token
         ws = _WebSocket(receive, send)
         error: Exception | None = None
-        unit = open_request(token, "WEBSOCKET", scope["path"])
+        unit = open_flight(self._node, "WEBSOCKET", scope["path"])
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._close_when_draining, ws)

@@ -34,6 +34,7 @@ tracks every request in flight and puts the token in each request's ASGI scope
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 from contextlib import ExitStack
@@ -46,7 +47,12 @@ from anyio.abc import TaskStatus
 from ._extras import missing_extra
 
 try:
-    from ._hypercorn_compat import Config, asgi_app, listen
+    from ._hypercorn_compat import (
+        Config,
+        asgi_app,
+        close_http1_after_each_response,
+        listen,
+    )
 except ModuleNotFoundError as _missing:
     raise missing_extra(_missing, "hypercorn") from _missing
 
@@ -118,6 +124,26 @@ async def serve(
     _check(token, app, config)
     if not isinstance(app, ShutdownMiddleware):
         app = ShutdownMiddleware(app, token, readiness_path=readiness_path)
+        # The worker's HTTP/1.1 protocols add Connection: close from the
+        # trigger on (below), at no cost per request until then.
+        app._server_closes_http1()  # noqa: SLF001 -- the package's own
+    # A copy: the caller's Config is not changed (the keep-alive limit is).
+    config = copy.copy(config)
+    undo = token._view.on_trigger(  # noqa: SLF001 -- the package's own
+        functools.partial(close_http1_after_each_response, config)
+    )
+    try:
+        await _serve(token, app, config, task_status)
+    finally:
+        undo()
+
+
+async def _serve(
+    token: ShutdownToken,
+    app: ShutdownMiddleware,
+    config: Config,
+    task_status: TaskStatus[list[str]],
+) -> None:
     worker = current_worker(asgi_app(app, config), config)
     sockets = listen(config)
     started = StartedWith(

@@ -213,6 +213,29 @@ def readiness_fails_during_the_announce_delay(server: Server) -> None:
     assert header(reused, b"connection") == b"close"
 
 
+def request_begun_before_the_stop_answers_with_connection_close(
+    server: Server,
+) -> None:
+    # Read while ready, answered once stopping: its response ends the
+    # keep-alive connection (Connection: close, then the server closes it).
+    with server.running("--announce-delay", "2", "--verbose") as (child, url):
+        sock = connect(url)
+        sock.sendall(b"GET /work?ms=1000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        child.wait_for("work: read ms=1000")
+        child.send(signal.SIGTERM)
+        child.wait_for("shutdown_scope: STOPPING")
+        response, body = read_response(sock)
+        answered_while_stopping = "shutdown_scope: DRAINING" not in child.output
+        sock.settimeout(10)
+        after = sock.recv(1)  # b"": closed by the server, nothing more sent
+        sock.close()
+        assert child.finish() == 0, child.output
+    assert answered_while_stopping
+    assert (response.status_code, body) == (200, b"done 1000\n")
+    assert header(response, b"connection") == b"close"
+    assert after == b""
+
+
 def connections_in_the_accept_queue_are_served(server: Server) -> None:
     with server.running(paused_at_drain=True) as (child, url):
         child.send(signal.SIGTERM)

@@ -40,20 +40,31 @@ def test_scale_bench_quick_prints_a_row_per_server_and_the_goals() -> None:
 
 @pytest.mark.subprocess
 @pytest.mark.bench
-def test_middleware_cost_bench_quick_prints_the_three_figures_and_the_goal() -> None:
+def test_middleware_cost_bench_quick_prints_both_wrappings_and_the_goals() -> None:
     with Child(str(BENCH / "middleware_cost.py"), "--quick", timeout=60) as child:
         code = child.finish()
         output = child.output
     assert code == 0, output
-    names = [line.split()[0] for line in child.lines[1:4]]
-    assert names == ["bare", "wrapped", "extra"], output
+    rows = [re.split(r"\s{2,}", line.strip())[0] for line in child.lines[1:6]]
+    assert rows == [
+        "bare",
+        "wrapped, as serve() builds it",
+        "extra",
+        "wrapped, user-wrapped",
+        "extra",
+    ], output
     assert all(
-        re.fullmatch(r"\s*\w+\s+-?\d+ ns/request  \(.*\)", x) for x in child.lines[1:4]
-    )
-    assert re.fullmatch(
-        r"goal: middleware cost <= 500 ns/request: (met|NOT MET) \(-?\d+\)",
-        child.lines[4],
+        re.fullmatch(r"\s*[\w(), -]+?\s+-?\d+ ns/request  \(.*\)", x)
+        for x in child.lines[1:6]
     ), output
+    for line, label in zip(
+        child.lines[6:8], ("as serve\\(\\) builds it", "user-wrapped"), strict=True
+    ):
+        assert re.fullmatch(
+            rf"goal: middleware cost \({label}\) <= 500 ns/request:"
+            r" (met|NOT MET) \(-?\d+\)",
+            line,
+        ), output
 
 
 @pytest.mark.subprocess

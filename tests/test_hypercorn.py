@@ -55,6 +55,7 @@ def test_no_request_lost_under_load(
     "case",
     [
         cases.readiness_fails_during_the_announce_delay,
+        cases.request_begun_before_the_stop_answers_with_connection_close,
         cases.connections_in_the_accept_queue_are_served,
         cases.idle_connections_do_not_hold_the_drain,
         cases.websocket_gets_going_away,

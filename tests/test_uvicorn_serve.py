@@ -62,6 +62,7 @@ subprocess_test = pytest.mark.subprocess
     [
         cases.no_request_lost_under_load,
         cases.readiness_fails_during_the_announce_delay,
+        cases.request_begun_before_the_stop_answers_with_connection_close,
         cases.connections_in_the_accept_queue_are_served,
         cases.idle_connections_do_not_hold_the_drain,
         cases.websocket_gets_going_away,
