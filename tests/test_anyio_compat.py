@@ -122,3 +122,27 @@ async def test_spawning_into_a_group_that_is_over_is_refused() -> None:
         pass
     with pytest.raises(RuntimeError):
         _spawn(group, anyio.sleep, 1)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks: Python 3.12+")
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_with_eager_tasks_a_task_is_in_its_group_when_it_first_runs() -> None:
+    import asyncio
+
+    from anyio._backends._asyncio import _task_states
+
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
+    in_group: list[bool] = []
+
+    async def first_step() -> None:
+        in_group.append(asyncio.current_task() in _task_states)
+        await checkpoint()
+
+    try:
+        async with anyio.create_task_group() as group:
+            _spawn(group, first_step)
+            assert in_group == []  # not run eagerly, inside the spawn
+    finally:
+        loop.set_task_factory(None)
+    assert in_group == [True]
