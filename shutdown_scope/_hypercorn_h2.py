@@ -20,7 +20,9 @@ hypercorn's own HTTP/2 shutdown cuts instead of draining:
   a thousand streams, or as many streams opened and reset in one batch (rapid
   reset; priority's TooManyStreamsError), or a plain CONNECT request (an
   UnboundLocalError) end the connection's task with an error, and with it
-  ``serve()``.
+  ``serve()``;
+- a connection with no stream open is never timed out if it has had none
+  (the preface only) or if hypercorn answered its last stream by itself.
 
 ``GracefulH2Protocol`` is hypercorn's ``H2Protocol`` with those fixed. When the
 drain begins (or the connection has idled for ``keep_alive_timeout``, or served
@@ -71,7 +73,7 @@ from ._hypercorn_compat import (
     WorkerContext,
 )
 
-__all__ = ["CloseOutput", "Http2ByGoaway", "begin_goaway", "with_graceful_http2"]
+__all__ = ["CloseOutput", "Http2ByGoaway", "begin_goaway"]
 
 CloseOutput = Callable[[], Awaitable[None]]
 """Half-closes the connection: sends what is buffered, then the end of the data."""
@@ -131,6 +133,9 @@ class GracefulH2Protocol(H2Protocol):
         self._changed = anyio.Event()
         self._goaway_due = anyio.CancelScope()  # cancelled: GOAWAY now
         self._open = anyio.CancelScope()  # cancelled when the connection closes
+        # What the keep-alive timer was last told: busy, as hypercorn's HTTP/1.1
+        # told it for the preface (or h2c upgrade) that switched to HTTP/2.
+        self._told_idle = False
 
     @classmethod
     def replacing(
@@ -164,6 +169,8 @@ class GracefulH2Protocol(H2Protocol):
             self._highest_accepted = 1
         await super().initiate(headers, settings)
         self.task_group.spawn(self._close_when_due)
+        # Only the preface, no stream: idle now, or it is never timed out.
+        await self._tell_idle()
 
     async def _close_when_due(self) -> None:
         with self._open:
@@ -205,7 +212,23 @@ class GracefulH2Protocol(H2Protocol):
                 await buffer.close()
             self._open.cancel()
         await super().handle(event)
+        await self._tell_idle()  # streams opened, reset, or ended in this batch
         self._poke()
+
+    async def _tell_idle(self) -> None:
+        # The keep-alive timer runs while no stream is open. Only changes are
+        # told: it restarts when the last stream ends, not at every frame (a
+        # client's PINGs keep no connection open). A stream hypercorn answered
+        # by itself (404 for a server name, a bad websocket handshake) is
+        # closed but never leaves self.streams: dropped, or it stays busy.
+        if self.closed:
+            return  # the TCPServer stopped its timer for good
+        for stream_id in [i for i, s in self.streams.items() if s.closed]:
+            del self.streams[stream_id]
+        idle = all(stream.idle for stream in self.streams.values())
+        if idle is not self._told_idle:
+            self._told_idle = idle
+            await self.send(Updated(idle=idle))
 
     async def stream_send(self, event: StreamEvent) -> None:
         """What one stream (its app) sends."""
@@ -213,7 +236,7 @@ class GracefulH2Protocol(H2Protocol):
             # Not hypercorn's, which closes the connection with h2 (the
             # responses still buffered would not be sent) in a drain.
             await self._close_stream(event.stream_id)
-            await self.send(Updated(idle=self.idle))
+            await self._tell_idle()
             self._poke()
             return
         await super().stream_send(event)
@@ -281,7 +304,7 @@ class GracefulH2Protocol(H2Protocol):
             self.connection.send_headers(stream_id, _NOT_IMPLEMENTED, end_stream=True)
             return
         await self._create_stream(event)
-        await self.send(Updated(idle=False))
+        await self._tell_idle()
         if self.keep_alive_requests > self.config.keep_alive_max_requests:
             self.begin_goaway()  # hypercorn's close_connection() would cut
 
@@ -330,18 +353,6 @@ class _ProtocolWrapper(ProtocolWrapper):
         self._protocol = protocol
 
 
-def with_graceful_http2(
-    wrapper: ProtocolWrapper, close_output: CloseOutput
-) -> ProtocolWrapper:
-    """The ``ProtocolWrapper`` hypercorn built for a connection, with our HTTP/2.
-
-    Args:
-        wrapper: the one hypercorn's TCPServer has just built (not used yet).
-        close_output: half-closes that connection.
-    """
-    return _ProtocolWrapper(wrapper, close_output)
-
-
 def begin_goaway(protocol: object) -> bool:
     """If ``protocol`` is our HTTP/2, begin its GOAWAY and return True.
 
@@ -371,8 +382,9 @@ class Http2ByGoaway:
 
     @protocol.setter
     def protocol(self, wrapper: ProtocolWrapper) -> None:
-        # Set once, by hypercorn's run(), before the connection is read.
-        self._protocol = with_graceful_http2(wrapper, self._close_output)
+        # Set once, by hypercorn's run(), before the connection is read: the
+        # one it built, with our HTTP/2.
+        self._protocol = _ProtocolWrapper(wrapper, self._close_output)
 
     async def _close_output(self) -> None:
         """Half-close: the client reads all that was sent, then the end."""

@@ -33,6 +33,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from ._anyio_compat import spawn_unhandled, spawns_unhandled
 from ._phases import Phase
 from ._token import ShutdownToken
 
@@ -277,10 +278,19 @@ async def serve_sockets(
                     tracked.abort_when_cancelled, name="shutdown_scope resets"
                 )
 
+            unhandled = spawns_unhandled(connections)
+
             def spawn(conn: socket.socket) -> None:
                 if tracked is not None:
                     tracked.add(conn)
-                connections.start_soon(serve, conn, name="shutdown_scope connection")
+                # No TaskHandle: it would cost each connection about 3 KB.
+                spawn_unhandled(
+                    connections,
+                    serve,
+                    conn,
+                    name="shutdown_scope connection",
+                    unhandled=unhandled,
+                )
 
             with ExitStack() as listening:
                 for name in names:
