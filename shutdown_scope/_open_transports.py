@@ -21,6 +21,8 @@ from collections.abc import Callable
 import anyio
 import anyio.lowlevel
 
+from ._listeners import abort_connection
+
 __all__ = ["Activity", "OpenTransports"]
 
 # Rounds of the scheduler a connection with bytes waiting in the kernel gets
@@ -156,6 +158,12 @@ class OpenTransports:
         return wait
 
     def abort_all(self) -> None:
-        """Reset every connection still open (cut by the deadline, or a failure)."""
-        for transport in list(self._open):
+        """Reset every connection still open (cut by the deadline, or a failure).
+
+        The transport's ``abort()`` alone drops only its own buffer: the
+        kernel would still hold the connection, and its unsent bytes, for a
+        client that stopped reading. The client gets a reset instead.
+        """
+        for transport, (conn, _) in list(self._open.items()):
+            abort_connection(conn)
             transport.abort()
