@@ -166,4 +166,5 @@ class OpenTransports:
         """
         for transport, (conn, _) in list(self._open.items()):
             abort_connection(conn)
-            transport.abort()
+            if isinstance(transport, asyncio.WriteTransport):  # always: a socket's
+                transport.abort()
