@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -46,6 +47,21 @@ __all__ = ["LifespanStartupError", "UvicornServer", "is_http_protocol", "loaded_
 _FIRST_REQUEST_GRACE = 1.0
 # uvicorn's Server refreshes its default headers (Date) once a second.
 _HEADERS_REFRESH = 1.0
+
+
+# The logger of uvicorn's protocols, and what they log when the app raises.
+_UVICORN_ERROR = logging.getLogger("uvicorn.error")
+_APP_EXCEPTION = "Exception in ASGI application\n"
+
+
+class _QuietWhenCut(logging.Filter):
+    """Drops uvicorn's report of a request task cancelled by ``cancel_requests``
+    (no wrapper around the app: nothing added to each request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        cut = isinstance(error, asyncio.CancelledError)
+        return not (cut and record.msg == _APP_EXCEPTION)
 
 
 class LifespanStartupError(RuntimeError):
@@ -274,21 +290,7 @@ class UvicornServer:
             config.ws_protocol_class = _reporting(ws_class, self.connections.lost)
         self._refresh_headers()
         self._headers_scope = anyio.CancelScope()
-        self._cutting = False  # cancel_requests() was called
-        config.loaded_app = self._quiet_when_cut(config.loaded_app)
-
-    def _quiet_when_cut(self, app: Any) -> Any:
-        async def quiet_when_cut(scope: Any, receive: Any, send: Any) -> None:
-            try:
-                await app(scope, receive, send)
-            except asyncio.CancelledError:
-                if not self._cutting or scope["type"] == "lifespan":
-                    raise
-                # Cut at the drain deadline, which the scope reports by the
-                # request's label: uvicorn would log the cancellation as the
-                # app's error, with a traceback. Its connection is gone.
-
-        return quiet_when_cut
+        self._quiet = _QuietWhenCut()
 
     def _refresh_headers(self) -> None:
         config = self._config
@@ -367,7 +369,9 @@ class UvicornServer:
 
     def cancel_requests(self) -> None:
         """Cancel the app's request tasks still running (cut by the deadline)."""
-        self._cutting = True
+        # Cut at the drain deadline, which the scope reports by the request's
+        # label: uvicorn would log each as the app's error, with a traceback.
+        _UVICORN_ERROR.addFilter(self._quiet)
         for task in self.state.tasks:
             task.cancel()
 
@@ -375,5 +379,6 @@ class UvicornServer:
         """Stop the background work (the lifespan task, the header refresh) and
         reset the connections still open (a failure cut the drain short)."""
         self.connections.abort_all()
+        _UVICORN_ERROR.removeFilter(self._quiet)
         self._headers_scope.cancel()
         self.lifespan.end()
