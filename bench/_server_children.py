@@ -61,14 +61,21 @@ class StartError(Exception):
 class Server(ChildProcess):
     """One server child process; a thread reads its stdout and stderr by line."""
 
-    def __init__(self, kind: str, worker: str) -> None:
+    def __init__(self, kind: str, worker: str, *, plain: bool = False) -> None:
         self.kind = kind
         self.worker = worker
+        # Ours serves examples/work_app.py's app alone, as the bare servers do
+        # (``--plain`` of the examples), not the examples' extra routes.
+        self.plain = plain
         self.name = f"{kind}-{worker}"
         self.url = ""
         super().__init__(self._argv())
 
     def _argv(self) -> list[str]:
+        argv = self._server_argv()
+        return [*argv, "--plain"] if self.plain and self.kind == "ours" else argv
+
+    def _server_argv(self) -> list[str]:
         if self.worker == "uvicorn":
             return self._uvicorn_argv()
         if self.kind == "bare":

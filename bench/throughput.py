@@ -4,9 +4,10 @@
 servers as child processes on 127.0.0.1, all serving ``/work?ms=0``:
 **bare-asyncio** and **bare-trio** (the hypercorn CLI with the plain
 ``examples/work_app.py``), **ours-asyncio** and **ours-trio**
-(``examples/hypercorn_app.py``: ``shutdown_scope.hypercorn.serve``),
+(``examples/hypercorn_app.py --plain``: ``shutdown_scope.hypercorn.serve``),
 **bare-uvicorn** (the uvicorn CLI) and **ours-uvicorn**
-(``examples/uvicorn_app.py``: ``shutdown_scope.uvicorn.serve``). Each round
+(``examples/uvicorn_app.py --plain``: ``shutdown_scope.uvicorn.serve``); like
+for like, every one serves the same app, ``examples/work_app.py``'s. Each round
 runs ``wrk -t1 -c32 -dS --latency`` against each server in turn, the order
 reversed every other round, so drift and the neighbours' load hit every
 server alike. Printed per server: the median
@@ -117,7 +118,7 @@ def main() -> int:
         servers = []
         try:
             for kind, worker in SERVERS:
-                server = Server(kind, worker)
+                server = Server(kind, worker, plain=True)
                 stack.callback(server.close)
                 servers.append(server)
             for server in servers:

@@ -10,6 +10,9 @@ prints ``listening http://HOST:PORT`` when ready and, once stopped, its
   at the drain (``examples/streaming_app.py``, shared with the uvicorn example);
 * ``/readyz``: 200 while ready, 503 once the shutdown has begun.
 
+With ``--plain`` it serves ``examples/work_app.py``'s app alone (``/work`` and
+``/readyz``): the benches compare it with a bare hypercorn of that app.
+
 Under ``shutdown-scope run --listen ADDR`` or systemd socket activation it serves
 the sockets it is handed (``shutdown_scope.systemd.listen_fds()``) and ignores
 ``--bind``; the scope tells the launcher or systemd when it is ready (READY=1).
@@ -25,6 +28,7 @@ import functools
 import json
 import logging
 
+import work_app
 from hypercorn.config import Config
 from streaming_app import App
 
@@ -46,7 +50,8 @@ async def main(binds: list[str], options: argparse.Namespace) -> ShutdownReport:
         drain_timeout=options.drain_timeout,
         cancel_timeout=options.cancel_timeout,
     ) as scope:
-        app = App(verbose=options.verbose)
+        # --plain: the bench's like-for-like with a bare server of work_app.py.
+        app = (work_app.App if options.plain else App)(verbose=options.verbose)
         serving = functools.partial(serve, readiness_path="/readyz")
         urls = await scope.start(serving, app, config, name="http")
         for url in urls:
@@ -73,6 +78,9 @@ if __name__ == "__main__":
     parser.add_argument("--backlog", type=int, default=100, help="listen backlog")
     parser.add_argument("--json", action="store_true", help="the report as JSON")
     parser.add_argument("--verbose", action="store_true", help="print every /work read")
+    parser.add_argument(
+        "--plain", action="store_true", help="serve examples/work_app.py's app alone"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("hypercorn").setLevel(logging.WARNING)

@@ -6,7 +6,8 @@ prints ``listening http://HOST:PORT`` when ready and, once stopped, its
 (``examples/streaming_app.py``, in plain ASGI): ``/work?ms=N``, ``/events`` (a
 stream that ends itself at the drain), ``/ws`` (a websocket echo, closed with
 1001 at the drain) and ``/readyz`` (200 while ready, 503 once the shutdown has
-begun).
+begun); with ``--plain``, only ``examples/work_app.py``'s ``/work`` (and
+``/readyz``): the benches compare it with a bare uvicorn of that app.
 
 Two services, stopped in reverse order: ``pool`` (a stand-in for a database
 pool, started first) and ``http``. The app's lifespan shutdown runs once the
@@ -29,6 +30,7 @@ import socket
 import anyio
 import streaming_app
 import uvicorn
+import work_app
 from anyio.abc import TaskStatus
 
 import shutdown_scope
@@ -55,7 +57,9 @@ async def main(
     options: argparse.Namespace, inherited: list[socket.socket]
 ) -> ShutdownReport:
     """Serve until a signal stops the scope; print the URLs, then the report."""
-    app = streaming_app.App(verbose=options.verbose)
+    # --plain: the bench's like-for-like with a bare server of work_app.py.
+    served = work_app.App if options.plain else streaming_app.App
+    app = served(verbose=options.verbose)
     config = uvicorn.Config(
         app,
         host=options.host,
@@ -94,6 +98,9 @@ if __name__ == "__main__":
     parser.add_argument("--cancel-timeout", type=float, default=2.0)
     parser.add_argument("--json", action="store_true", help="the report as JSON")
     parser.add_argument("--verbose", action="store_true", help="print every /work read")
+    parser.add_argument(
+        "--plain", action="store_true", help="serve examples/work_app.py's app alone"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("uvicorn").setLevel(logging.WARNING)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import functools
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -32,24 +32,36 @@ from email.utils import formatdate
 from typing import Any, Protocol, cast
 
 import anyio
-import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 from uvicorn.config import Config
 from uvicorn.lifespan.on import LifespanOn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
+from ._open_transports import Activity, OpenTransports
+
 __all__ = ["LifespanStartupError", "UvicornServer", "is_http_protocol", "loaded_copy"]
 
-# Rounds of the scheduler an idle connection gives its reader before it is
-# closed at the drain: bytes already received must be parsed first.
-_READER_ROUNDS = 10
 # A connection with no request yet at the drain: how long after its accept it
 # may send its first one (it connected while we listened, or queued).
 _FIRST_REQUEST_GRACE = 1.0
-_FIRST_REQUEST_POLL = 0.01
 # uvicorn's Server refreshes its default headers (Date) once a second.
 _HEADERS_REFRESH = 1.0
+
+
+# The logger of uvicorn's protocols, and what they log when the app raises.
+_UVICORN_ERROR = logging.getLogger("uvicorn.error")
+_APP_EXCEPTION = "Exception in ASGI application\n"
+
+
+class _QuietWhenCut(logging.Filter):
+    """Drops uvicorn's report of a request task cancelled by ``cancel_requests``
+    (no wrapper around the app: nothing added to each request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        cut = isinstance(error, asyncio.CancelledError)
+        return not (cut and record.msg == _APP_EXCEPTION)
 
 
 class LifespanStartupError(RuntimeError):
@@ -133,7 +145,7 @@ def _reporting(
 
 def _closing_after_the_app(
     base: type[asyncio.Protocol],
-    draining: anyio.Event,
+    connections: OpenTransports,
     answer_wait: Callable[[], float],
 ) -> type[asyncio.Protocol]:
     """``base`` (one of uvicorn's websocket protocol classes), closing its
@@ -153,28 +165,12 @@ def _closing_after_the_app(
             try:
                 await super().run_asgi()
             finally:
-                if draining.is_set() and not self.transport.is_closing():
+                if connections.draining and not self.transport.is_closing():
                     loop = asyncio.get_running_loop()
                     loop.call_later(max(0.0, answer_wait()), self.transport.close)
 
     ClosingAfterTheApp.__name__ = ClosingAfterTheApp.__qualname__ = base.__name__
     return ClosingAfterTheApp
-
-
-def _kernel_has_bytes(conn: socket.socket) -> bool:
-    try:
-        pending = conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except OSError:  # nothing to read (EAGAIN), or already closed or reset
-        return False
-    return bool(pending)
-
-
-def _set_event_of(
-    events: dict[asyncio.BaseTransport, anyio.Event], transport: asyncio.BaseTransport
-) -> None:
-    event = events.get(transport)
-    if event is not None:
-        event.set()
 
 
 class _Lifespan:
@@ -259,11 +255,13 @@ class _Lifespan:
 class UvicornServer:
     """uvicorn's protocols for each accepted connection, and the app's lifespan.
 
-    ``handle`` serves one connection until it closes; ``drain`` tells every
-    connection the drain has begun (a websocket whose app has returned then
-    waits ``close_answer_wait()`` seconds for the client's close frame);
-    ``wait_requests`` and ``cancel_requests`` deal with the app's request
-    tasks, which uvicorn starts outside any task group.
+    ``handle`` hands one connection to a protocol and returns: the event loop
+    serves it, and ``connections`` keeps it until it is lost (no task per
+    connection). ``drain`` marks the drain's start (a websocket whose app has
+    returned then waits ``close_answer_wait()`` seconds for the client's close
+    frame); ``close_connections`` closes each one once idle and waits for
+    them all; ``wait_requests`` and ``cancel_requests`` deal with the app's
+    request tasks, which uvicorn starts outside any task group.
     """
 
     def __init__(
@@ -273,41 +271,26 @@ class UvicornServer:
         self._config = config
         self.state = ServerState()
         self.lifespan = _Lifespan(config)
-        self._lost: dict[asyncio.BaseTransport, anyio.Event] = {}
-        self._responded: dict[asyncio.BaseTransport, anyio.Event] = {}
-        self._draining = anyio.Event()
+        self.connections = OpenTransports(
+            self._activity,
+            self._close_idle,
+            min(_FIRST_REQUEST_GRACE, config.timeout_keep_alive),
+        )
         self._http_class = _reporting(
             config.http_protocol_class,
-            self._on_lost,
-            functools.partial(_set_event_of, self._responded),
+            self.connections.lost,
+            self.connections.responded,
         )
         # The protocol an upgraded connection is handed to comes from the config.
         ws_class = config.ws_protocol_class
         if ws_class is not None:
             ws_class = _closing_after_the_app(
-                ws_class, self._draining, close_answer_wait
+                ws_class, self.connections, close_answer_wait
             )
-            config.ws_protocol_class = _reporting(ws_class, self._on_lost)
+            config.ws_protocol_class = _reporting(ws_class, self.connections.lost)
         self._refresh_headers()
         self._headers_scope = anyio.CancelScope()
-        self._cutting = False  # cancel_requests() was called
-        config.loaded_app = self._quiet_when_cut(config.loaded_app)
-
-    def _quiet_when_cut(self, app: Any) -> Any:
-        async def quiet_when_cut(scope: Any, receive: Any, send: Any) -> None:
-            try:
-                await app(scope, receive, send)
-            except asyncio.CancelledError:
-                if not self._cutting or scope["type"] == "lifespan":
-                    raise
-                # Cut at the drain deadline, which the scope reports by the
-                # request's label: uvicorn would log the cancellation as the
-                # app's error, with a traceback. Its connection is gone.
-
-        return quiet_when_cut
-
-    def _on_lost(self, transport: asyncio.BaseTransport) -> None:
-        _set_event_of(self._lost, transport)
+        self._quiet = _QuietWhenCut()
 
     def _refresh_headers(self) -> None:
         config = self._config
@@ -333,9 +316,10 @@ class UvicornServer:
         )
 
     async def handle(self, conn: socket.socket) -> None:
-        """Serve one accepted connection until it closes; closes ``conn``.
+        """Hand an accepted connection to a protocol; ``conn`` is its from now on.
 
-        Cancelled (the drain deadline): the connection is cut at once.
+        Returns once the transport is made: the event loop serves the
+        connection, and ``connections`` keeps it until it is lost.
         """
         try:
             if conn.family in (socket.AF_INET, socket.AF_INET6):
@@ -349,66 +333,34 @@ class UvicornServer:
         except BaseException:
             conn.close()
             raise
-        # Registered before the loop can call connection_lost: the transport
-        # reads only after connect_accepted_socket has woken this task.
-        lost = self._lost[transport] = anyio.Event()
-        accepted_at = anyio.current_time()
-        try:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(self._close_at_drain, transport, conn, accepted_at)
-                await lost.wait()
-                tasks.cancel_scope.cancel()
-        finally:
-            del self._lost[transport]
-            self._responded.pop(transport, None)
-            if not lost.is_set():
-                transport.abort()
+        # Added before the loop can call connection_lost: the transport reads
+        # only after connect_accepted_socket has woken this task.
+        self.connections.add(transport, conn)
 
-    def _http(self, transport: asyncio.BaseTransport) -> _HttpProtocol | None:
+    def _activity(self, transport: asyncio.BaseTransport) -> Activity:
         protocol = transport.get_protocol()
-        if isinstance(protocol, self._http_class):
-            return cast("_HttpProtocol", protocol)
-        return None  # a websocket: ShutdownMiddleware closes it with 1001
+        if transport.is_closing() or not isinstance(protocol, self._http_class):
+            return Activity.OTHER  # a websocket: ShutdownMiddleware closes it
+        cycle = cast("_HttpProtocol", protocol).cycle
+        if cycle is None:
+            return Activity.NEW
+        return Activity.IDLE if cycle.response_complete else Activity.BUSY
 
-    async def _close_at_drain(
-        self, transport: asyncio.BaseTransport, conn: socket.socket, accepted_at: float
-    ) -> None:
-        """At the drain: close the connection once it is idle.
-
-        A connection that has not sent a request yet gets a moment to send one
-        (it connected while we listened); bytes already received are parsed
-        first; a response in progress (begun before the stop, it may lack
-        ``Connection: close``) is awaited, and a request pipelined behind it is
-        served; then uvicorn's ``shutdown()`` closes the idle connection.
-        """
-        await self._draining.wait()
-        protocol = self._http(transport)
-        if protocol is not None and protocol.cycle is None:
-            grace = min(_FIRST_REQUEST_GRACE, self._config.timeout_keep_alive)
-            while anyio.current_time() < accepted_at + grace:
-                protocol = self._http(transport)
-                if protocol is None or protocol.cycle is not None:
-                    break
-                await anyio.sleep(_FIRST_REQUEST_POLL)
-        while True:
-            for _ in range(_READER_ROUNDS):
-                await anyio.lowlevel.checkpoint()
-                if not _kernel_has_bytes(conn):
-                    break
-            protocol = self._http(transport)
-            if protocol is None or transport.is_closing():
-                return
-            if protocol.cycle is None or protocol.cycle.response_complete:
-                protocol.shutdown()  # idle: closes it at once
-                return
-            responded = self._responded[transport] = anyio.Event()
-            await responded.wait()
+    def _close_idle(self, transport: asyncio.BaseTransport) -> None:
+        # uvicorn's own shutdown() closes an idle connection at once (one whose
+        # response is not complete would only lose its keep-alive).
+        cast("_HttpProtocol", transport.get_protocol()).shutdown()
 
     async def drain(self) -> None:
-        """The drain has begun: idle connections close, busy ones after their
-        response (keep-alive ends)."""
-        self._draining.set()
-        await anyio.lowlevel.checkpoint()
+        """The drain has begun (the listeners are closed): what ends from now
+        on ends for good (a websocket's close waits only so long)."""
+        self.connections.drain()
+
+    async def close_connections(self) -> None:
+        """Close every connection once idle, busy ones after their response
+        (keep-alive ends); return when all have ended. Cancelled (the drain
+        deadline), those still open are reset."""
+        await self.connections.close_all()
 
     async def wait_requests(self) -> None:
         """Wait for the app's request tasks (one whose client left may still run)."""
@@ -417,11 +369,16 @@ class UvicornServer:
 
     def cancel_requests(self) -> None:
         """Cancel the app's request tasks still running (cut by the deadline)."""
-        self._cutting = True
+        # Cut at the drain deadline, which the scope reports by the request's
+        # label: uvicorn would log each as the app's error, with a traceback.
+        _UVICORN_ERROR.addFilter(self._quiet)
         for task in self.state.tasks:
             task.cancel()
 
     def end(self) -> None:
-        """Stop the background work (the lifespan task, the header refresh)."""
+        """Stop the background work (the lifespan task, the header refresh) and
+        reset the connections still open (a failure cut the drain short)."""
+        self.connections.abort_all()
+        _UVICORN_ERROR.removeFilter(self._quiet)
         self._headers_scope.cancel()
         self.lifespan.end()

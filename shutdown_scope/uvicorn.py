@@ -296,6 +296,9 @@ async def _serve_until_drained(
     that it reaches the caller as it is, not inside the task group's."""
 
     async def after_connections() -> None:
+        # Every accepted connection has its transport now; each is closed once
+        # idle, and the drain waits for them all.
+        await server.close_connections()
         await server.wait_requests()
         await server.lifespan.stop()
 
