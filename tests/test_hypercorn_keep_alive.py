@@ -6,6 +6,7 @@ import asyncio
 import gc
 import socket
 import struct
+import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -133,7 +134,13 @@ async def test_an_idle_connection_holds_one_task_whatever_their_number() -> None
     for conn in idle:
         assert _read_to_eof(conn) == b""  # closed as idle at the drain
         conn.close()
-    assert with_25 - with_5 == 20
+    # Python 3.10: hypercorn's TaskGroup is the taskgroup backport, which runs
+    # each connection's task inside a second one (install_uncancel); its own.
+    backport = (
+        sys.version_info < (3, 11) and sniffio.current_async_library() == "asyncio"
+    )
+    per_connection = 2 if backport else 1
+    assert with_25 - with_5 == 20 * per_connection
     assert scope.report.clean
 
 
