@@ -4,10 +4,11 @@
 tiny ASGI app (a 200 with a two-byte body) once per simulated request, bare and
 wrapped in ``ShutdownMiddleware`` (under a ``graceful_scope``'s token child, as
 ``serve()`` uses it), and prints nanoseconds per request of each and their
-difference: as ``shutdown_scope.hypercorn.serve()`` configures it (its
-HTTP/1.1 protocols add ``Connection: close`` themselves: no send wrapper) and
-as a user wraps an app under another server (with the wrapper; so does
-``shutdown_scope.uvicorn.serve()`` for now). No server and no event loop:
+difference: as ``shutdown_scope.hypercorn.serve()`` and
+``shutdown_scope.uvicorn.serve()`` configure it (their servers add
+``Connection: close`` themselves: no send wrapper; the token goes into the
+server's own scope: no copy) and as a user wraps an app under another server
+(a send wrapper for HTTP/1.x, and a copy of the scope). No server and no event loop:
 the coroutine is driven by hand (the app never suspends), so only the Python
 the middleware runs is timed, in CPU time of this thread
 (``time.thread_time_ns``: time other processes take on a shared machine is not
@@ -102,6 +103,7 @@ async def measure(rounds: int, calls: int) -> dict[str, list[float]]:
         token = scope.token.child("http")
         served = ShutdownMiddleware(app, token, readiness_path="/readyz")
         served._server_closes_http1()  # noqa: SLF001 -- as serve() builds it
+        served._server_scope_is_ours()  # noqa: SLF001
         calls_of: dict[str, Call] = {
             "bare": app,
             "serve()": served,

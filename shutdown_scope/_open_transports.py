@@ -16,7 +16,7 @@ import asyncio
 import enum
 import math
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import anyio
 import anyio.lowlevel
@@ -52,14 +52,18 @@ def _kernel_has_bytes(conn: socket.socket) -> bool:
 class OpenTransports:
     """Every open connection of one server; at the drain, closes the idle ones.
 
-    The server calls ``add`` once a connection's transport is made, ``lost``
-    when it is gone and ``responded`` after each complete response; ``drain``
-    marks the drain's start, and ``close_all`` is the one task that closes the
-    connections and waits for them.
+    The server calls ``add`` once a connection's transport is made and
+    ``lost`` when it is gone; ``drain`` marks the drain's start, and
+    ``close_all`` is the one task that closes the connections and waits for
+    them. A connection judged busy in the drain is handed to ``watch_busy``,
+    which calls ``responded`` once its response is complete: nothing is
+    reported per response before the drain.
 
     Args:
         activity: what a connection is doing now.
         close_idle: close a connection judged idle (or new past its grace).
+        watch_busy: call ``responded(transport)`` once the response in
+            progress on ``transport`` is complete.
         first_request_grace: how long after its accept a connection that has
             not sent a request yet at the drain may still send its first one
             (it connected while the server listened, or queued).
@@ -69,10 +73,12 @@ class OpenTransports:
         self,
         activity: Callable[[asyncio.BaseTransport], Activity],
         close_idle: Callable[[asyncio.BaseTransport], None],
+        watch_busy: Callable[[asyncio.BaseTransport], None],
         first_request_grace: float,
     ) -> None:
         self._activity = activity
         self._close_idle = close_idle
+        self._watch_busy = watch_busy
         self._grace = first_request_grace
         self._open: dict[asyncio.BaseTransport, tuple[socket.socket, float]] = {}
         # In the drain: the connections to look at, each with the rounds it
@@ -83,6 +89,10 @@ class OpenTransports:
 
     def __len__(self) -> int:
         return len(self._open)
+
+    def __iter__(self) -> Iterator[asyncio.BaseTransport]:
+        """The open transports (a copy: the loop may drop one meanwhile)."""
+        return iter(list(self._open))
 
     def add(self, transport: asyncio.BaseTransport, conn: socket.socket) -> None:
         """A new connection, served by ``transport`` over ``conn``."""
@@ -153,7 +163,9 @@ class OpenTransports:
                 wait = 0
             else:
                 del self._checking[transport]
-                if activity is not Activity.BUSY:  # busy: judged after its response
+                if activity is Activity.BUSY:  # judged again after its response
+                    self._watch_busy(transport)
+                else:
                     self._close_idle(transport)
         return wait
 

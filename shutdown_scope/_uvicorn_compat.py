@@ -6,9 +6,10 @@ uvicorn beyond its documented ``Config``: ``Config.load()`` and the attributes
 it sets (``http_protocol_class``, ``ws_protocol_class``, ``lifespan_class``,
 ``encoded_headers``), ``ServerState``, the constructor uvicorn's own
 ``Server.startup()`` uses for a protocol (``config=, server_state=,
-app_state=, _loop=``), an HTTP protocol's ``cycle``,
-``cycle.response_complete``, ``on_response_complete()`` and ``shutdown()``, a
-websocket protocol's ``run_asgi()``, and ``LifespanOn``'s ``main()``, ``send()``,
+app_state=, _loop=``), an HTTP protocol's ``server_state``, ``cycle``
+(``response_started``, ``response_complete``, ``default_headers``,
+``on_response``), ``pipeline`` (httptools') and ``shutdown()``, a websocket
+protocol's constructor and ``run_asgi()``, and ``LifespanOn``'s ``main()``, ``send()``,
 ``receive_queue``, ``startup_event``, ``error_occurred`` and ``shutdown()``.
 
 uvicorn's ``Server`` is not used: it captures SIGTERM and SIGINT itself (and
@@ -29,12 +30,13 @@ import socket
 import time
 from collections.abc import Callable
 from email.utils import formatdate
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from uvicorn.config import Config
 from uvicorn.lifespan.on import LifespanOn
+from uvicorn.protocols.http.flow_control import CLOSE_HEADER
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
@@ -47,6 +49,7 @@ __all__ = ["LifespanStartupError", "UvicornServer", "is_http_protocol", "loaded_
 _FIRST_REQUEST_GRACE = 1.0
 # uvicorn's Server refreshes its default headers (Date) once a second.
 _HEADERS_REFRESH = 1.0
+_CLOSE: Final = CLOSE_HEADER  # (b"connection", b"close")
 
 
 # The logger of uvicorn's protocols, and what they log when the app raises.
@@ -69,12 +72,16 @@ class LifespanStartupError(RuntimeError):
 
 
 class _Cycle(Protocol):
+    response_started: bool
     response_complete: bool
+    default_headers: list[tuple[bytes, bytes]]
+    on_response: Callable[[], None]
 
 
 class _HttpProtocol(Protocol):
-    """What the drain uses of uvicorn's HTTP/1.1 protocols (h11 and httptools)."""
+    """What the server uses of uvicorn's HTTP/1.1 protocols (h11 and httptools)."""
 
+    server_state: ServerState
     cycle: _Cycle | None
 
     def shutdown(self) -> None: ...
@@ -114,14 +121,11 @@ def loaded_copy(config: Config, app: Callable[..., Any]) -> Config:
 _Report = Callable[[asyncio.BaseTransport], None]
 
 
-def _reporting(
-    base: type[asyncio.Protocol], lost: _Report, responded: _Report | None = None
-) -> type[asyncio.Protocol]:
+def _reporting(base: type[asyncio.Protocol], lost: _Report) -> type[asyncio.Protocol]:
     """``base`` (one of uvicorn's protocol classes), telling ``lost`` when its
-    connection is gone and, for HTTP, ``responded`` when a response is complete
-    (after uvicorn has begun a request pipelined behind it). A websocket
-    upgrade hands the transport to a protocol of the websocket class, which
-    then tells ``lost`` instead."""
+    connection is gone (once per connection: nothing is added per request). A
+    websocket upgrade hands the transport to a protocol of the websocket
+    class, which then tells ``lost`` instead."""
 
     class Reporting(base):  # type: ignore[valid-type,misc]
         transport: asyncio.BaseTransport
@@ -132,13 +136,6 @@ def _reporting(
             finally:
                 lost(self.transport)
 
-        def on_response_complete(self) -> None:
-            try:
-                super().on_response_complete()
-            finally:
-                if responded is not None:
-                    responded(self.transport)
-
     Reporting.__name__ = Reporting.__qualname__ = base.__name__
     return Reporting
 
@@ -147,9 +144,16 @@ def _closing_after_the_app(
     base: type[asyncio.Protocol],
     connections: OpenTransports,
     answer_wait: Callable[[], float],
+    state: ServerState,
 ) -> type[asyncio.Protocol]:
     """``base`` (one of uvicorn's websocket protocol classes), closing its
-    connection soon after the app has returned during the drain.
+    connection soon after the app has returned during the drain, and built
+    on the server's own ``state``.
+
+    An HTTP protocol hands an upgraded connection over with its own
+    ``server_state``, which from the stop on adds ``Connection: close`` to
+    every response (``close_http1_after_each_response``): the websocket
+    handshake must not carry it.
 
     uvicorn waits up to 10 s for the client to answer a close frame, which
     would hold the drain; a client that vanished never answers. The client
@@ -160,6 +164,10 @@ def _closing_after_the_app(
 
     class ClosingAfterTheApp(base):  # type: ignore[valid-type,misc]
         transport: asyncio.BaseTransport
+
+        def __init__(self, *, server_state: ServerState, **kwargs: Any) -> None:
+            del server_state  # the HTTP protocol's: maybe the stopping one
+            super().__init__(server_state=state, **kwargs)
 
         async def run_asgi(self) -> None:
             try:
@@ -270,22 +278,22 @@ class UvicornServer:
         self._loop = asyncio.get_running_loop()
         self._config = config
         self.state = ServerState()
+        # What HTTP protocols are built with: self.state, then, from the stop
+        # on, a copy whose default headers end with Connection: close.
+        self._http_state = self.state
         self.lifespan = _Lifespan(config)
         self.connections = OpenTransports(
             self._activity,
             self._close_idle,
+            self._watch_response,
             min(_FIRST_REQUEST_GRACE, config.timeout_keep_alive),
         )
-        self._http_class = _reporting(
-            config.http_protocol_class,
-            self.connections.lost,
-            self.connections.responded,
-        )
+        self._http_class = _reporting(config.http_protocol_class, self.connections.lost)
         # The protocol an upgraded connection is handed to comes from the config.
         ws_class = config.ws_protocol_class
         if ws_class is not None:
             ws_class = _closing_after_the_app(
-                ws_class, self.connections, close_answer_wait
+                ws_class, self.connections, close_answer_wait, self.state
             )
             config.ws_protocol_class = _reporting(ws_class, self.connections.lost)
         self._refresh_headers()
@@ -297,6 +305,29 @@ class UvicornServer:
         date = [(b"date", formatdate(time.time(), usegmt=True).encode())]
         headers = date if config.date_header else []
         self.state.default_headers = headers + config.encoded_headers
+        if self._http_state is not self.state:
+            self._http_state.default_headers = [*self.state.default_headers, _CLOSE]
+
+    def close_http1_after_each_response(self) -> None:
+        """From now on, each response carries ``Connection: close`` and its
+        connection closes after it (uvicorn does both once the header is
+        there); websocket handshakes do not. Nothing is added per request
+        before this is called: the protocols' state is swapped here."""
+        if self._http_state is not self.state:
+            return
+        # A shallow copy: the same sets of connections and request tasks.
+        closing = self._http_state = copy.copy(self.state)
+        closing.default_headers = [*self.state.default_headers, _CLOSE]
+        for transport in self.connections:
+            protocol = transport.get_protocol()
+            if not isinstance(protocol, self._http_class):
+                continue  # a websocket
+            http = cast("_HttpProtocol", protocol)
+            http.server_state = closing  # the requests it parses from now on
+            cycles = [http.cycle, *(c for c, _ in getattr(protocol, "pipeline", ()))]
+            for cycle in cycles:  # those read already, not answered yet
+                if cycle is not None and not cycle.response_started:
+                    cycle.default_headers = closing.default_headers
 
     async def keep_headers_fresh(self) -> None:
         """Keep the Date header current, as uvicorn's main loop does; until
@@ -310,7 +341,7 @@ class UvicornServer:
         # As uvicorn's Server.startup() builds them.
         return self._http_class(  # type: ignore[call-arg]
             config=self._config,
-            server_state=self.state,
+            server_state=self._http_state,
             app_state=self.lifespan.state,
             _loop=self._loop,
         )
@@ -345,6 +376,24 @@ class UvicornServer:
         if cycle is None:
             return Activity.NEW
         return Activity.IDLE if cycle.response_complete else Activity.BUSY
+
+    def _watch_response(self, transport: asyncio.BaseTransport) -> None:
+        # Busy in the drain: judged again once its response is complete (after
+        # uvicorn has begun a request pipelined behind it). Hooked here, not
+        # in the protocol class: no call added to every response.
+        cycle = cast("_HttpProtocol", transport.get_protocol()).cycle
+        if cycle is None:  # pragma: no cover -- BUSY means a cycle
+            return
+        complete = cycle.on_response
+        responded = self.connections.responded
+
+        def then_judge() -> None:
+            try:
+                complete()
+            finally:
+                responded(transport)
+
+        cycle.on_response = then_judge
 
     def _close_idle(self, transport: asyncio.BaseTransport) -> None:
         # uvicorn's own shutdown() closes an idle connection at once (one whose

@@ -245,6 +245,7 @@ class ShutdownMiddleware:
     __slots__ = (
         "_app",
         "_closes_http1",
+        "_copies_scope",
         "_node",
         "_readiness_path",
         "_signals_checked",
@@ -286,6 +287,7 @@ class ShutdownMiddleware:
         self._spread = float(spread)
         self._signals_checked = False
         self._closes_http1 = True
+        self._copies_scope = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope (the ASGI 3 interface)."""
@@ -305,10 +307,11 @@ class ShutdownMiddleware:
             await self._answer_readiness(scope, send)
             return
         token = self._token
-        # A shallow copy (ASGI: a middleware must not change the server's
-        # scope); dict() clones a dict's table, cheaper than {**scope, ...}.
-        request = dict(scope)
-        request[TOKEN_KEY] = token
+        if self._copies_scope:
+            # A shallow copy (ASGI: a middleware must not change the server's
+            # scope); dict() clones a dict's table, cheaper than {**scope, ...}.
+            scope = dict(scope)
+        scope[TOKEN_KEY] = token
         if self._closes_http1 and scope.get("http_version") in _HTTP1:
             server_send = send
 
@@ -330,7 +333,7 @@ class ShutdownMiddleware:
         started = node.started
         started[unit] = _monotonic()
         try:
-            await self._app(request, receive, send)
+            await self._app(scope, receive, send)
         finally:
             del started[unit]
             if node.idle_event is not None and not started:
@@ -340,6 +343,19 @@ class ShutdownMiddleware:
         """The server adds ``Connection: close`` itself once the token is not
         ready (``serve()``'s servers): no send wrapper per request."""
         self._closes_http1 = False
+
+    def _server_scope_is_ours(self) -> None:
+        """The token goes into the server's own scope, not a copy.
+
+        Only for ``serve()``'s servers (hypercorn's h11, h2 and websocket
+        streams, uvicorn's h11, httptools and websocket protocols): each builds
+        a new scope for one request alone, and what it reads back of it (the
+        access log, HEAD, push, trailers) are keys of its own, which the
+        middleware never changes; the app sees the scope as it would under
+        the bare server. Any other server keeps the copy the ASGI spec asks of
+        a middleware.
+        """
+        self._copies_scope = False
 
     async def _answer_readiness(self, scope: Scope, send: Send) -> None:
         token = self._token
@@ -368,8 +384,11 @@ class ShutdownMiddleware:
                 tg.start_soon(self._close_when_draining, ws)
                 # The app's own exception reaches the server as it was raised,
                 # not wrapped in the task group's ExceptionGroup.
+                if self._copies_scope:
+                    scope = {**scope}
+                scope[TOKEN_KEY] = token
                 try:
-                    await self._app({**scope, TOKEN_KEY: token}, ws.receive, ws.send)
+                    await self._app(scope, ws.receive, ws.send)
                 except Exception as exc:  # noqa: BLE001 -- re-raised below
                     error = exc
                 tg.cancel_scope.cancel()

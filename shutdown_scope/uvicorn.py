@@ -253,6 +253,10 @@ async def serve(
     _check(token, app, config)
     if not isinstance(app, ShutdownMiddleware):
         app = ShutdownMiddleware(app, token, readiness_path=readiness_path)
+        # The server adds Connection: close from the trigger on (below), at
+        # no cost per request until then.
+        app._server_closes_http1()  # noqa: SLF001 -- the package's own
+        app._server_scope_is_ours()  # noqa: SLF001
 
     def close_answer_wait() -> float:
         # As ShutdownMiddleware waits for the answer to its own close frame.
@@ -268,11 +272,15 @@ async def serve(
     else:
         listener, socket_file = _listen(config)
         listeners = [listener]
+    undo = token._view.on_trigger(  # noqa: SLF001 -- the package's own
+        server.close_http1_after_each_response
+    )
     try:
         urls = [f"http://{describe_socket(sock)}" for sock in listeners]
         started = StartedWith(task_status, urls)
         failed = await _serve_until_drained(token, server, listeners, started)
     finally:
+        undo()
         for sock in listeners:
             sock.close()
         if socket_file is not None:

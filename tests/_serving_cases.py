@@ -473,3 +473,40 @@ def request_buffered_behind_a_stream_that_ends_late_is_served(server: Server) ->
     request_buffered_behind_a_response_begun_earlier_is_served(
         server, "/events?bye_after_ms=300"
     )
+
+
+def websocket_opened_while_stopping_has_no_connection_close(server: Server) -> None:
+    # Once stopping, HTTP responses carry Connection: close; a websocket
+    # handshake must not (its Connection is Upgrade), whether its connection
+    # was open before the stop or opened after it.
+    upgrade = (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with server.running("--announce-delay", "2") as (child, url):
+        before = connect(url)
+        assert get(url, "/work?ms=0").status_code == 200  # `before` is accepted
+        child.send(signal.SIGTERM)
+        child.wait_for("shutdown_scope: STOPPING")
+        after = connect(url)
+        heads = []
+        for sock in (before, after):
+            sock.sendall(upgrade)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                assert chunk, head
+                head += chunk
+            heads.append(head.split(b"\r\n\r\n")[0].lower())
+        answered_while_stopping = "shutdown_scope: DRAINING" not in child.output
+        for sock in (before, after):
+            sock.close()
+        assert child.finish() == 0, child.output
+    assert answered_while_stopping
+    for head in heads:
+        assert head.startswith(b"http/1.1 101 "), head
+        connection = [
+            line for line in head.split(b"\r\n") if line.startswith(b"connection:")
+        ]
+        assert connection == [b"connection: upgrade"], head

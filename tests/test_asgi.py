@@ -150,6 +150,30 @@ async def test_request_is_in_flight_under_its_label() -> None:
     assert len(second[0]) == len("http/GET ") + 100
 
 
+async def test_under_serves_servers_the_token_goes_into_the_servers_scope() -> None:
+    # serve()'s servers build a scope per request and read back only keys of
+    # their own: no copy there; any other server's scope is copied.
+    seen: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope)
+        await hello(scope, receive, send)
+
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        token = scope.token.child("http")
+        served = ShutdownMiddleware(app, token)
+        served._server_scope_is_ours()  # as serve() builds it
+        own = http_scope("/items")
+        await call_http(served, own)
+        copied = http_scope("/items")
+        await call_http(ShutdownMiddleware(app, token), copied)
+    assert seen[0] is own
+    assert own[TOKEN_KEY] is token
+    assert seen[1] is not copied
+    assert seen[1][TOKEN_KEY] is token
+    assert TOKEN_KEY not in copied
+
+
 # Virtual time on both backends (the test kit's clocks): exact times on asyncio too.
 @pytest.mark.parametrize(
     "anyio_backend",

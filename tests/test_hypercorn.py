@@ -65,6 +65,7 @@ def test_no_request_lost_under_load(
         cases.request_buffered_behind_a_response_begun_earlier_is_served,
         cases.request_buffered_behind_a_stream_that_ends_late_is_served,
         cases.keep_alive_response_begun_before_the_stop_ends_its_connection,
+        cases.websocket_opened_while_stopping_has_no_connection_close,
     ],
     ids=lambda case: case.__name__,
 )

@@ -72,6 +72,7 @@ subprocess_test = pytest.mark.subprocess
         cases.request_buffered_behind_a_response_begun_earlier_is_served,
         cases.request_buffered_behind_a_stream_that_ends_late_is_served,
         cases.keep_alive_response_begun_before_the_stop_ends_its_connection,
+        cases.websocket_opened_while_stopping_has_no_connection_close,
     ],
     ids=lambda case: case.__name__,
 )
