@@ -67,7 +67,8 @@ AT_SUPERVISOR_IMPORT = """
 import os, sys
 
 LATE = ["typing", "dataclasses", "pathlib", "shutdown_scope._launcher._control",
-        "shutdown_scope._launcher._metrics_file"]
+        "shutdown_scope._launcher._metrics_file",
+        "tempfile", "random"]
 
 class Watch:  # not importlib.abc's: that module imports typing
     @staticmethod
