@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -625,6 +626,31 @@ def test_no_usable_temporary_directory_is_a_clear_error() -> None:
         done.stderr
     )
     assert "Traceback" not in done.stderr
+
+
+def test_the_runtime_directory_is_made_where_tempfile_would_make_it(
+    public_dir: Path,
+) -> None:
+    """TMPDIR, TEMP, TMP in turn: one that is missing or not a directory is skipped."""
+    usable = public_dir / "usable"
+    usable.mkdir(mode=0o700)
+    (public_dir / "a-file").touch()
+    env = {
+        "TMPDIR": str(public_dir / "missing"),
+        "TEMP": str(public_dir / "a-file"),
+        "TMP": str(usable),
+    }
+    command = ("-m", "shutdown_scope", "run", "--", sys.executable, LAUNCHED)
+    with Launcher(*command, "serve", env=env) as child:
+        child.wait_for(") ready")
+        (runtime,) = usable.iterdir()
+        assert re.fullmatch(r"shutdown-scope-[0-9a-f]{16}", runtime.name), runtime
+        assert stat.S_IMODE(runtime.stat().st_mode) == 0o700
+        assert runtime.stat().st_uid == os.geteuid()
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+    assert list(usable.iterdir()) == []
+    assert sorted(x.name for x in public_dir.iterdir()) == ["a-file", "usable"]
 
 
 def test_the_runtime_directory_is_removed_at_exit(public_dir: Path) -> None:

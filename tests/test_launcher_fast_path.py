@@ -67,7 +67,8 @@ AT_SUPERVISOR_IMPORT = """
 import os, sys
 
 LATE = ["typing", "dataclasses", "pathlib", "shutdown_scope._launcher._control",
-        "shutdown_scope._launcher._metrics_file"]
+        "shutdown_scope._launcher._metrics_file",
+        "tempfile", "random", "shutil", "bz2", "lzma"]
 
 class Watch:  # not importlib.abc's: that module imports typing
     @staticmethod
@@ -158,3 +159,22 @@ def test_a_first_generation_abandoned_is_killed_and_reaped(tmp_path: Path) -> No
         os.waitpid(worker.pid, os.WNOHANG)  # reaped already
     assert worker.inbox.sock.fileno() == -1  # its notify socket closed
     assert not notify_socket.parent.exists()  # the runtime directory too
+
+
+@pytest.mark.parametrize("columns", [50, 120])
+def test_help_is_still_wrapped_to_the_terminal_width(columns: int) -> None:
+    # The launcher gives argparse the width itself (not through shutil).
+    result = subprocess.run(
+        [sys.executable, "-m", "shutdown_scope", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": str(columns)},
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    options = text[text.index("options:") : text.index("signals:")]  # no raw epilog
+    widths = [len(line) for line in options.splitlines()]
+    assert max(widths) <= columns - 2, result.stdout
+    assert max(widths) > columns - 12, result.stdout  # filled, not narrower

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import socket
+import sys
 
 from shutdown_scope._serve_args import add_serve_parser
 from shutdown_scope._version import __version__
@@ -26,9 +28,41 @@ example:
 """
 
 
+def _help_width() -> int:
+    """``HelpFormatter``'s default width, without importing ``shutil``.
+
+    argparse makes a formatter for each argument added and, given no width,
+    imports shutil (with bz2, lzma, fnmatch: over a millisecond) to read the
+    terminal's: this is ``shutil.get_terminal_size().columns - 2``, as it does.
+    """
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    stdout = sys.__stdout__
+    if columns <= 0 and stdout is not None:
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns
+        except (ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose formatters are given the width (see above).
+
+    Subparsers are of the class of their parent: this one, too.
+    """
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # Each of argparse's formatter classes takes a width; its stub says prog only.
+        width = _help_width()
+        return self.formatter_class(prog=self.prog, width=width)  # type: ignore[call-arg]
+
+
 def command_parser() -> argparse.ArgumentParser:
     """The parser of the whole command: run, reload, dump and serve."""
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="shutdown-scope",
         description="Run a service safely as PID 1, with socket handover and "
         "zero-downtime reload.",

@@ -19,7 +19,6 @@ import os
 import re
 import signal
 import stat
-import tempfile
 from collections.abc import Callable
 
 __all__ = [
@@ -150,7 +149,9 @@ class PidFile:
             os.close(fd)
 
     def _write_locked(self) -> tuple[int, tuple[int, int]]:
-        from pathlib import Path  # only with --pid-file (see name_this_process)
+        # Only with --pid-file: they cost milliseconds before the first child starts.
+        import tempfile
+        from pathlib import Path
 
         final = Path(self.path).absolute()
         # O_EXCL | O_NOFOLLOW, mode 0600 until it holds our pid and our lock.

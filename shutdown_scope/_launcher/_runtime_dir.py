@@ -1,10 +1,12 @@
 """The launcher's private directory, where the generations' notify sockets live.
 
-Made fresh by ``mkdtemp`` (mode 0700, a name nobody can guess in advance) and
-removed at exit. Before each socket is bound, the path is checked to still be
-that directory, owned by us: a tmp cleaner may have removed it, and another user
-may have made one of the same name since, to block every reload. Then a new
-directory is made; the other is neither used nor touched.
+Made fresh (mode 0700, a name nobody can guess in advance) in the directory
+``tempfile.gettempdir`` would pick, and removed at exit. (Not by ``tempfile``
+itself: it and what it imports, shutil, random, bz2, lzma, cost milliseconds
+before the first child starts.) Before each socket is bound, the path is
+checked to still be that directory, owned by us: a tmp cleaner may have removed
+it, and another user may have made one of the same name since, to block every
+reload. Then a new directory is made; the other is neither used nor touched.
 """
 
 from __future__ import annotations
@@ -15,13 +17,57 @@ import logging
 import os
 import socket
 import stat
-import tempfile
 
 __all__ = ["RuntimeDir"]
 
 logger = logging.getLogger("shutdown_scope.launcher")
 
 _MODE = 0o700
+_PREFIX = "shutdown-scope-"
+_ATTEMPTS = 100  # names tried per directory (each taken one means a collision)
+
+
+def _candidates() -> list[str]:
+    """Where ``tempfile.gettempdir`` looks, in its order (POSIX)."""
+    named = [os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")]
+    found = [name for name in named if name]
+    found += ["/tmp", "/var/tmp", "/usr/tmp"]  # noqa: S108 -- tempfile's own list
+    try:
+        found.append(os.getcwd())  # noqa: PTH109 -- no pathlib at the start
+    except OSError:
+        found.append(os.curdir)
+    return [os.path.abspath(path) for path in found]  # noqa: PTH100
+
+
+def _make_private_dir() -> str:
+    """A new directory of ours, mode 0700, in the first usable candidate.
+
+    Raises:
+        OSError: no candidate is usable, or the one to use is unsafe (EPERM).
+    """
+    candidates = _candidates()
+    for parent in candidates:
+        # As gettempdir, skip what we cannot write in (a file there is its test).
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):  # noqa: PTH112
+            continue
+        unsafe = _changeable_by_others(parent)
+        if unsafe:
+            msg = (
+                f"cannot make the launcher's runtime directory in {parent}: {unsafe};"
+                " set TMPDIR to a directory only root and this user can change"
+            )
+            raise OSError(errno.EPERM, msg)
+        for _ in range(_ATTEMPTS):
+            path = os.path.join(parent, _PREFIX + os.urandom(8).hex())  # noqa: PTH118
+            try:
+                os.mkdir(path, _MODE)  # noqa: PTH102 -- no pathlib at the start
+            except FileExistsError:
+                continue  # taken (by chance, or planted): another name
+            except OSError:
+                break  # not usable after all (read-only, ...): the next one
+            return path
+    msg = f"no usable temporary directory in {candidates}"
+    raise FileNotFoundError(errno.ENOENT, msg)
 
 
 def _is_socket(name: str, dir_fd: int) -> bool:
@@ -80,24 +126,14 @@ class RuntimeDir:
 
     def _make(self) -> None:
         try:
-            parent = tempfile.gettempdir()
-            unsafe = _changeable_by_others(parent)
-            path = (
-                None
-                if unsafe
-                else tempfile.mkdtemp(prefix="shutdown-scope-", dir=parent)
-            )
+            path = _make_private_dir()
         except OSError as error:
-            msg = f"cannot make the launcher's runtime directory: {error}"
+            if error.errno == errno.EPERM:
+                raise
+            msg = f"cannot make the launcher's runtime directory: {error.strerror}"
             raise OSError(error.errno, msg) from None
-        if path is None:
-            msg = (
-                f"cannot make the launcher's runtime directory in {parent}: {unsafe};"
-                " set TMPDIR to a directory only root and this user can change"
-            )
-            raise OSError(errno.EPERM, msg)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        os.fchmod(fd, _MODE)  # mkdtemp's 0700 less the umask: a umask 0700 leaves 0
+        os.fchmod(fd, _MODE)  # mkdir's 0700 less the umask: a umask 0700 leaves 0
         self._made.append((path, fd))
 
     @staticmethod
