@@ -102,8 +102,7 @@ async def measure(rounds: int, calls: int) -> dict[str, list[float]]:
     async with graceful_scope(signals=()) as scope:
         token = scope.token.child("http")
         served = ShutdownMiddleware(app, token, readiness_path="/readyz")
-        served._server_closes_http1()  # noqa: SLF001 -- as serve() builds it
-        served._server_scope_is_ours()  # noqa: SLF001
+        served._under_serve()  # noqa: SLF001 -- the package's own
         calls_of: dict[str, Call] = {
             "bare": app,
             "serve()": served,

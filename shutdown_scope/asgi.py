@@ -244,13 +244,12 @@ class ShutdownMiddleware:
 
     __slots__ = (
         "_app",
-        "_closes_http1",
-        "_copies_scope",
         "_node",
         "_readiness_path",
         "_signals_checked",
         "_spread",
         "_token",
+        "_wraps",
     )
 
     def __init__(
@@ -286,8 +285,7 @@ class ShutdownMiddleware:
         self._readiness_path = readiness_path
         self._spread = float(spread)
         self._signals_checked = False
-        self._closes_http1 = True
-        self._copies_scope = True
+        self._wraps = True  # a copy of the scope, and send wrapped (HTTP/1.x)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope (the ASGI 3 interface)."""
@@ -307,12 +305,14 @@ class ShutdownMiddleware:
             await self._answer_readiness(scope, send)
             return
         token = self._token
-        if self._copies_scope:
+        if not self._wraps:  # under serve()'s own server: see _under_serve()
+            scope[TOKEN_KEY] = token
+        else:
             # A shallow copy (ASGI: a middleware must not change the server's
             # scope); dict() clones a dict's table, cheaper than {**scope, ...}.
             scope = dict(scope)
-        scope[TOKEN_KEY] = token
-        if self._closes_http1 and scope.get("http_version") in _HTTP1:
+            scope[TOKEN_KEY] = token
+        if self._wraps and scope.get("http_version") in _HTTP1:
             server_send = send
 
             # Not token.ready: one property call fewer on every response.
@@ -339,23 +339,19 @@ class ShutdownMiddleware:
             if node.idle_event is not None and not started:
                 node._left()  # noqa: SLF001
 
-    def _server_closes_http1(self) -> None:
-        """The server adds ``Connection: close`` itself once the token is not
-        ready (``serve()``'s servers): no send wrapper per request."""
-        self._closes_http1 = False
+    def _under_serve(self) -> None:
+        """Under ``serve()``'s own servers: no send wrapper, no scope copy.
 
-    def _server_scope_is_ours(self) -> None:
-        """The token goes into the server's own scope, not a copy.
-
-        Only for ``serve()``'s servers (hypercorn's h11, h2 and websocket
-        streams, uvicorn's h11, httptools and websocket protocols): each builds
-        a new scope for one request alone, and what it reads back of it (the
-        access log, HEAD, push, trailers) are keys of its own, which the
-        middleware never changes; the app sees the scope as it would under
-        the bare server. Any other server keeps the copy the ASGI spec asks of
-        a middleware.
+        The server adds ``Connection: close`` itself once the token is not
+        ready. And the token goes into the server's own scope, not a copy:
+        each of these servers (hypercorn's h11, h2 and websocket streams,
+        uvicorn's h11, httptools and websocket protocols) builds a new scope
+        for one request alone, and what it reads back of it (the access log,
+        HEAD, push, trailers) are keys of its own, which the middleware never
+        changes; the app sees the scope as it would under the bare server.
+        Any other server keeps the copy the ASGI spec asks of a middleware.
         """
-        self._copies_scope = False
+        self._wraps = False
 
     async def _answer_readiness(self, scope: Scope, send: Send) -> None:
         token = self._token
@@ -384,7 +380,7 @@ class ShutdownMiddleware:
                 tg.start_soon(self._close_when_draining, ws)
                 # The app's own exception reaches the server as it was raised,
                 # not wrapped in the task group's ExceptionGroup.
-                if self._copies_scope:
+                if self._wraps:
                     scope = {**scope}
                 scope[TOKEN_KEY] = token
                 try:

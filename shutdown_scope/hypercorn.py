@@ -126,8 +126,7 @@ async def serve(
         app = ShutdownMiddleware(app, token, readiness_path=readiness_path)
         # The worker's HTTP/1.1 protocols add Connection: close from the
         # trigger on (below), at no cost per request until then.
-        app._server_closes_http1()  # noqa: SLF001 -- the package's own
-        app._server_scope_is_ours()  # noqa: SLF001
+        app._under_serve()  # noqa: SLF001 -- the package's own
     # A copy: the caller's Config is not changed (the keep-alive limit is).
     config = copy.copy(config)
     undo = token._view.on_trigger(  # noqa: SLF001 -- the package's own

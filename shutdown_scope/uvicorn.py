@@ -255,8 +255,7 @@ async def serve(
         app = ShutdownMiddleware(app, token, readiness_path=readiness_path)
         # The server adds Connection: close from the trigger on (below), at
         # no cost per request until then.
-        app._server_closes_http1()  # noqa: SLF001 -- the package's own
-        app._server_scope_is_ours()  # noqa: SLF001
+        app._under_serve()  # noqa: SLF001 -- the package's own
 
     def close_answer_wait() -> float:
         # As ShutdownMiddleware waits for the answer to its own close frame.

@@ -162,7 +162,7 @@ async def test_under_serves_servers_the_token_goes_into_the_servers_scope() -> N
     async with graceful_scope(**NO_SIGNALS) as scope:
         token = scope.token.child("http")
         served = ShutdownMiddleware(app, token)
-        served._server_scope_is_ours()  # as serve() builds it
+        served._under_serve()  # as serve() builds it
         own = http_scope("/items")
         await call_http(served, own)
         copied = http_scope("/items")
