@@ -10,15 +10,26 @@ the other, each as a fresh child process on 127.0.0.1 serving ``/work?ms=N``:
   (``shutdown_scope.hypercorn.serve`` under a ``graceful_scope``).
 
 All with a 60 s keep-alive (idle connections must stay open while the bench
-opens the rest) and a 4,096 backlog. Per server: N connections are opened and
-each gets one request answered, so all are idle keep-alive connections; then 8
-more connections each send ``/work?ms=200`` once the server is at rest (it
-uses no CPU for 100 ms: done with the N requests); 50 ms later the server gets
-SIGTERM. Printed per server: the resident memory (RSS, the process and its
-children, from /proc) before and with the N idle connections open, their
-difference divided by N (memory per idle connection), the peak RSS (VmHWM),
-and the time from the last of the 8 answers to the exit of the server process
-(``waitpid``): the drain, which should not grow with N.
+opens the rest) and a 4,096 backlog. Per server, the memory two ways:
+
+* **KB/conn**, what N idle connections hold: N connections are opened 32 at a
+  time, each batch with its one request answered before the next (as 32
+  keep-alive clients would), and the resident memory (RSS, the process and
+  its children, from /proc) with them open, less the RSS before, divided by N.
+  This is what ``bench/conn_memory.py`` measures (its RSS column), and the
+  figure to trust for what idle connections cost.
+* **burst-KB**: those closed, N connections are opened at once, each sending
+  its request before any answer is read: the server then has up to N requests
+  in flight together, and the allocator keeps the high-water of that burst
+  (freed, not returned to the system: opened again, N more connections add
+  next to nothing). The RSS with them, less the same RSS before, divided by
+  N: what a burst of N first requests leaves, not what the connections hold.
+
+Those N stay open, idle; then 8 more connections each send ``/work?ms=200``
+once the server is at rest (it uses no CPU for 100 ms: done with the N
+requests); 50 ms later the server gets SIGTERM. Printed also: the peak RSS
+(VmHWM) and the time from the last of the 8 answers to the exit of the server
+process (``waitpid``): the drain, which should not grow with N.
 
 The goals (from the issue): exit within 100 ms of the last request in flight,
 flat in N; at most 8 KB per idle connection. Timings vary with the machine's
@@ -60,6 +71,7 @@ SERVERS = (
     ("bare", "uvicorn"),
 )
 REQUEST = b"GET /work?ms=0 HTTP/1.1\r\nHost: bench\r\n\r\n"
+IDLE_BATCH = 32  # connections opened (and answered) together for KB/conn
 
 
 class ScaleServer(Server):
@@ -141,6 +153,14 @@ def open_idle(address: tuple[str, int], count: int) -> list[socket.socket]:
     return conns
 
 
+def open_idle_batched(address: tuple[str, int], count: int) -> list[socket.socket]:
+    """``open_idle``, ``IDLE_BATCH`` at a time: no burst of concurrent requests."""
+    conns: list[socket.socket] = []
+    while len(conns) < count:
+        conns += open_idle(address, min(IDLE_BATCH, count - len(conns)))
+    return conns
+
+
 def _in_flight(address: tuple[str, int], done: list[float]) -> None:
     with socket.create_connection(address, timeout=30) as conn:
         conn.sendall(f"GET /work?ms={WORK_MS} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
@@ -162,6 +182,7 @@ class Row:
     conns: int
     rss_before_kb: int
     rss_idle_kb: int
+    rss_burst_kb: int
     peak_kb: int
     answered: int
     drain_ms: float
@@ -171,6 +192,11 @@ class Row:
     def per_conn_kb(self) -> float:
         """Memory per idle connection, KiB."""
         return (self.rss_idle_kb - self.rss_before_kb) / self.conns
+
+    @property
+    def burst_kb(self) -> float:
+        """RSS left per connection by N connections' first requests at once, KiB."""
+        return (self.rss_burst_kb - self.rss_before_kb) / self.conns
 
 
 def measure(kind: str, worker: str, conns: int) -> Row:
@@ -186,9 +212,15 @@ def measure(kind: str, worker: str, conns: int) -> Row:
         time.sleep(0.2)
         pid = server.proc.pid
         before = _memory_kb(pid, "VmRSS")
-        idle = open_idle(address, conns)
+        idle = open_idle_batched(address, conns)
         wait_quiet(pid)
         with_idle = _memory_kb(pid, "VmRSS")
+        for conn in idle:
+            conn.close()
+        wait_quiet(pid)  # every one of them closed by the server
+        idle = open_idle(address, conns)
+        wait_quiet(pid)
+        with_burst = _memory_kb(pid, "VmRSS")
         done: list[float] = []
         threads = [
             threading.Thread(target=_in_flight, args=(address, done))
@@ -209,6 +241,7 @@ def measure(kind: str, worker: str, conns: int) -> Row:
             conns,
             before,
             with_idle,
+            with_burst,
             peak,
             len(done),
             (exited - last) * 1000,
@@ -231,16 +264,20 @@ def report(rows: list[Row]) -> None:
     """The table and the goals."""
     print(
         f"  {'server':<13}{'conns':>6}{'rss0-MB':>9}{'rss-MB':>8}{'peak-MB':>9}"
-        f"{'KB/conn':>9}{'answered':>9}{'last->exit':>11}{'exit':>5}"
+        f"{'KB/conn':>9}{'burst-KB':>9}{'answered':>9}{'last->exit':>11}{'exit':>5}"
     )
     for row in rows:
         print(
             f"  {row.name:<13}{row.conns:>6}{row.rss_before_kb / 1024:>9.1f}"
             f"{row.rss_idle_kb / 1024:>8.1f}{row.peak_kb / 1024:>9.1f}"
-            f"{row.per_conn_kb:>9.1f}{row.answered:>9}{row.drain_ms:>11.1f}"
+            f"{row.per_conn_kb:>9.1f}{row.burst_kb:>9.1f}{row.answered:>9}{row.drain_ms:>11.1f}"
             f"{row.exit_code:>5}"
         )
-    print("  MB and KB: 1024-based; last->exit: ms from the last of the 8 answers")
+    print(
+        "  MB and KB: 1024-based; KB/conn: held per idle connection (opened"
+        f" {IDLE_BATCH} at a time); burst-KB: RSS left per connection by N first"
+        " requests at once; last->exit: ms from the last of the 8 answers"
+    )
     for name in ("ours-asyncio", "ours-trio"):
         mine = [row for row in rows if row.name == name]
         drains = [row.drain_ms for row in mine]

@@ -29,6 +29,10 @@ def test_scale_bench_quick_prints_a_row_per_server_and_the_goals() -> None:
     rows = [line.split() for line in child.lines[header + 1 : header + 5]]
     assert [row[0] for row in rows] == SERVERS, output
     table = {row[0]: dict(zip(columns, row, strict=True)) for row in rows}
+    # Memory two ways: held per idle connection (opened in batches, as
+    # bench/conn_memory.py measures it) and left by a burst of N first requests.
+    for row in table.values():
+        float(row["KB/conn"]), float(row["burst-KB"])
     for name in ("ours-asyncio", "ours-trio"):
         # Every request in flight at the SIGTERM is answered; a clean exit.
         assert table[name]["answered"] == "8", output

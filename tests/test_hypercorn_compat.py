@@ -80,3 +80,26 @@ def test_the_hypercorn_extra_declares_what_the_layer_imports() -> None:
         imported |= _absolute_imports(_tree(PACKAGE / name))
     third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
     assert third_party - ALSO_ALLOWED <= declared, sorted(third_party - declared)
+
+
+@pytest.mark.anyio
+async def test_the_context_every_connection_holds_has_no_instance_dict() -> None:
+    # Every connection holds one for as long as it is open, idle ones too:
+    # slots, not a dict each (bench/conn_memory.py counts the bytes).
+    import socket
+
+    import sniffio
+
+    from shutdown_scope._hypercorn_compat import (
+        ConnectionContext,
+        asyncio_tree,
+        trio_tree,
+    )
+
+    trio = sniffio.current_async_library() == "trio"
+    tree = trio_tree() if trio else asyncio_tree()
+    with socket.socket() as conn:
+        context = ConnectionContext(tree.worker_context(None), conn)
+        assert context.conn is conn
+        assert not hasattr(context, "__dict__")
+        assert not hasattr(context.terminated, "__dict__")
