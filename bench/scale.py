@@ -26,7 +26,7 @@ opens the rest) and a 4,096 backlog. Per server, the memory two ways:
   N: what a burst of N first requests leaves, not what the connections hold.
 
 Those N stay open, idle; then 8 more connections each send ``/work?ms=200``
-once the server is at rest (it uses no CPU for 100 ms: done with the N
+(``--work-ms``) once the server is at rest (it uses no CPU for 100 ms: done with the N
 requests); 50 ms later the server gets SIGTERM. Printed also: the peak RSS
 (VmHWM) and the time from the last of the 8 answers to the exit of the server
 process (``waitpid``): the drain, which should not grow with N.
@@ -297,10 +297,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100 connections only")
     parser.add_argument("--conns", type=int, nargs="+", help="numbers of connections")
+    parser.add_argument(
+        "--work-ms",
+        type=int,
+        default=200,
+        help="how long each request in flight works, ms (default 200)",
+    )
     args = parser.parse_args()
     counts = args.conns or ([100] if args.quick else [100, 1000, 5000])
     if min(counts) < 1:
         parser.error("--conns must be at least 1")
+    if args.work_ms < 0:
+        parser.error("--work-ms must be at least 0")
+    global WORK_MS  # noqa: PLW0603 -- the requests in flight read it
+    WORK_MS = args.work_ms
     raise_nofile(max(counts) * 2 + 100)
     print(
         f"scale bench: Python {sys.version.split()[0]}; N idle keep-alive"

@@ -18,7 +18,8 @@ SERVERS = ["bare-asyncio", "ours-asyncio", "ours-trio", "bare-uvicorn"]
 @pytest.mark.subprocess
 @pytest.mark.bench
 def test_scale_bench_quick_prints_a_row_per_server_and_the_goals() -> None:
-    with Child(str(BENCH / "scale.py"), "--quick", timeout=120) as child:
+    bench = (str(BENCH / "scale.py"), "--quick", "--work-ms", "300")
+    with Child(*bench, timeout=120) as child:
         code = child.finish()
         output = child.output
     assert code == 0, output
@@ -38,6 +39,7 @@ def test_scale_bench_quick_prints_a_row_per_server_and_the_goals() -> None:
         assert table[name]["answered"] == "8", output
         assert table[name]["exit"] == "0", output
         assert table[name]["conns"] == "100", output
+    assert "8 x /work?ms=300 and SIGTERM" in output  # --work-ms
     goals = [line for line in child.lines if line.startswith("goal: ")]
     assert [goal.split()[1] for goal in goals] == ["ours-asyncio", "ours-trio"], output
 
