@@ -39,6 +39,7 @@ ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
 CONFIG = EXAMPLES / "deploy" / "nginx.conf"
 
+
 def find_nginx() -> str | None:
     """On PATH, or in /usr/sbin (root's PATH has it, others' may not)."""
     found = shutil.which("nginx")
@@ -118,7 +119,7 @@ def nginx_argv(tmp: Path, conf: Path, *extra: str) -> list[str]:
 
 @contextlib.contextmanager
 def nginx_in_front(tmp: Path, upstream_port: int) -> Iterator[str]:
-    """nginx with the example config in front of ``upstream_port``; its URL."""
+    """An nginx with the example config in front of ``upstream_port``; its URL."""
     port = free_port()
     site = tmp / "site.conf"
     site.write_text(example_config(port, upstream_port))
@@ -133,8 +134,9 @@ def nginx_in_front(tmp: Path, upstream_port: int) -> Iterator[str]:
         deadline = time.monotonic() + TIMEOUT
         while True:
             assert proc.poll() is None, (tmp / "error.log").read_text()
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", port), timeout=1
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=1),
             ):
                 break
             assert time.monotonic() < deadline, "nginx did not listen"
