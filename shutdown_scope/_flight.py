@@ -39,20 +39,26 @@ class FlightNode:
         # formats one.
         self.started: dict[InFlight, float] = {}
         # Weak: a child per connection must not be kept once dropped. Work in
-        # flight keeps its node alive (the in_flight guard holds it).
-        self.children: weakref.WeakSet[FlightNode] = weakref.WeakSet()
+        # flight keeps its node alive (the in_flight guard holds it). A set of
+        # references, not a WeakSet: the sums copy it in one C call, so a
+        # metrics thread summing while the loop adds a child does not fail
+        # with "Set changed size during iteration".
+        self.children: set[weakref.ref[FlightNode]] = set()
         # Set (and dropped) once this node's own work and holds are over;
         # made only while someone waits.
         self.idle_event: anyio.Event | None = None
         if parent is not None:
-            parent.children.add(self)
+            parent.children.add(weakref.ref(self, parent.children.discard))
 
     def _nodes(self) -> Iterator[FlightNode]:
         pending = [self]
         while pending:
             node = pending.pop()
             yield node
-            pending.extend(node.children)
+            for child in node.children.copy():
+                found = child()
+                if found is not None:
+                    pending.append(found)
 
     @property
     def count(self) -> int:
@@ -62,7 +68,7 @@ class FlightNode:
     @property
     def held(self) -> int:
         """Holds (``closes_itself``) here and below."""
-        return sum(n for node in self._nodes() for n in node.holds.values())
+        return sum(sum(node.holds.values()) for node in self._nodes())
 
     def snapshot(self) -> tuple[str, ...]:
         """Labels in flight here and below, one entry per unit of work, sorted."""
@@ -84,7 +90,7 @@ class FlightNode:
         """What holds the drain open here and below (``closes_itself``), sorted."""
         found: list[str] = []
         for node in self._nodes():
-            for what, n in node.holds.items():
+            for what, n in list(node.holds.items()):
                 found.extend([node.prefix + what] * n)
         return tuple(sorted(found))
 

@@ -169,14 +169,16 @@ def _close_sockets_left_in(traceback: TracebackType | None) -> None:
         traceback = traceback.tb_next
 
 
-class _AtEveryHttp1Response(int):
+class _AtEveryHttp1Response(float):
     """``keep_alive_max_requests`` once HTTP/1.1 keep-alive is over.
 
     hypercorn's H11Protocol adds ``Connection: close`` to a final response when
-    ``requests >= keep_alive_max_requests``: for an int subclass, Python asks
-    its reflected ``__le__`` first, which says yes. H2Protocol (and ours, in
-    ``_hypercorn_h2``) asks ``requests > keep_alive_max_requests``, whose
-    reflection (``__lt__``) is int's own: HTTP/2 keeps the configured limit.
+    ``requests >= keep_alive_max_requests``: the request count, an int, cannot
+    compare itself with a float, so Python asks the reflected ``__le__``, which
+    says yes. H2Protocol (and ours, in ``_hypercorn_h2``) asks ``requests >
+    keep_alive_max_requests``, whose reflection (``__lt__``) is float's own:
+    HTTP/2 keeps the configured limit. A float, not an int: hypercorn takes
+    any number there (``math.inf`` for no limit), which int() would refuse.
     """
 
     __slots__ = ()
@@ -189,7 +191,8 @@ def close_http1_after_each_response(config: Config) -> None:
     """From now on, HTTP/1.1 responses of servers using ``config`` carry
     ``Connection: close`` and their connection closes after them (no cost
     per request before this is called; HTTP/2 is not affected)."""
-    config.keep_alive_max_requests = _AtEveryHttp1Response(
+    # hypercorn annotates an int; it compares any number (see the class).
+    config.keep_alive_max_requests = _AtEveryHttp1Response(  # type: ignore[assignment]
         config.keep_alive_max_requests
     )
 

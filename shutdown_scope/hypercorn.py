@@ -78,6 +78,11 @@ def _check(token: object, app: object, config: object) -> None:
     if not isinstance(config, Config):
         msg = f"config must be a hypercorn.config.Config, not {config!r}"
         raise TypeError(msg)
+    limit = config.keep_alive_max_requests
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)):
+        # Compared with each response's count; replaced at the trigger.
+        msg = f"config.keep_alive_max_requests must be a number, not {limit!r}"
+        raise TypeError(msg)
     if config.ssl_enabled or config.quic_bind:
         msg = (
             "serve() does not terminate TLS or QUIC yet; terminate TLS in front "
@@ -117,7 +122,8 @@ async def serve(
             complete and the listeners accept.
 
     Raises:
-        TypeError: a wrong argument type.
+        TypeError: a wrong argument type (also a ``keep_alive_max_requests``
+            that is not a number).
         ValueError: TLS, QUIC or ``max_requests`` in ``config`` (not supported).
         OSError: an address cannot be bound (in use, say), before ``started()``.
     """

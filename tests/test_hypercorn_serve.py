@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import math
 import os
 import socket
 import sys
@@ -132,6 +134,17 @@ async def test_bad_arguments(args: tuple[Any, ...], error: type, message: str) -
         call: list[Any] = [token if a is None else a for a in args]
         with pytest.raises(error, match=message):
             await serve(*call)
+
+
+@pytest.mark.parametrize("limit", [None, "1000", True])
+async def test_a_keep_alive_limit_that_is_not_a_number_is_refused(
+    limit: object,
+) -> None:
+    config = config_for("127.0.0.1:0")
+    config.keep_alive_max_requests = limit  # type: ignore[assignment]
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        with pytest.raises(TypeError, match="keep_alive_max_requests must be a number"):
+            await scope.start(serve, hello, config)  # not served: refused at once
 
 
 @pytest.mark.parametrize(
@@ -297,3 +310,42 @@ async def test_a_collector_the_process_manages_is_left_alone(collector: str) -> 
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+@pytest.mark.parametrize("limit", [math.inf, math.nan])
+async def test_a_keep_alive_limit_hypercorn_takes_still_closes_from_the_trigger(
+    limit: float,
+) -> None:
+    # hypercorn serves with any number it can compare (inf: no limit); the
+    # trigger's Connection: close must not fail on it (and hang the shutdown).
+    begun, respond = anyio.Event(), anyio.Event()
+
+    async def app(
+        scope: Message,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        if scope["type"] == "http":
+            begun.set()
+            await respond.wait()
+        await hello(scope, receive, send)
+
+    config = config_for("127.0.0.1:0")
+    config.keep_alive_max_requests = limit  # type: ignore[assignment]
+    with anyio.fail_after(10):
+        async with graceful_scope(**NO_SIGNALS) as scope:
+            (url,) = await scope.start(serve, app, config)
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            async with await anyio.connect_tcp(host, int(port)) as client:
+                await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                await begun.wait()
+                scope.request_shutdown("test over")
+                respond.set()
+                received = b""
+                with contextlib.suppress(anyio.EndOfStream):
+                    while True:
+                        received += await client.receive()
+    head = received.lower().split(b"\r\n\r\n")[0]
+    assert head.startswith(b"http/1.1 200")
+    assert b"\r\nconnection: close" in head
+    assert scope.report.clean

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import threading
 
 import anyio
 import pytest
@@ -222,3 +224,40 @@ async def test_an_in_flight_guard_is_reusable_one_unit_at_a_time() -> None:
         with guard, pytest.raises(RuntimeError, match="already entered"), guard:
             pass  # pragma: no cover -- the second enter raises
         assert (token.in_flight_count, token.in_flight_labels()) == (0, ())
+
+
+async def test_counts_read_from_another_thread_while_children_come_and_go() -> None:
+    # A metrics exporter scrapes from its own thread (prometheus.py): the sum
+    # over child nodes must not trip over a child made or dropped meanwhile.
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    async with graceful_scope(signals=(), hard_exit=False) as scope:
+
+        def scrape() -> None:
+            try:
+                while not done.is_set():
+                    scope.in_flight_by_service()
+                    scope.token.in_flight_labels()
+            except Exception as error:  # noqa: BLE001 -- reported below
+                errors.append(error)
+
+        scraper = threading.Thread(target=scrape)
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads mid-sum, often
+        scraper.start()
+        try:
+            kept: list[ShutdownToken] = []
+            for i in range(30_000):
+                child = scope.token.child(f"c{i}")
+                with child.in_flight("GET /"):
+                    kept.append(child)
+                if len(kept) == 300:
+                    kept.clear()  # dropped: their nodes go from the parent's set
+                if errors:
+                    break
+        finally:
+            done.set()
+            scraper.join()
+            sys.setswitchinterval(switch)
+    assert errors == []
