@@ -179,9 +179,16 @@ class ShutdownState:
         self.trigger, self.signal, self._reason = kind, sig, reason
         self.t0 = anyio.current_time()
         self.triggered.set()
-        for callback in self._on_trigger:
-            callback()
-        self._on_trigger.clear()
+        callbacks, self._on_trigger = self._on_trigger, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # noqa: PERF203 -- once per shutdown; a hook must not stop it
+                logger.exception(
+                    "shutdown_scope: a shutdown-begins hook failed: %r",
+                    callback,
+                    extra={"event": "trigger_hook_failed"},
+                )
         if kind == "finished":
             return True  # nothing left to stop, nothing to guard
         self._guarded = True

@@ -8,7 +8,7 @@ import threading
 
 import anyio
 import pytest
-from _services import late_cleanup
+from _services import NO_SIGNALS, late_cleanup
 from anyio.abc import TaskStatus
 from trio.testing import MockClock
 
@@ -261,3 +261,28 @@ async def test_counts_read_from_another_thread_while_children_come_and_go() -> N
             scraper.join()
             sys.setswitchinterval(switch)
     assert errors == []
+
+
+async def test_a_failing_shutdown_begins_hook_does_not_stop_the_shutdown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The hooks servers register (e.g. hypercorn's Connection: close from the
+    # trigger on) run inside the trigger: one that raises must not leave the
+    # shutdown half begun.
+    called: list[str] = []
+
+    def broken() -> None:
+        called.append("broken")
+        raise OverflowError("cannot convert float infinity to integer")
+
+    async with graceful_scope(**NO_SIGNALS) as scope:
+        view = scope.token._view  # the package's own
+        view.on_trigger(broken)
+        view.on_trigger(lambda: called.append("next"))
+        scope.request_shutdown("test")
+    assert called == ["broken", "next"]
+    assert scope.report is not None
+    assert scope.report.exit_code == 0
+    assert [r.event for r in caplog.records if hasattr(r, "event")].count(
+        "trigger_hook_failed"
+    ) == 1
