@@ -305,25 +305,28 @@ class ShutdownMiddleware:
             await self._answer_readiness(scope, send)
             return
         token = self._token
-        if not self._wraps:  # under serve()'s own server: see _under_serve()
-            scope[TOKEN_KEY] = token
-        else:
+        if self._wraps:
             # A shallow copy (ASGI: a middleware must not change the server's
             # scope); dict() clones a dict's table, cheaper than {**scope, ...}.
             scope = dict(scope)
             scope[TOKEN_KEY] = token
-        if self._wraps and scope.get("http_version") in _HTTP1:
-            server_send = send
+            if scope.get("http_version") in _HTTP1:
+                server_send = send
 
-            # Not token.ready: one property call fewer on every response.
-            view = token._view  # noqa: SLF001 -- the package's own
+                # Not token.ready: one property call fewer on every response.
+                view = token._view  # noqa: SLF001 -- the package's own
 
-            # A plain function returning send's awaitable: no extra coroutine.
-            def send(message: Message) -> Awaitable[None]:
-                if message["type"] == "http.response.start" and view.reason is not None:
-                    return server_send(_with_connection_close(message))
-                return server_send(message)
+                # A plain function returning send's awaitable: no extra coroutine.
+                def send(message: Message) -> Awaitable[None]:
+                    if (
+                        message["type"] == "http.response.start"
+                        and view.reason is not None
+                    ):
+                        return server_send(_with_connection_close(message))
+                    return server_send(message)
 
+        else:  # under serve()'s own server: see _under_serve()
+            scope[TOKEN_KEY] = token
         # open_flight() and InFlight.__exit__(), inlined: two calls fewer.
         node = self._node
         unit = _new_unit(InFlight)
