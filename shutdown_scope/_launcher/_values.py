@@ -152,7 +152,8 @@ def ready_mode(text: str) -> ReadyMode:
     kind, sep, rest = text.partition(":")
     if kind == "after" and sep:
         try:
-            return ReadyMode(kind="after", seconds=_duration(rest, never=False))
+            seconds = _duration(rest, zero=False, never=False)
+            return ReadyMode(kind="after", seconds=seconds)
         except argparse.ArgumentTypeError as error:
             msg = f"after:SECONDS: {error}"
             raise argparse.ArgumentTypeError(msg) from None
