@@ -191,7 +191,8 @@ print(json.dumps(result))
 """
 
 
-def swap_at_bind(tmp_path: Path, swaps: int) -> dict[str, object]:
+def swap_at_bind(tmp_path: Path, swaps: int) -> tuple[str, str, list[str]]:
+    """The socket's path (or ""), the error (or ""), the directories swapped."""
     done = subprocess.run(
         [sys.executable, "-c", SWAP_AT_BIND, str(swaps)],
         capture_output=True,
@@ -200,17 +201,16 @@ def swap_at_bind(tmp_path: Path, swaps: int) -> dict[str, object]:
         check=True,
         env={**os.environ, "TMPDIR": str(tmp_path)},
     )
-    result: dict[str, object] = json.loads(done.stdout)
-    return result
+    result = json.loads(done.stdout)
+    return result.get("path", ""), result.get("error", ""), result["swapped"]
 
 
 @pytest.mark.subprocess
 def test_a_directory_swapped_during_the_bind_is_not_used(tmp_path: Path) -> None:
-    result = swap_at_bind(tmp_path, 1)
-    (swapped,) = result["swapped"]  # type: ignore[misc]
-    path = Path(str(result["path"]))
-    assert path.parent != Path(swapped)
-    assert path.parent.parent == tmp_path
+    path, error, (swapped,) = swap_at_bind(tmp_path, 1)
+    assert not error
+    assert Path(path).parent != Path(swapped)
+    assert Path(path).parent.parent == tmp_path
     # The bind went into the stranger's directory; what it holds is its own.
     assert [x.name for x in Path(swapped).iterdir()] == ["notify-1"]
     # Ours, moved away by the stranger: not followed, so nothing went into it.
@@ -219,6 +219,7 @@ def test_a_directory_swapped_during_the_bind_is_not_used(tmp_path: Path) -> None
 
 @pytest.mark.subprocess
 def test_a_directory_swapped_at_every_bind_is_an_error(tmp_path: Path) -> None:
-    result = swap_at_bind(tmp_path, 2)
-    assert "keeps being replaced" in str(result["error"])
-    assert len(result["swapped"]) == 2  # type: ignore[arg-type]
+    path, error, swapped = swap_at_bind(tmp_path, 2)
+    assert not path
+    assert "keeps being replaced" in error
+    assert len(swapped) == 2
