@@ -32,10 +32,10 @@ def _candidates() -> list[str]:
     named = [os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")]
     found = [name for name in named if name]
     found += ["/tmp", "/var/tmp", "/usr/tmp"]  # noqa: S108 -- tempfile's own list
-    try:
+    # A removed working directory is left out: nothing can be made in it, and
+    # tempfile's stand-in, os.curdir, would fail here (abspath calls getcwd).
+    with contextlib.suppress(OSError):
         found.append(os.getcwd())  # noqa: PTH109 -- no pathlib at the start
-    except OSError:
-        found.append(os.curdir)
     return [os.path.abspath(path) for path in found]  # noqa: PTH100
 
 
