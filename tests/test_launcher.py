@@ -182,6 +182,7 @@ def test_a_repeated_signal_inside_the_debounce_window_counts_once() -> None:
         assert child.finish() == 0
     assert child.output.count("got SIGUSR1") == 1
     assert len(child.named("signal_forwarded", signal="SIGUSR1")) == 1
+    assert len(child.named("signal_debounced", signal="SIGUSR1")) == 1
 
 
 def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period() -> None:
@@ -620,6 +621,7 @@ def test_a_signal_rewritten_to_0_is_dropped() -> None:
         assert child.finish() == 0
     assert "got SIGUSR1" not in child.output
     assert [e["signal"] for e in child.named("signal_forwarded")] == ["SIGTERM"]
+    assert [e["signal"] for e in child.named("signal_dropped")] == ["SIGUSR1"]
 
 
 def test_a_successor_that_cannot_be_executed_fails_its_reload(tmp_path: Path) -> None:

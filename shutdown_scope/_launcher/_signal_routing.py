@@ -46,10 +46,12 @@ class SignalRouting:
         """The signal to forward for ``sig``, ``"reload"``, or None to ignore it."""
         last = self._last.get(sig, -math.inf)
         if now - last < self._debounce:
+            name = signal_name(sig)
             logger.info(
                 "%s again within %.2f s: counted once",
-                signal_name(sig),
+                name,
                 self._debounce,
+                extra={"event": "signal_debounced", "signal": name},
             )
             return None
         self._last[sig] = now
@@ -57,6 +59,8 @@ class SignalRouting:
             return "reload"
         sent = self._rewrite.get(sig, sig)
         if sent == 0:
-            logger.info("%s dropped (--rewrite)", signal_name(sig))
+            name = signal_name(sig)
+            extra = {"event": "signal_dropped", "signal": name}
+            logger.info("%s dropped (--rewrite)", name, extra=extra)
             return None
         return sent
