@@ -78,7 +78,7 @@ def test_middleware_cost_bench_quick_prints_both_wrappings_and_the_goals() -> No
 @pytest.mark.parametrize("load", ["wrk", "without_wrk"])
 def test_throughput_bench_quick_prints_a_row_per_server_and_the_goal(load: str) -> None:
     if load == "wrk" and shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (Debian: apt-get install wrk)")
+        pytest.skip("wrk is not installed (apt-get install wrk; .ci/run does as root)")
     # Without wrk on the PATH: the bench says so and uses its own clients.
     env = None if load == "wrk" else {"PATH": str(Path(sys.executable).parent)}
     bench = (str(BENCH / "throughput.py"), "--quick", "--seconds", "0.3")
