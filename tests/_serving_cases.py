@@ -510,3 +510,21 @@ def websocket_opened_while_stopping_has_no_connection_close(server: Server) -> N
             line for line in head.split(b"\r\n") if line.startswith(b"connection:")
         ]
         assert connection == [b"connection: upgrade"], head
+
+
+# The cases every server of serve() runs (tests/test_hypercorn.py,
+# tests/test_uvicorn_serve.py), in this order.
+EVERY_SERVER = (
+    readiness_fails_during_the_announce_delay,
+    request_begun_before_the_stop_answers_with_connection_close,
+    connections_in_the_accept_queue_are_served,
+    idle_connections_do_not_hold_the_drain,
+    websocket_gets_going_away,
+    unanswered_websocket_close_does_not_hold_the_drain,
+    event_stream_ends_with_a_last_event_at_the_drain,
+    request_past_the_drain_deadline_is_cancelled,
+    request_buffered_behind_a_response_begun_earlier_is_served,
+    request_buffered_behind_a_stream_that_ends_late_is_served,
+    keep_alive_response_begun_before_the_stop_ends_its_connection,
+    websocket_opened_while_stopping_has_no_connection_close,
+)

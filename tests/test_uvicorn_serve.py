@@ -59,21 +59,7 @@ subprocess_test = pytest.mark.subprocess
 @subprocess_test
 @pytest.mark.parametrize(
     "case",
-    [
-        cases.no_request_lost_under_load,
-        cases.readiness_fails_during_the_announce_delay,
-        cases.request_begun_before_the_stop_answers_with_connection_close,
-        cases.connections_in_the_accept_queue_are_served,
-        cases.idle_connections_do_not_hold_the_drain,
-        cases.websocket_gets_going_away,
-        cases.unanswered_websocket_close_does_not_hold_the_drain,
-        cases.event_stream_ends_with_a_last_event_at_the_drain,
-        cases.request_past_the_drain_deadline_is_cancelled,
-        cases.request_buffered_behind_a_response_begun_earlier_is_served,
-        cases.request_buffered_behind_a_stream_that_ends_late_is_served,
-        cases.keep_alive_response_begun_before_the_stop_ends_its_connection,
-        cases.websocket_opened_while_stopping_has_no_connection_close,
-    ],
+    [cases.no_request_lost_under_load, *cases.EVERY_SERVER],
     ids=lambda case: case.__name__,
 )
 @pytest.mark.parametrize("server", SERVERS, ids=lambda server: server.name)
