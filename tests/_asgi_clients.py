@@ -1,7 +1,8 @@
 """The server's side of the ASGI calling convention, for the middleware tests.
 
 ``call_http`` runs one request through an app and keeps what it sent;
-``FakeWebSocket`` is one websocket client as a server would present it.
+``FakeWebSocket`` is one websocket client as a server would present it. And
+the app's side of one: ``answer_lifespan`` for the test apps.
 """
 
 from __future__ import annotations
@@ -116,3 +117,10 @@ class FakeWebSocket:
             self.accepted.set()
         elif message["type"] == "websocket.close":
             self.disconnect(message.get("code", 1000))
+
+
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """An app's answer to a ``lifespan`` scope: started, then stopped."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})

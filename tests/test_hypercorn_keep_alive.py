@@ -16,6 +16,7 @@ import h2.config
 import h2.connection
 import pytest
 import sniffio
+from _asgi_clients import answer_lifespan
 from _services import NO_SIGNALS
 from hypercorn.asyncio.tcp_server import TCPServer as AsyncioTCPServer
 from hypercorn.config import Config
@@ -44,9 +45,7 @@ async def app(
 ) -> None:
     """Answers ``/?ms=N`` after N milliseconds."""
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await answer_lifespan(receive, send)
         return
     await anyio.sleep(int(scope["query_string"].split(b"=")[1]) / 1000)
     headers = [(b"content-length", b"5")]

@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _asgi_clients import answer_lifespan
 from _services import NO_SIGNALS
 from anyio.abc import TaskStatus
 from hypercorn.config import Config
@@ -45,9 +46,7 @@ async def hello(
     send: Callable[[Message], Awaitable[None]],
 ) -> None:
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await answer_lifespan(receive, send)
         return
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"hello"})

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import pytest
 import uvicorn
+from _asgi_clients import answer_lifespan
 from _services import NO_SIGNALS
 
 from shutdown_scope import graceful_scope
@@ -37,9 +38,7 @@ def anyio_backend() -> str:
 async def app(scope: Message, receive: Receive, send: Send) -> None:
     """``/`` answers ``hello``; ``/endless`` streams until it is cancelled."""
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await answer_lifespan(receive, send)
         return
     await send({"type": "http.response.start", "status": 200, "headers": []})
     if scope["path"] == "/endless":

@@ -23,6 +23,7 @@ import _serving_cases as cases
 import anyio
 import pytest
 import uvicorn
+from _asgi_clients import answer_lifespan
 from _services import NO_SIGNALS
 from _spawn import Child, Launcher
 from anyio.abc import TaskStatus
@@ -151,9 +152,7 @@ def anyio_backend() -> str:
 
 async def hello(scope: Message, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await answer_lifespan(receive, send)
         return
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"hello"})
