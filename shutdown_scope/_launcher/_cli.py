@@ -9,7 +9,9 @@ import os
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
+from logging import INFO
 
+from . import _events as events
 from . import _values as values
 from ._first_start import start_and_supervise
 from ._log_output import attach
@@ -164,7 +166,10 @@ def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> 
         except OSError as error:
             logger.error("%s", error.strerror or error)  # noqa: TRY400
             return _LAUNCHER_ERROR
-        return start_and_supervise(
+        pid = os.getpid()
+        text = f"launcher started as pid {pid}"  # the command: in JSON
+        events.log(INFO, "started", text, pid=pid, command=options.command)
+        code = start_and_supervise(
             options,
             listeners,
             environ=environ,
@@ -173,6 +178,8 @@ def _run(args: argparse.Namespace, command: list[str], signals: SignalInbox) -> 
             notify_upstream=None if upstream is None else upstream.send,
             metrics=metrics,
         )
+        events.log(INFO, "exited", f"exit code {code}", exit_code=code)
+        return code
 
 
 def _reload(args: argparse.Namespace) -> int:

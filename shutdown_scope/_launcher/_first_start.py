@@ -47,32 +47,6 @@ def start_and_supervise(
     metrics: MetricsFile | None,
 ) -> int:
     """Start the first generation, then supervise it; the launcher's exit code."""
-    pid = os.getpid()
-    text = f"launcher started as pid {pid}"  # the command: in JSON
-    events.log(INFO, "started", text, pid=pid, command=options.command)
-    code = _start_and_supervise(
-        options,
-        listeners,
-        environ=environ,
-        signals=signals,
-        control=control,
-        notify_upstream=notify_upstream,
-        metrics=metrics,
-    )
-    events.log(INFO, "exited", f"exit code {code}", exit_code=code)
-    return code
-
-
-def _start_and_supervise(
-    options: Options,
-    listeners: Sequence[Listener],
-    *,
-    environ: dict[str, str],
-    signals: SignalInbox,
-    control: ControlServer | None,
-    notify_upstream: Callable[[str], None] | None,
-    metrics: MetricsFile | None,
-) -> int:
     relayed = notify_upstream is not None
     try:
         children = Children(
